@@ -1,0 +1,179 @@
+"""Progressive GANSynth generator and discriminator (Magenta's architecture).
+
+Tensors are NCHW: [batch, channels, time, freq]; the final output is
+[batch, 2, 128, 1024] for the H representation (channel 0 log-mel, 1 mel-IF,
+both normalized to [-1, 1] by tanh).
+
+Each network runs only up to the block that `progress` needs: at progress p,
+blocks 1..ceil(p)+1 contribute (Magenta runs every block at full resolution and
+masks with alphas; outputs agree up to nearest upsampling).
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from engine.config import ModelConfig
+
+LEAKY_SLOPE = 0.2
+
+
+def pixel_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """x / sqrt(mean over channels of x^2 + eps); x [batch, channels, ...]."""
+    return x * torch.rsqrt(torch.mean(x * x, dim=1, keepdim=True) + eps)
+
+
+def he_scale(fan_in: int, slope: float) -> float:
+    """Equalized-LR scale sqrt(2 / ((1 + slope^2) fan_in)); slope 0 for body convs, 1 for linear outputs."""
+    return math.sqrt(2.0 / ((1.0 + slope * slope) * fan_in))
+
+
+class EqConv2d(nn.Module):
+    """Conv with N(0,1) weights scaled at run time by the He constant, bias added after."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: tuple[int, int] | int, padding=0, slope: float = 0.0):
+        super().__init__()
+        kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kh, kw))
+        self.bias = nn.Parameter(torch.zeros(out_ch))
+        self.scale = he_scale(in_ch * kh * kw, slope)
+        self.padding = padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
+
+
+class EqLinear(nn.Module):
+    def __init__(self, in_features: int, out_features: int, slope: float = 1.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        self.scale = he_scale(in_features, slope)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight * self.scale, self.bias)
+
+
+def _act(x: torch.Tensor) -> torch.Tensor:
+    return F.leaky_relu(x, LEAKY_SLOPE)
+
+
+def blocks_for_progress(cfg: ModelConfig, progress: float) -> int:
+    """Number of blocks with non-zero weight at `progress` (1..num_resolutions)."""
+    return max(1, min(cfg.num_resolutions, math.ceil(progress - 1e-9) + 1))
+
+
+def generator_alpha(block: int, progress: float) -> float:
+    return max(0.0, min(progress - (block - 2), block - progress))
+
+
+class GeneratorBlock(nn.Module):
+    def __init__(self, cfg: ModelConfig, block: int):
+        super().__init__()
+        out_ch = cfg.num_filters(block)
+        if block == 1:
+            in_ch = cfg.latent_size + cfg.num_pitches
+            sh, sw = cfg.start_shape
+            # Magenta pads the 1x1 input by (sh-1, sw-1) then runs a VALID (sh, sw) conv.
+            self.conv0 = EqConv2d(in_ch, out_ch, (sh, sw), padding=(sh - 1, sw - 1))
+        else:
+            self.conv0 = EqConv2d(cfg.num_filters(block - 1), out_ch, cfg.kernel_size, padding=cfg.kernel_size // 2)
+        self.conv1 = EqConv2d(out_ch, out_ch, cfg.kernel_size, padding=cfg.kernel_size // 2)
+        self.to_rgb = EqConv2d(out_ch, 2, 1, slope=1.0)
+        self.first = block == 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.first:
+            x = F.interpolate(x, scale_factor=2, mode="nearest")
+        x = pixel_norm(_act(self.conv0(x)))
+        return pixel_norm(_act(self.conv1(x)))
+
+
+class Generator(nn.Module):
+    """z [batch, latent] + pitch labels [batch] (0-based) -> [batch, 2, T, F] in [-1, 1]."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.blocks = nn.ModuleList(GeneratorBlock(cfg, k) for k in range(1, cfg.num_resolutions + 1))
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor, progress: float | None = None) -> torch.Tensor:
+        cfg = self.cfg
+        progress = cfg.final_progress if progress is None else progress
+        n_blocks = blocks_for_progress(cfg, progress)
+        onehot = F.one_hot(labels.long(), cfg.num_pitches).to(z.dtype)
+        x = pixel_norm(torch.cat([z, onehot], dim=1))[:, :, None, None]  # [B, latent+pitches, 1, 1]
+        out = None
+        for k in range(1, n_blocks + 1):
+            block = self.blocks[k - 1]
+            x = block(x)
+            alpha = generator_alpha(k, progress)
+            if out is not None:
+                out = F.interpolate(out, scale_factor=2, mode="nearest")
+            if alpha > 0:
+                rgb = alpha * torch.tanh(block.to_rgb(x))
+                out = rgb if out is None else out + rgb
+            elif out is None:
+                out = torch.zeros(x.shape[0], 2, *x.shape[2:], dtype=x.dtype, device=x.device)
+        return out
+
+
+def minibatch_stddev(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Scalar: mean over all features of sqrt(population var over batch + eps)."""
+    var = torch.mean((x - x.mean(dim=0, keepdim=True)) ** 2, dim=0)
+    return torch.mean(torch.sqrt(var + eps))
+
+
+class Discriminator(nn.Module):
+    """[batch, 2, T, F] at the resolution of `progress` -> (logits [batch], pitch logits [batch, pitches])."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        nf, k_pad = cfg.num_filters, cfg.kernel_size // 2
+        self.from_rgb = nn.ModuleList(EqConv2d(2, nf(k), 1) for k in range(1, cfg.num_resolutions + 1))
+        self.conv0 = nn.ModuleList()
+        self.conv1 = nn.ModuleList()
+        for k in range(1, cfg.num_resolutions + 1):
+            if k == 1:
+                self.conv0.append(EqConv2d(nf(1) + 1, nf(1), cfg.kernel_size, padding=k_pad))
+                self.conv1.append(EqConv2d(nf(1), nf(0), cfg.start_shape))
+            else:
+                self.conv0.append(EqConv2d(nf(k), nf(k), cfg.kernel_size, padding=k_pad))
+                self.conv1.append(EqConv2d(nf(k), nf(k - 1), cfg.kernel_size, padding=k_pad))
+        self.logits = EqLinear(nf(0), 1)
+        self.classifier = EqLinear(nf(0), cfg.num_pitches)
+
+    def forward(self, images: torch.Tensor, progress: float | None = None):
+        cfg = self.cfg
+        progress = cfg.final_progress if progress is None else progress
+        top = blocks_for_progress(cfg, progress)
+        x = _act(self.from_rgb[top - 1](images))
+        for k in range(top, 1, -1):
+            x = _act(self.conv1[k - 1](_act(self.conv0[k - 1](x))))
+            x = F.avg_pool2d(x, 2)
+            alpha = min(1.0, max(0.0, (k - 1) - progress))
+            if alpha > 0:
+                lod = F.avg_pool2d(images, 2 ** (top - k + 1))
+                x = alpha * _act(self.from_rgb[k - 2](lod)) + (1.0 - alpha) * x
+        std = minibatch_stddev(x).expand(x.shape[0], 1, *x.shape[2:])
+        x = _act(self.conv0[0](torch.cat([x, std], dim=1)))
+        x = _act(self.conv1[0](x)).flatten(1)  # [B, nf(0)]
+        return self.logits(x).squeeze(1), self.classifier(x)
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model, parameter by parameter."""
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach().to(e.dtype), 1.0 - decay)
+
+
+def make_ema(model: nn.Module) -> nn.Module:
+    ema = copy.deepcopy(model)
+    ema.requires_grad_(False)
+    return ema.eval()

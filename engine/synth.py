@@ -134,6 +134,10 @@ def load_synth(path, device: str = "auto", threads: int | None = None, precision
     if path.is_dir() and is_model_dir(path):
         generator, _, spectral, meta = load_model_dir(path)
         return Synth(generator, spectral, device, threads, precision, meta, batch_size)
+    is_magenta = (path.is_dir() and (path / "experiment.json").is_file()) or path.suffix == ".zip"
+    if not is_magenta:
+        raise ModelFileError(f"{path}: neither a model directory (no config.json) nor a Magenta "
+                             "GANSynth checkpoint (a directory with experiment.json, or its .zip)")
     from engine import magenta  # only needed for Magenta checkpoints
 
     generator, spectral, meta = magenta.load_magenta(path)

@@ -1,0 +1,116 @@
+"""Generator / discriminator: shapes per config, parameter counts, equalized LR, progress blending."""
+import math
+
+import pytest
+import torch
+
+from engine.config import PRESETS, ModelConfig
+from engine.model import (Discriminator, Generator, blocks_for_progress, ema_update, generator_alpha,
+                          make_ema, minibatch_stddev, pixel_norm)
+
+
+def count(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_paper_parameter_counts_and_widths():
+    cfg = PRESETS["paper"]
+    assert cfg.widths == [256, 256, 256, 256, 256, 128, 64, 32]
+    assert count(Generator(cfg)) == 7_311_246
+    assert count(Discriminator(cfg)) == 6_831_230
+
+
+@pytest.mark.parametrize("name", ["paper", "lite", "tiny"])
+def test_shapes_per_config(name):
+    cfg = PRESETS[name]
+    g, d = Generator(cfg), Discriminator(cfg)
+    z = torch.randn(2, cfg.latent_size)
+    labels = torch.tensor([0, cfg.num_pitches - 1])
+    for progress in ([0.0, 2.5, cfg.final_progress] if name != "paper" else [1.0]):
+        with torch.no_grad():
+            out = g(z, labels, progress)
+            k = blocks_for_progress(cfg, progress)
+            assert out.shape == (2, 2, *cfg.resolution(k))
+            assert out.abs().max() <= 1.0
+            logits, classes = d(out, progress)
+        assert logits.shape == (2,) and classes.shape == (2, cfg.num_pitches)
+
+
+def test_he_scales_match_magenta():
+    g = Generator(PRESETS["paper"])
+    b = g.blocks
+    assert b[0].conv0.scale == pytest.approx(0.014041, abs=1e-6)  # fan_in 2*16*317
+    assert b[1].conv0.scale == pytest.approx(0.029463, abs=1e-6)
+    assert b[5].conv1.scale == pytest.approx(0.058926, abs=1e-6)  # 64 input channels
+    assert b[6].conv1.scale == pytest.approx(0.083333, abs=1e-6)
+    assert b[0].to_rgb.scale == pytest.approx(0.0625, abs=1e-6)
+    assert b[6].to_rgb.scale == pytest.approx(0.176777, abs=1e-6)
+    assert Discriminator(PRESETS["paper"]).logits.scale == pytest.approx(0.0625)
+
+
+def test_scale_applied_before_bias():
+    g = Generator(PRESETS["tiny"])
+    conv = g.blocks[1].conv0
+    with torch.no_grad():
+        conv.bias.fill_(0.5)
+        x = torch.randn(1, conv.weight.shape[1], 4, 4)
+        ref = torch.nn.functional.conv2d(x, conv.weight, padding=1) * conv.scale + 0.5
+        assert torch.allclose(conv(x), ref, atol=1e-5)
+
+
+def test_pixel_norm_covers_onehot():
+    """Block 1 sees pixel_norm(concat(z, onehot)): scaling z changes the one-hot's share."""
+    cfg = PRESETS["tiny"]
+    x = torch.cat([torch.ones(1, cfg.latent_size), torch.nn.functional.one_hot(torch.tensor([3]), 61)], 1)
+    n = pixel_norm(x[:, :, None, None])[0, :, 0, 0]
+    assert n[cfg.latent_size + 3] == pytest.approx(math.sqrt((cfg.latent_size + 61) / (cfg.latent_size + 1)), rel=1e-5)
+
+
+def test_final_progress_uses_only_last_to_rgb():
+    cfg = PRESETS["tiny"]
+    g = Generator(cfg).eval()
+    z, labels = torch.randn(2, cfg.latent_size), torch.tensor([1, 2])
+    with torch.no_grad():
+        before = g(z, labels)
+        g.blocks[-2].to_rgb.weight.add_(1.0)
+        assert torch.equal(before, g(z, labels))
+        g.blocks[-1].to_rgb.weight.add_(1.0)
+        assert not torch.equal(before, g(z, labels))
+
+
+def test_fade_in_blends_nearest_upsampled_outputs():
+    cfg = PRESETS["tiny"]
+    g = Generator(cfg).eval()
+    z, labels = torch.randn(1, cfg.latent_size), torch.tensor([5])
+    with torch.no_grad():
+        mid = g(z, labels, 1.25)  # blocks 2 and 3: alpha 0.75 / 0.25
+        low = g(z, labels, 1.0)
+        x = g.blocks[0](pixel_norm(torch.cat([z, torch.nn.functional.one_hot(labels, 61).float()], 1))[:, :, None, None])
+        x = g.blocks[2](g.blocks[1](x))
+        high = torch.tanh(g.blocks[2].to_rgb(x))
+    expected = 0.75 * torch.nn.functional.interpolate(low, scale_factor=2) + 0.25 * high
+    assert generator_alpha(2, 1.25) == 0.75 and generator_alpha(3, 1.25) == 0.25
+    assert torch.allclose(mid, expected, atol=1e-6)
+
+
+def test_minibatch_stddev_is_population_std_mean():
+    x = torch.tensor([[1.0, 2.0], [3.0, 6.0]])
+    assert minibatch_stddev(x) == pytest.approx((math.sqrt(1 + 1e-6) + math.sqrt(4 + 1e-6)) / 2)
+
+
+def test_ema_update():
+    g = Generator(PRESETS["tiny"])
+    ema = make_ema(g)
+    with torch.no_grad():
+        for p in g.parameters():
+            p.add_(1.0)
+    ema_update(ema, g, 0.9)
+    p_ema, p = next(ema.parameters()), next(g.parameters())
+    assert torch.allclose(p_ema, p - 0.9, atol=1e-5)
+
+
+def test_config_resolutions():
+    cfg = ModelConfig()
+    assert cfg.resolution(1) == (2, 16) and cfg.output_shape == (128, 1024)
+    assert ModelConfig(start_shape=(4, 8)).output_shape == (256, 512)
+    assert cfg.highest_pitch == 84

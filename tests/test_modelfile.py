@@ -1,0 +1,147 @@
+"""Model files: round trip, and one clear error naming the file for every kind of damage."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from engine import ModelFileError, load_synth
+from engine.config import PRESETS, SpectralConfig
+from engine.model import Generator
+from engine.modelfile import CONFIG_FILE, WEIGHTS_FILE, load_model_dir, save_model_dir
+from tests.conftest import make_tiny_model_dir
+
+
+def test_roundtrip_same_audio(tmp_path):
+    d = make_tiny_model_dir(tmp_path / "m", seed=3)
+    g, cfg, spectral, meta = load_model_dir(d)
+    assert cfg == PRESETS["tiny"] and spectral == SpectralConfig()
+    assert meta["provenance"]["seed"] == 3
+    torch.manual_seed(3)
+    ref = Generator(PRESETS["tiny"]).eval()
+    z, labels = torch.randn(2, 16), torch.tensor([0, 60])
+    with torch.no_grad():
+        assert torch.equal(g(z, labels), ref(z, labels))
+
+
+def test_fp16_storage_loads_as_fp32(tmp_path):
+    g = Generator(PRESETS["tiny"])
+    save_model_dir(tmp_path, g, SpectralConfig(), dtype=torch.float16)
+    loaded, *_ = load_model_dir(tmp_path)
+    w = next(loaded.parameters())
+    assert w.dtype == torch.float32
+    assert torch.allclose(w, next(g.parameters()).half().float())
+
+
+def test_synth_api(tiny_model_dir):
+    synth = load_synth(tiny_model_dir, device="cpu", threads=1)
+    assert synth.sample_rate == 16000 and synth.latent_size == 16 and synth.pitch_range == (24, 84)
+    z = synth.random_latents(3, seed=7)
+    assert z.dtype == np.float32 and z.shape == (3, 16)
+    assert np.array_equal(z, synth.random_latents(3, seed=7))
+    audio = synth.generate(z, [24, 60, 84])
+    assert audio.dtype == np.float32 and audio.shape == (3, 64000) and np.isfinite(audio).all()
+    assert np.allclose(synth.generate(z[1:2], [60])[0], audio[1], atol=1e-5)
+    assert synth.generate_specgrams(z, [24, 60, 84]).shape == (3, 2, 128, 1024)
+    with pytest.raises(ValueError, match="pitches must lie in 24..84"):
+        synth.generate(z[:1], [85])
+    with pytest.raises(ValueError, match="z must be"):
+        synth.generate(np.zeros((1, 5)), [60])
+
+
+@pytest.fixture
+def model_copy(tmp_path):
+    return make_tiny_model_dir(tmp_path / "model")
+
+
+def test_wrong_path(tmp_path):
+    with pytest.raises(ModelFileError, match="no such file"):
+        load_synth(tmp_path / "nope")
+
+
+def test_missing_weights(model_copy):
+    (model_copy / WEIGHTS_FILE).unlink()
+    with pytest.raises(ModelFileError, match=f"{WEIGHTS_FILE}: missing"):
+        load_model_dir(model_copy)
+
+
+def test_corrupt_json(model_copy):
+    (model_copy / CONFIG_FILE).write_text("{ not json")
+    with pytest.raises(ModelFileError, match=f"{CONFIG_FILE}: not valid JSON"):
+        load_model_dir(model_copy)
+
+
+def test_bad_field(model_copy):
+    meta = json.loads((model_copy / CONFIG_FILE).read_text())
+    meta["model"]["fmap_max"] = "wide"
+    (model_copy / CONFIG_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match="fmap_max"):
+        load_model_dir(model_copy)
+
+
+def test_truncated_weights(model_copy):
+    data = (model_copy / WEIGHTS_FILE).read_bytes()
+    (model_copy / WEIGHTS_FILE).write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError, match="truncated"):
+        load_model_dir(model_copy)
+
+
+def test_mismatched_config(model_copy):
+    meta = json.loads((model_copy / CONFIG_FILE).read_text())
+    meta["model"]["fmap_max"] = 16
+    (model_copy / CONFIG_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match="shape"):
+        load_model_dir(model_copy)
+
+
+def test_nan_weights(tmp_path):
+    g = Generator(PRESETS["tiny"])
+    with torch.no_grad():
+        g.blocks[0].conv1.bias[0] = float("nan")
+    save_model_dir(tmp_path, g, SpectralConfig())
+    with pytest.raises(ModelFileError, match="NaN"):
+        load_model_dir(tmp_path)
+
+
+def test_pickle_is_never_loaded(model_copy):
+    """A pickle disguised as the weights file is rejected, not executed."""
+    marker = model_copy / "pwned"
+    payload = f"import os\nos.system('touch {marker}')"
+    torch.save({"x": torch.zeros(1)}, model_copy / WEIGHTS_FILE)  # a zip/pickle, not safetensors
+    with pytest.raises(ModelFileError):
+        load_model_dir(model_copy)
+    assert not marker.exists() and payload
+
+
+def test_engine_imports_no_qt():
+    code = (
+        "import pkgutil, importlib, sys, engine\n"
+        "for m in pkgutil.walk_packages(engine.__path__, 'engine.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('PySide6', 'pyqtgraph', 'app', 'shiboken6')]\n"
+        "print(len(sys.modules)); assert not bad, bad\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+
+
+def test_cli_generate_writes_wavs(tiny_model_dir, tmp_path):
+    import soundfile as sf
+
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "engine.cli", "generate", "--model", str(tiny_model_dir),
+                             "--count", "2", "--pitch", "60", "--seed", "1", "-o", str(out)],
+                            capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    wavs = sorted(out.glob("*.wav"))
+    assert len(wavs) == 2
+    audio, sr = sf.read(wavs[0])
+    assert sr == 16000 and audio.shape == (64000,) and 0.5 < np.abs(audio).max() <= 0.9 + 1e-6
+
+
+def test_cli_generate_bad_model_is_clear(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "engine.cli", "generate", "--model", str(tmp_path),
+                             "-o", str(tmp_path / "o")], capture_output=True, text=True, timeout=240)
+    assert result.returncode == 1 and str(tmp_path) in result.stderr

@@ -1,0 +1,321 @@
+"""On-screen piano and computer-keyboard play.
+
+`PianoKeys` draws MIDI pitches `LOWEST..HIGHEST` starting at a scrollable octave;
+a click plays a note with velocity from the vertical position (top soft, bottom
+loud) and a drag glides across keys. Keys light up for notes the engine reports
+as sounding (MIDI included) and for keys held here. `ComputerKeyboard` turns two
+rows of letter keys into notes, with `-` / `=` (or PageDown / PageUp) shifting the
+octave.
+"""
+from __future__ import annotations
+
+from PySide6.QtCore import QEvent, QObject, QPointF, QRectF, QSize, Qt, Signal
+from PySide6.QtGui import QColor, QLinearGradient, QPainter, QPen
+from PySide6.QtWidgets import (QAbstractSpinBox, QComboBox, QHBoxLayout, QLabel, QLineEdit,
+                               QPlainTextEdit, QScrollBar, QSizePolicy, QTextEdit, QToolButton,
+                               QVBoxLayout, QWidget)
+
+from app import theme
+
+LOWEST, HIGHEST = 12, 119        # C0 .. B8: the model's 24..84 and beyond (pitch-shifted)
+BLACK = {1, 3, 6, 8, 10}          # pitch classes of black keys
+NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+
+# Two rows, as in trackers: Z-row from the base octave, Q-row one octave up.
+LOWER_ROW = "Z S X D C V G B H N J M , L . ; /".split()
+UPPER_ROW = "Q 2 W 3 E R 5 T 6 Y 7 U I 9 O 0 P".split()
+
+
+def note_name(pitch: int) -> str:
+    return f"{NAMES[pitch % 12]}{pitch // 12 - 1}"
+
+
+def is_black(pitch: int) -> bool:
+    return pitch % 12 in BLACK
+
+
+def velocity_from_y(y: float, height: float) -> int:
+    """Top of the key is soft (velocity 20), the front edge loud (127)."""
+    frac = min(1.0, max(0.0, y / max(1.0, height)))
+    return int(round(20 + 107 * frac))
+
+
+class PianoKeys(QWidget):
+    noteOn = Signal(int, int)     # pitch, velocity 1..127
+    noteOff = Signal(int)
+    scrolled = Signal()
+
+    WHITE_MIN_PX = 20
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setMinimumHeight(90)
+        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
+        self.setFocusPolicy(Qt.NoFocus)
+        self.first_octave = 2          # leftmost visible C is LOWEST + 12 * first_octave
+        self.model_range = (24, 84)
+        self._mouse_pitch: int | None = None
+        self._held: set[int] = set()       # pressed here (mouse or computer keys)
+        self._sounding: frozenset[int] = frozenset()
+
+    # -- layout ---------------------------------------------------------------------------------
+    @property
+    def first_pitch(self) -> int:
+        return LOWEST + 12 * self.first_octave
+
+    @property
+    def octaves_visible(self) -> int:
+        """As many whole octaves as fit with white keys at least WHITE_MIN_PX wide."""
+        return max(2, min(9, self.width() // (7 * self.WHITE_MIN_PX)))
+
+    @property
+    def max_first_octave(self) -> int:
+        return max(0, (HIGHEST + 1 - LOWEST) // 12 - self.octaves_visible)
+
+    def set_first_octave(self, octave: int) -> None:
+        self.first_octave = min(self.max_first_octave, max(0, int(octave)))
+        self.update()
+
+    def visible_pitches(self) -> range:
+        return range(self.first_pitch, min(HIGHEST, self.first_pitch + 12 * self.octaves_visible) + 1)
+
+    def resizeEvent(self, event):
+        self.set_first_octave(self.first_octave)
+        super().resizeEvent(event)
+        self.scrolled.emit()
+
+    def sizeHint(self) -> QSize:
+        return QSize(900, 110)
+
+    def _white_width(self) -> float:
+        whites = sum(1 for p in self.visible_pitches() if not is_black(p))
+        return self.width() / max(1, whites)
+
+    def key_rect(self, pitch: int) -> QRectF:
+        ww = self._white_width()
+        whites_before = sum(1 for p in range(self.first_pitch, pitch) if not is_black(p))
+        if not is_black(pitch):
+            return QRectF(whites_before * ww, 0, ww, self.height() - 1)
+        bw = ww * 0.62
+        return QRectF(whites_before * ww - bw / 2, 0, bw, self.height() * 0.62)
+
+    def pitch_at(self, point: QPointF) -> int | None:
+        visible = self.visible_pitches()
+        for pitch in visible:           # black keys sit on top
+            if is_black(pitch) and self.key_rect(pitch).contains(point):
+                return pitch
+        for pitch in visible:
+            if not is_black(pitch) and self.key_rect(pitch).contains(point):
+                return pitch
+        return None
+
+    # -- lighting -------------------------------------------------------------------------------
+    def set_sounding(self, pitches) -> None:
+        pitches = frozenset(pitches)
+        if pitches != self._sounding:
+            self._sounding = pitches
+            self.update()
+
+    def press(self, pitch: int, velocity: int) -> None:
+        """Play a note as if its key were pressed here (also used by computer keys)."""
+        if pitch in self._held or not LOWEST <= pitch <= HIGHEST:
+            return
+        self._held.add(pitch)
+        self.noteOn.emit(pitch, velocity)
+        self.update()
+
+    def release(self, pitch: int) -> None:
+        if pitch in self._held:
+            self._held.discard(pitch)
+            self.noteOff.emit(pitch)
+            self.update()
+
+    def release_all(self) -> None:
+        for pitch in sorted(self._held):
+            self.release(pitch)
+
+    # -- mouse ----------------------------------------------------------------------------------
+    def _velocity(self, pitch: int, y: float) -> int:
+        return velocity_from_y(y, self.key_rect(pitch).height())
+
+    def mousePressEvent(self, event):
+        pitch = self.pitch_at(event.position())
+        if event.button() == Qt.LeftButton and pitch is not None:
+            self._mouse_pitch = pitch
+            self.press(pitch, self._velocity(pitch, event.position().y()))
+
+    def mouseMoveEvent(self, event):
+        if self._mouse_pitch is None:
+            return
+        pitch = self.pitch_at(event.position())
+        if pitch is not None and pitch != self._mouse_pitch:
+            self.release(self._mouse_pitch)
+            self._mouse_pitch = pitch
+            self.press(pitch, self._velocity(pitch, event.position().y()))
+
+    def mouseReleaseEvent(self, event):
+        if self._mouse_pitch is not None:
+            self.release(self._mouse_pitch)
+            self._mouse_pitch = None
+
+    def wheelEvent(self, event):
+        delta = event.angleDelta()
+        step = delta.x() or delta.y()
+        if step:
+            self.set_first_octave(self.first_octave + (1 if step < 0 else -1))
+            self.scrolled.emit()
+
+    # -- painting -------------------------------------------------------------------------------
+    def paintEvent(self, event):
+        p = QPainter(self)
+        p.setRenderHint(QPainter.Antialiasing)
+        p.fillRect(self.rect(), QColor(theme.BG))
+        lit_colour = QColor(theme.ACCENT)
+        held_colour = QColor("#ffc15e")
+        lo, hi = self.model_range
+        for black in (False, True):
+            for pitch in self.visible_pitches():
+                if is_black(pitch) != black:
+                    continue
+                rect = self.key_rect(pitch)
+                in_range = lo <= pitch <= hi
+                if pitch in self._held:
+                    fill = held_colour
+                elif pitch in self._sounding:
+                    fill = lit_colour
+                elif black:
+                    fill = QColor("#22252c") if in_range else QColor("#2d2f35")
+                else:
+                    fill = QColor("#eef0f4") if in_range else QColor("#b9bcc4")
+                if black or pitch in self._held or pitch in self._sounding:
+                    grad = QLinearGradient(rect.topLeft(), rect.bottomLeft())
+                    grad.setColorAt(0, fill.darker(115))
+                    grad.setColorAt(1, fill)
+                    p.setBrush(grad)
+                else:
+                    p.setBrush(fill)
+                p.setPen(QPen(QColor("#0d0e11"), 1))
+                p.drawRoundedRect(rect.adjusted(0.5, -3, -0.5, 0), 3, 3)
+                if pitch % 12 == 0:
+                    p.setPen(QColor("#6b7280"))
+                    p.drawText(rect.adjusted(0, 0, 0, -4), Qt.AlignHCenter | Qt.AlignBottom,
+                               note_name(pitch))
+        p.end()
+
+
+class KeyboardPanel(QWidget):
+    """`PianoKeys` plus octave buttons and a scroll bar."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.keys = PianoKeys(self)
+        self.down = QToolButton(text="◀")
+        self.up = QToolButton(text="▶")
+        self.down.setToolTip("Octave down (- or PageDown)")
+        self.up.setToolTip("Octave up (= or PageUp)")
+        self.label = QLabel(objectName="value")
+        self.label.setMinimumWidth(90)
+        self.scroll = QScrollBar(Qt.Horizontal)
+        self.scroll.setPageStep(1)
+        for w in (self.down, self.up, self.scroll):
+            w.setFocusPolicy(Qt.NoFocus)
+        row = QHBoxLayout()
+        row.addWidget(self.down)
+        row.addWidget(self.up)
+        row.addWidget(self.label)
+        row.addWidget(self.scroll, 1)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(4)
+        lay.addLayout(row)
+        lay.addWidget(self.keys, 1)
+        self.down.clicked.connect(lambda: self.shift(-1))
+        self.up.clicked.connect(lambda: self.shift(1))
+        self.scroll.valueChanged.connect(self._scrolled)
+        self.keys.scrolled.connect(self.sync)
+        self.sync()
+
+    def shift(self, octaves: int) -> None:
+        self.keys.set_first_octave(self.keys.first_octave + octaves)
+        self.sync()
+
+    def _scrolled(self, value: int) -> None:
+        self.keys.set_first_octave(value)
+        self.sync()
+
+    def sync(self) -> None:
+        self.scroll.blockSignals(True)
+        self.scroll.setRange(0, self.keys.max_first_octave)
+        self.scroll.setValue(self.keys.first_octave)
+        self.scroll.blockSignals(False)
+        visible = self.keys.visible_pitches()
+        self.label.setText(f"{note_name(visible[0])}–{note_name(visible[-1])}")
+
+
+
+class ComputerKeyboard(QObject):
+    """Application-wide event filter: letter rows play `panel.keys`, -/= shift octaves.
+
+    Keys typed into text fields and spin boxes are left alone.
+    """
+
+    octaveChanged = Signal(int)
+
+    def __init__(self, panel: KeyboardPanel, window: QWidget, velocity: int = 100):
+        super().__init__(window)
+        self.panel = panel
+        self.window = window
+        self.velocity = velocity
+        self.base_octave = 4            # Z plays C4 (MIDI 60)
+        self._down: dict[int, int] = {}  # Qt key -> pitch it started
+        self._map = {}
+        for i, name in enumerate(LOWER_ROW):
+            self._map[_qt_key(name)] = i
+        for i, name in enumerate(UPPER_ROW):
+            self._map[_qt_key(name)] = 12 + i
+
+    def pitch_for(self, key: int) -> int | None:
+        offset = self._map.get(key)
+        return None if offset is None else 12 * (self.base_octave + 1) + offset
+
+    def shift_octave(self, delta: int) -> None:
+        self.base_octave = min(8, max(0, self.base_octave + delta))
+        self.octaveChanged.emit(self.base_octave)
+
+    def _ours(self, obj) -> bool:
+        if not isinstance(obj, QWidget) or obj.window() is not self.window:
+            return False
+        editors = (QLineEdit, QAbstractSpinBox, QTextEdit, QPlainTextEdit)
+        if isinstance(obj, editors) or (isinstance(obj, QComboBox) and obj.isEditable()):
+            return False
+        return True
+
+    def eventFilter(self, obj, event):
+        kind = event.type()
+        if kind not in (QEvent.KeyPress, QEvent.KeyRelease) or not self._ours(obj):
+            return False
+        if event.modifiers() & (Qt.ControlModifier | Qt.AltModifier | Qt.MetaModifier):
+            return False
+        key = event.key()
+        if kind == QEvent.KeyPress and key in (Qt.Key_Minus, Qt.Key_PageDown, Qt.Key_Equal, Qt.Key_PageUp):
+            if not event.isAutoRepeat():
+                self.shift_octave(-1 if key in (Qt.Key_Minus, Qt.Key_PageDown) else 1)
+            return True
+        if key not in self._map:
+            return False
+        if event.isAutoRepeat():
+            return True
+        if kind == QEvent.KeyPress:
+            pitch = self.pitch_for(key)
+            self._down[key] = pitch
+            self.panel.keys.press(pitch, self.velocity)
+        elif key in self._down:
+            self.panel.keys.release(self._down.pop(key))
+        return True
+
+
+def _qt_key(name: str) -> int:
+    special = {",": Qt.Key_Comma, ".": Qt.Key_Period, ";": Qt.Key_Semicolon, "/": Qt.Key_Slash}
+    if name in special:
+        return special[name]
+    return getattr(Qt, f"Key_{name}")

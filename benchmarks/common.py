@@ -1,0 +1,32 @@
+"""Shared benchmark helpers: timing with warm-up, matmul roofline, JSON summary line."""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+
+import torch
+
+
+def time_ms(fn, repeat: int = 5, warmup: int = 1) -> float:
+    """Median wall time of fn() in milliseconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def matmul_gflops(threads: int, dtype=torch.float32, n: int = 2048) -> float:
+    """GFLOP/s of a large square matmul at `threads` intra-op threads: the machine's practical bound."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    ms = time_ms(lambda: a @ b, repeat=7, warmup=2)
+    return 2 * n ** 3 / (ms * 1e-3) / 1e9
+
+
+def summary(name: str, figures: dict) -> None:
+    print(json.dumps({"benchmark": name, **figures}))

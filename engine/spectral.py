@@ -16,6 +16,7 @@ widening, built in float64, and its diagonal-scaled transpose as pseudo-inverse.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -129,6 +130,13 @@ class SpecgramsHelper:
         self.mel_matrix_f64 = m
         self.mel = torch.from_numpy(m).float().to(self.device)  # [freq, mel]
         self.mel_inv = torch.from_numpy(mel_to_linear_matrix(m)).float().to(self.device)  # [mel, freq]
+        # The matrices hold ~2.3k non-zeros of 1M: on CPU a sparse product is ~8x faster.
+        self._mel_t_sparse = self._mel_inv_t_sparse = None
+        if self.device.type == "cpu":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+                self._mel_t_sparse = self.mel.T.contiguous().to_sparse_csr()
+                self._mel_inv_t_sparse = self.mel_inv.T.contiguous().to_sparse_csr()
         self.norm_a = torch.tensor(c.norm_a, device=self.device).view(1, 2, 1, 1)
         self.norm_b = torch.tensor(c.norm_b, device=self.device).view(1, 2, 1, 1)
 
@@ -163,15 +171,24 @@ class SpecgramsHelper:
     # linear <-> mel specgrams
     def specgrams_to_melspecgrams(self, specgrams: torch.Tensor) -> torch.Tensor:
         """log-mel power and mel-IF from (logmag, IF)."""
-        mel_power = torch.exp(2.0 * specgrams[:, 0]) @ self.mel
-        mel_phase = if_to_phase(specgrams[:, 1]) @ self.mel
+        mel_power = self._apply(torch.exp(2.0 * specgrams[:, 0]), self.mel, self._mel_t_sparse)
+        mel_phase = self._apply(if_to_phase(specgrams[:, 1]), self.mel, self._mel_t_sparse)
         return torch.stack([torch.log(mel_power + _LOG_EPS), phase_to_if(mel_phase)], dim=1)
 
     def melspecgrams_to_specgrams(self, melspecgrams: torch.Tensor) -> torch.Tensor:
-        mag2 = torch.exp(melspecgrams[:, 0]) @ self.mel_inv
+        mag2 = self._apply(torch.exp(melspecgrams[:, 0]), self.mel_inv, self._mel_inv_t_sparse)
         logmag = 0.5 * torch.log(mag2 + _LOG_EPS)
-        phase = if_to_phase(melspecgrams[:, 1]) @ self.mel_inv
+        phase = self._apply(if_to_phase(melspecgrams[:, 1]), self.mel_inv, self._mel_inv_t_sparse)
         return torch.stack([logmag, phase_to_if(phase)], dim=1)
+
+    @staticmethod
+    def _apply(x: torch.Tensor, dense: torch.Tensor, sparse_t: torch.Tensor | None) -> torch.Tensor:
+        """x [batch, time, freq] @ dense [freq, out], through the sparse transpose when present."""
+        if sparse_t is None or x.dtype != torch.float32:
+            return x @ dense
+        batch, time, freq = x.shape
+        out = sparse_t @ x.reshape(batch * time, freq).T  # [out, batch*time]
+        return out.T.reshape(batch, time, -1)
 
     # normalizer
     def normalize(self, specgrams: torch.Tensor) -> torch.Tensor:

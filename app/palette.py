@@ -1,0 +1,203 @@
+"""Instrument palette: random seeded instruments to preview, rename and put on pad corners.
+
+Each entry is a `PaletteEntry` (name, seed, index, latent). Entries are dragged
+onto a pad corner (payload: the row number as ASCII) or assigned by the context
+menu / the A-D buttons. Preview and preset file work are signalled to the window,
+which runs them off the GUI thread.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PySide6.QtCore import QMimeData, Qt, Signal
+from PySide6.QtGui import QColor, QIcon, QPixmap
+from PySide6.QtWidgets import (QAbstractItemView, QGridLayout, QHBoxLayout, QLabel, QListWidget,
+                               QListWidgetItem, QMenu, QPushButton, QSpinBox, QVBoxLayout, QWidget)
+
+from app import theme
+from app.keyboard import note_name
+from app.pad import MIME_INSTRUMENT
+
+ADJECTIVES = ("Amber", "Velvet", "Glass", "Dusty", "Bright", "Hollow", "Warm", "Silver", "Crystal",
+              "Smoky", "Twilight", "Copper", "Soft", "Brassy", "Icy", "Golden", "Woody", "Misty")
+NOUNS = ("Bell", "Reed", "Organ", "Pluck", "Pad", "Flute", "Keys", "Strings", "Horn", "Mallet",
+         "Choir", "Lead", "Harp", "Drone", "Chime", "Brass", "Bass", "Voice")
+
+
+def instrument_name(seed: int, index: int) -> str:
+    """A stable, readable name for the index-th instrument of a seed."""
+    rng = np.random.default_rng([seed, index])
+    return f"{ADJECTIVES[rng.integers(len(ADJECTIVES))]} {NOUNS[rng.integers(len(NOUNS))]}"
+
+
+@dataclass
+class PaletteEntry:
+    name: str
+    seed: int
+    index: int
+    latent: np.ndarray  # float32 [latent_size]
+
+
+def _swatch(latent: np.ndarray) -> QIcon:
+    """A small colour chip derived from the latent (same latent, same colour)."""
+    h = int(abs(float(latent[:8].sum())) * 97) % 360
+    pix = QPixmap(14, 14)
+    pix.fill(QColor.fromHsv(h, 150, 230))
+    return QIcon(pix)
+
+
+class InstrumentList(QListWidget):
+    """A list whose rows drag out as `MIME_INSTRUMENT` (the row number)."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setDragEnabled(True)
+        self.setDragDropMode(QAbstractItemView.DragOnly)
+        self.setEditTriggers(QAbstractItemView.DoubleClicked | QAbstractItemView.EditKeyPressed)
+        self.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.setContextMenuPolicy(Qt.CustomContextMenu)
+
+    def mimeTypes(self):
+        return [MIME_INSTRUMENT]
+
+    def mimeData(self, items):
+        data = QMimeData()
+        if items:
+            data.setData(MIME_INSTRUMENT, str(self.row(items[0])).encode("ascii"))
+        return data
+
+
+class PaletteWidget(QWidget):
+    """Signals: `assign(corner, entry)`, `preview(entry, pitch)`, `savePreset()`, `loadPreset()`."""
+
+    assign = Signal(int, object)
+    preview = Signal(object, int)
+    savePreset = Signal()
+    loadPreset = Signal()
+
+    def __init__(self, latent_fn=None, parent=None):
+        super().__init__(parent)
+        self.latent_fn = latent_fn   # (n, seed) -> float32 [n, latent_size]; set by the window
+        self.entries: list[PaletteEntry] = []
+        self.count = QSpinBox(minimum=1, maximum=64, value=8, toolTip="How many instruments")
+        self.seed = QSpinBox(minimum=0, maximum=2**31 - 1, value=0, toolTip="Random seed")
+        self.generate_button = QPushButton("Generate")
+        self.list = InstrumentList()
+        self.pitch = QSpinBox(minimum=24, maximum=84, value=60, toolTip="Preview pitch (MIDI)")
+        self.pitch_label = QLabel(note_name(60), objectName="value")
+        self.preview_button = QPushButton("▶ Preview")
+        self.corner_buttons = []
+        for i, letter in enumerate(theme.CORNER_LETTERS):
+            b = QPushButton(letter, toolTip=f"Put the selected instrument on corner {letter}")
+            b.setStyleSheet(f"color: {theme.CORNER_COLORS[i]}; font-weight: bold; padding: 4px;")
+            b.clicked.connect(lambda _=False, c=i: self._assign_selected(c))
+            self.corner_buttons.append(b)
+        self.save_button = QPushButton("Save preset…")
+        self.load_button = QPushButton("Load preset…")
+        self._layout()
+        self.generate_button.clicked.connect(self.generate)
+        self.preview_button.clicked.connect(self._preview_selected)
+        self.list.itemDoubleClicked.connect(lambda _item: None)  # double click edits the name
+        self.list.itemChanged.connect(self._renamed)
+        self.list.customContextMenuRequested.connect(self._menu)
+        self.pitch.valueChanged.connect(lambda p: self.pitch_label.setText(note_name(p)))
+        self.save_button.clicked.connect(self.savePreset)
+        self.load_button.clicked.connect(self.loadPreset)
+
+    def _layout(self) -> None:
+        top = QHBoxLayout()
+        top.addWidget(QLabel("N", objectName="dim"))
+        top.addWidget(self.count)
+        top.addWidget(QLabel("seed", objectName="dim"))
+        top.addWidget(self.seed, 1)
+        top.addWidget(self.generate_button)
+        prev = QHBoxLayout()
+        prev.addWidget(QLabel("pitch", objectName="dim"))
+        prev.addWidget(self.pitch)
+        prev.addWidget(self.pitch_label)
+        prev.addStretch(1)
+        prev.addWidget(self.preview_button)
+        corners = QHBoxLayout()
+        corners.addWidget(QLabel("to corner", objectName="dim"))
+        for b in self.corner_buttons:
+            corners.addWidget(b)
+        files = QGridLayout()
+        files.addWidget(self.load_button, 0, 0)
+        files.addWidget(self.save_button, 0, 1)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addLayout(top)
+        lay.addWidget(self.list, 1)
+        lay.addLayout(prev)
+        lay.addLayout(corners)
+        lay.addLayout(files)
+
+    # -- entries --------------------------------------------------------------------------------
+    def generate(self) -> None:
+        """Replace the list with `count` instruments drawn from `seed`."""
+        if self.latent_fn is None:
+            return
+        n, seed = self.count.value(), self.seed.value()
+        latents = np.asarray(self.latent_fn(n, seed), np.float32)
+        self.set_entries([PaletteEntry(instrument_name(seed, i), seed, i, latents[i])
+                          for i in range(n)])
+
+    def set_entries(self, entries) -> None:
+        self.entries = list(entries)
+        self.list.blockSignals(True)
+        self.list.clear()
+        for e in self.entries:
+            item = QListWidgetItem(_swatch(e.latent), e.name)
+            item.setFlags(item.flags() | Qt.ItemIsEditable | Qt.ItemIsDragEnabled)
+            item.setToolTip(f"seed {e.seed}, #{e.index} — drag onto a pad corner; double-click to rename")
+            self.list.addItem(item)
+        self.list.blockSignals(False)
+        if self.entries:
+            self.list.setCurrentRow(0)
+
+    def entry_at(self, row: int) -> PaletteEntry | None:
+        return self.entries[row] if 0 <= row < len(self.entries) else None
+
+    def entry_from_payload(self, payload: bytes) -> PaletteEntry | None:
+        try:
+            return self.entry_at(int(payload.decode("ascii")))
+        except (UnicodeDecodeError, ValueError):
+            return None
+
+    def selected(self) -> PaletteEntry | None:
+        return self.entry_at(self.list.currentRow())
+
+    def rename(self, row: int, name: str) -> None:
+        item = self.list.item(row)
+        if item is not None:
+            item.setText(name)   # itemChanged updates the entry
+
+    def _renamed(self, item: QListWidgetItem) -> None:
+        entry = self.entry_at(self.list.row(item))
+        if entry is not None:
+            name = item.text().strip() or entry.name
+            entry.name = name[:40]
+
+    def _assign_selected(self, corner: int) -> None:
+        entry = self.selected()
+        if entry is not None:
+            self.assign.emit(corner, entry)
+
+    def _preview_selected(self) -> None:
+        entry = self.selected()
+        if entry is not None:
+            self.preview.emit(entry, self.pitch.value())
+
+    def _menu(self, pos) -> None:
+        row = self.list.indexAt(pos).row()
+        if row < 0:
+            return
+        self.list.setCurrentRow(row)
+        menu = QMenu(self)
+        menu.addAction("Preview", self._preview_selected)
+        menu.addAction("Rename", lambda: self.list.editItem(self.list.item(row)))
+        menu.addSeparator()
+        for i, letter in enumerate(theme.CORNER_LETTERS):
+            menu.addAction(f"Assign to corner {letter}", lambda c=i: self._assign_selected(c))
+        menu.exec(self.list.viewport().mapToGlobal(pos))

@@ -1,0 +1,203 @@
+"""Display widgets the window feeds on its timers: scope, level meter, rainbowgram, status bar.
+
+Nothing here pulls data itself; `window.py` reads the engine's meters on a QTimer
+and calls `show_*` / `set_*` with plain numbers and numpy arrays.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QRectF, QSize, Qt
+from PySide6.QtGui import QColor, QImage, QLinearGradient, QPainter, QPen
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QStatusBar, QVBoxLayout, QWidget
+
+from app import theme
+
+METER_FLOOR_DB = -60.0
+
+
+def to_db(amplitude: float) -> float:
+    return 20.0 * math.log10(amplitude) if amplitude > 1e-6 else -120.0
+
+
+class ScopeView(pg.PlotWidget):
+    """Output waveform: the newest `points` samples, y fixed to -1..1."""
+
+    def __init__(self, points: int = 1024, parent=None):
+        super().__init__(parent=parent)
+        self.setMinimumHeight(80)
+        self.setMenuEnabled(False)
+        self.setMouseEnabled(False, False)
+        self.hideButtons()
+        self.setYRange(-1.0, 1.0, padding=0.05)
+        self.setXRange(0, points, padding=0)
+        self.getPlotItem().hideAxis("bottom")
+        self.getPlotItem().hideAxis("left")
+        self.showGrid(x=False, y=True, alpha=0.15)
+        self._x = np.arange(points, dtype=np.float32)
+        self._y = np.zeros(points, np.float32)
+        self.curve = self.plot(self._x, self._y, pen=pg.mkPen(theme.ACCENT, width=1.5))
+        self.curve.setSkipFiniteCheck(True)
+
+    def show_samples(self, samples: np.ndarray) -> None:
+        """samples: float32 [n] newest last; shorter input is right-aligned."""
+        total = len(self._y)
+        n = min(len(samples), total)
+        self._y[:total - n] = 0.0
+        self._y[total - n:] = samples[len(samples) - n:]
+        self.curve.setData(self._x, self._y)
+
+
+class LevelMeter(QWidget):
+    """Vertical peak/RMS meter in dBFS with a decaying peak-hold line."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setMinimumWidth(22)
+        self.setSizePolicy(QSizePolicy.Fixed, QSizePolicy.Expanding)
+        self.peak_db = METER_FLOOR_DB
+        self.rms_db = METER_FLOOR_DB
+        self.hold_db = METER_FLOOR_DB
+        self.clipped = False
+
+    def sizeHint(self) -> QSize:
+        return QSize(22, 120)
+
+    def set_level(self, peak: float, rms: float) -> None:
+        """peak, rms: linear amplitudes of the newest block(s)."""
+        self.peak_db = max(to_db(peak), self.peak_db - 1.5)    # smooth fall
+        self.rms_db = to_db(rms)
+        self.hold_db = max(self.peak_db, self.hold_db - 0.4)
+        self.clipped = self.clipped or peak >= 1.0
+        self.update()
+
+    def reset_clip(self) -> None:
+        self.clipped = False
+        self.update()
+
+    def mousePressEvent(self, event):
+        self.reset_clip()
+
+    @staticmethod
+    def _frac(db: float) -> float:
+        return min(1.0, max(0.0, (db - METER_FLOOR_DB) / -METER_FLOOR_DB))
+
+    def paintEvent(self, event):
+        p = QPainter(self)
+        r = QRectF(self.rect()).adjusted(3, 8, -3, -2)
+        p.fillRect(self.rect(), QColor(theme.PANEL))
+        p.fillRect(r, QColor(theme.BG))
+        grad = QLinearGradient(r.bottomLeft(), r.topLeft())
+        grad.setColorAt(0.0, QColor("#2fb8a8"))
+        grad.setColorAt(0.7, QColor(theme.ACCENT))
+        grad.setColorAt(0.88, QColor(theme.WARN))
+        grad.setColorAt(1.0, QColor(theme.DANGER))
+        peak_h = r.height() * self._frac(self.peak_db)
+        rms_h = r.height() * self._frac(self.rms_db)
+        p.setOpacity(0.45)
+        p.fillRect(QRectF(r.left(), r.bottom() - peak_h, r.width(), peak_h), grad)
+        p.setOpacity(1.0)
+        p.fillRect(QRectF(r.left(), r.bottom() - rms_h, r.width(), rms_h), grad)
+        y = r.bottom() - r.height() * self._frac(self.hold_db)
+        p.setPen(QPen(QColor(theme.TEXT), 1))
+        p.drawLine(int(r.left()), int(y), int(r.right()), int(y))
+        p.setPen(QPen(QColor(255, 255, 255, 30), 1))
+        for db in (-6, -12, -24, -48):
+            y = r.bottom() - r.height() * self._frac(db)
+            p.drawLine(int(r.left()), int(y), int(r.right()), int(y))
+        p.fillRect(QRectF(r.left(), 1, r.width(), 5),
+                   QColor(theme.DANGER) if self.clipped else QColor(theme.BORDER))
+        p.end()
+
+
+class RainbowgramView(QWidget):
+    """Shows an RGB rainbowgram image (uint8 [freq, time, 3], low frequencies first)."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setMinimumHeight(100)
+        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
+        self._image: QImage | None = None
+        self.title = "Rainbowgram: play a note"
+
+    def sizeHint(self) -> QSize:
+        return QSize(320, 160)
+
+    def show_rgb(self, rgb: np.ndarray, title: str = "") -> None:
+        rgb = np.ascontiguousarray(np.flipud(np.asarray(rgb, np.uint8)[..., :3]))
+        h, w = rgb.shape[:2]
+        self._image = QImage(rgb.data, w, h, 3 * w, QImage.Format_RGB888).copy()
+        self.title = title
+        self.update()
+
+    def clear(self, title: str = "") -> None:
+        self._image = None
+        self.title = title or self.title
+        self.update()
+
+    def has_image(self) -> bool:
+        return self._image is not None
+
+    def paintEvent(self, event):
+        p = QPainter(self)
+        p.setRenderHint(QPainter.SmoothPixmapTransform)
+        p.fillRect(self.rect(), QColor("#07080a"))
+        if self._image is not None:
+            p.drawImage(QRectF(self.rect()), self._image)
+        p.setPen(QColor(theme.TEXT_DIM))
+        p.drawText(self.rect().adjusted(8, 4, -8, -4), Qt.AlignLeft | Qt.AlignTop, self.title)
+        p.end()
+
+
+class ScopePanel(QWidget):
+    """Scope beside the level meter."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.scope = ScopeView()
+        self.meter = LevelMeter()
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(4)
+        lay.addWidget(self.scope, 1)
+        lay.addWidget(self.meter)
+
+
+class StatusLine:
+    """Permanent status-bar fields: latency, xruns, CPU load, cache fill, voices."""
+
+    FIELDS = ("latency", "xruns", "cpu", "cache", "voices", "render")
+
+    def __init__(self, bar: QStatusBar):
+        self.labels: dict[str, QLabel] = {}
+        for name in self.FIELDS:
+            label = QLabel("")
+            self.labels[name] = label
+            bar.addPermanentWidget(label)
+        self.update({})
+
+    def update(self, values: dict) -> None:
+        latency = values.get("latency_ms")
+        self.labels["latency"].setText(f"latency {latency:5.1f} ms" if latency is not None else "latency  —")
+        self.labels["xruns"].setText(f"xruns {values.get('xruns', 0)}")
+        cpu = values.get("cpu_load")
+        self.labels["cpu"].setText(f"cpu {100 * cpu:4.1f}%" if cpu is not None else "cpu  —")
+        fill = values.get("cache_fill")
+        self.labels["cache"].setText(f"cache {100 * fill:4.1f}%" if fill is not None else "cache  —")
+        self.labels["voices"].setText(f"voices {values.get('voices', 0)}")
+        progress = values.get("render_progress")
+        self.labels["render"].setText(f"timbre {100 * progress:3.0f}%" if progress is not None else "")
+
+    def text(self) -> str:
+        return "  ".join(label.text() for label in self.labels.values())
+
+
+def vbox(*widgets, margins=0, spacing=6) -> QVBoxLayout:
+    lay = QVBoxLayout()
+    lay.setContentsMargins(margins, margins, margins, margins)
+    lay.setSpacing(spacing)
+    for w in widgets:
+        lay.addWidget(w)
+    return lay

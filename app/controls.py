@@ -42,22 +42,23 @@ class ParamSpec:
             return f"{int(value)}{self.unit}"
         if self.unit == " s":
             return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
-        if self.unit == " dB":
-            return f"{value:+.1f} dB"
+        if self.unit == " gain":
+            return f"{20 * math.log10(value):+.1f} dB" if value > 1e-3 else "-inf dB"
         return f"{value:.2f}{self.unit}"
 
 
 ENVELOPE = (
     ParamSpec("attack_s", "Attack", 0.001, 4.0, 0.005, " s", curve=3.0),
     ParamSpec("decay_s", "Decay", 0.001, 4.0, 0.3, " s", curve=3.0),
-    ParamSpec("sustain", "Sustain", 0.0, 1.0, 0.8),
+    ParamSpec("sustain", "Sustain", 0.0, 1.0, 1.0),
     ParamSpec("release_s", "Release", 0.001, 10.0, 0.3, " s", curve=3.0),
 )
 PERFORMANCE = (
-    ParamSpec("volume_db", "Volume", -60.0, 6.0, -6.0, " dB", curve=0.5),
+    ParamSpec("volume", "Volume", 0.0, 1.0, 0.5, " gain", curve=2.0),
     ParamSpec("velocity_curve", "Vel. curve", 0.25, 4.0, 1.0, "", curve=2.0),
     ParamSpec("polyphony", "Polyphony", 1, 64, 64, "", integer=True),
     ParamSpec("bend_range", "Bend range", 0, 24, 2, " st", integer=True),
+    ParamSpec("velocity_floor", "Vel. floor", 0.0, 1.0, 0.0),
 )
 
 

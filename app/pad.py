@@ -1,13 +1,12 @@
 """XY timbre pad: four named, coloured corners and a draggable puck.
 
-Pad coordinates are (x, y) in 0..1 with (0, 0) the top-left corner A, (1, 0) B,
-(0, 1) C and (1, 1) D (the engine's `PadMove(x, y)` convention). The pad shows
+Pad coordinates are the engine's (`engine.timbre`): x right, y up, both 0..1;
+corner i sits at `CORNER_POSITIONS[i]`: A (0, 0) bottom-left, B (1, 0)
+bottom-right, C (0, 1) top-left, D (1, 1) top-right. The pad shows
 each corner's weight and, as a ring around the puck, how much of the current
 timbre has been re-rendered (0..1, pulled from `Instrument.stats()`).
 """
 from __future__ import annotations
-
-import math
 
 import numpy as np
 from PySide6.QtCore import QEvent, QPointF, QRectF, QSize, Qt, Signal
@@ -15,16 +14,10 @@ from PySide6.QtGui import QBrush, QColor, QFont, QImage, QPainter, QPen, QRadial
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from app import theme
+from engine.timbre import CORNER_POSITIONS, corner_weights
 
 MIME_INSTRUMENT = "application/x-gansynth-instrument"
-CORNER_XY = ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (1.0, 1.0))
-
-
-def nsynth_weights(x: float, y: float) -> np.ndarray:
-    """NSynth Super corner weights: max(0, 1 - distance) per corner, normalized; float [4]."""
-    w = np.array([max(0.0, 1.0 - math.hypot(x - cx, y - cy)) for cx, cy in CORNER_XY])
-    total = w.sum()
-    return w / total if total > 0 else np.full(4, 0.25)
+CORNER_XY = tuple((float(x), float(y)) for x, y in CORNER_POSITIONS)
 
 
 class TimbrePad(QWidget):
@@ -46,11 +39,12 @@ class TimbrePad(QWidget):
                         "Drop an instrument from the palette on a corner to assign it.")
         self._pos = (0.5, 0.5)
         self._names = ["—"] * 4
+        self._colours = [QColor(c) for c in theme.CORNER_COLORS]
         self._progress = 1.0
         self._drop_corner = -1
         self._dragging = False
         self._bg: QImage | None = None
-        self.weights_fn = nsynth_weights  # the window swaps in the engine's weights
+        self.weights_fn = corner_weights  # (x, y) -> float [4]; the window may pass the mode
 
     # -- public state ---------------------------------------------------------------------------
     def position(self) -> tuple[float, float]:
@@ -66,6 +60,11 @@ class TimbrePad(QWidget):
 
     def set_names(self, names) -> None:
         self._names = [str(n) for n in list(names)[:4]] + ["—"] * (4 - len(list(names)[:4]))
+        self.update()
+
+    def set_colours(self, colours) -> None:
+        self._colours = [QColor(c) for c in list(colours)[:4]]
+        self._bg = None
         self.update()
 
     def names(self) -> list[str]:
@@ -93,11 +92,11 @@ class TimbrePad(QWidget):
 
     def _to_pad(self, point: QPointF) -> tuple[float, float]:
         sq = self._square()
-        return ((point.x() - sq.left()) / sq.width(), (point.y() - sq.top()) / sq.height())
+        return ((point.x() - sq.left()) / sq.width(), (sq.bottom() - point.y()) / sq.height())
 
     def _to_widget(self, x: float, y: float) -> QPointF:
         sq = self._square()
-        return QPointF(sq.left() + x * sq.width(), sq.top() + y * sq.height())
+        return QPointF(sq.left() + x * sq.width(), sq.bottom() - y * sq.height())
 
     # -- input ----------------------------------------------------------------------------------
     def mousePressEvent(self, event):
@@ -115,7 +114,7 @@ class TimbrePad(QWidget):
     def keyPressEvent(self, event):
         step = 0.05 if not event.modifiers() & Qt.ShiftModifier else 0.01
         dx = {Qt.Key_Left: -step, Qt.Key_Right: step}.get(event.key(), 0.0)
-        dy = {Qt.Key_Up: -step, Qt.Key_Down: step}.get(event.key(), 0.0)
+        dy = {Qt.Key_Up: step, Qt.Key_Down: -step}.get(event.key(), 0.0)
         if dx or dy:
             self.set_position(self._pos[0] + dx, self._pos[1] + dy, emit=True)
         else:
@@ -136,7 +135,7 @@ class TimbrePad(QWidget):
     # -- drag and drop from the palette --------------------------------------------------------------
     def _corner_at(self, point: QPointF) -> int:
         x, y = self._to_pad(point)
-        return (1 if x >= 0.5 else 0) + (2 if y >= 0.5 else 0)
+        return int(np.argmin([np.hypot(x - cx, y - cy) for cx, cy in CORNER_XY]))
 
     def dragEnterEvent(self, event):
         if event.mimeData().hasFormat(MIME_INSTRUMENT):
@@ -170,12 +169,11 @@ class TimbrePad(QWidget):
         if self._bg is not None and self._bg.width() == size:
             return self._bg
         n = 48
-        cols = np.array([[QColor(c).red(), QColor(c).green(), QColor(c).blue()]
-                         for c in theme.CORNER_COLORS], float)
+        cols = np.array([[c.red(), c.green(), c.blue()] for c in self._colours], float)
         img = np.zeros((n, n, 3))
         for j in range(n):
             for i in range(n):
-                img[j, i] = nsynth_weights(i / (n - 1), j / (n - 1)) @ cols
+                img[j, i] = corner_weights(i / (n - 1), 1 - j / (n - 1)) @ cols
         base = np.array([29, 32, 39], float)
         img = (0.28 * img + 0.72 * base).clip(0, 255).astype(np.uint8)
         rgb = np.ascontiguousarray(np.dstack([img, np.full((n, n, 1), 255, np.uint8)]))
@@ -212,7 +210,7 @@ class TimbrePad(QWidget):
         p.drawRoundedRect(sq, 6, 6)
 
     def _paint_corner(self, p: QPainter, sq: QRectF, i: int, weight: float) -> None:
-        colour = theme.corner_color(i)
+        colour = self._colours[i]
         cx, cy = CORNER_XY[i]
         centre = self._to_widget(cx, cy)
         radius = 9 + 9 * weight
@@ -234,7 +232,7 @@ class TimbrePad(QWidget):
         p.setPen(colour)
         letter, pct = theme.CORNER_LETTERS[i], f"{100 * weight:.0f}%"
         w = sq.width() / 2 - 8
-        top = sq.top() - self.MARGIN + 2 if cy == 0 else sq.bottom() + 4
+        top = sq.top() - self.MARGIN + 2 if cy == 1 else sq.bottom() + 4
         left = sq.left() if cx == 0 else sq.center().x() + 8
         rect = QRectF(left, top, w, self.MARGIN - 6)
         metrics = p.fontMetrics()
@@ -254,7 +252,7 @@ class TimbrePad(QWidget):
 
     def _paint_puck(self, p: QPainter, weights: np.ndarray) -> None:
         centre = self._to_widget(*self._pos)
-        mix = [sum(weights[i] * getattr(theme.corner_color(i), ch)() for i in range(4))
+        mix = [sum(weights[i] * getattr(self._colours[i], ch)() for i in range(4))
                for ch in ("red", "green", "blue")]
         colour = QColor(*[int(min(255, max(0, c))) for c in mix])
         halo = QRadialGradient(centre, 34)

@@ -1,0 +1,170 @@
+"""Preset files (JSON): four named, coloured corner instruments, the pad and settings.
+
+    {
+      "format": "gansynth-preset", "version": 1,
+      "name": "Glass Harbour",
+      "latent_size": 256,
+      "corners": [ {"name": "Bell", "colour": "#e4572e", "latent": [256 numbers]}, ... x4 ],
+      "pad": {"x": 0.5, "y": 0.5},
+      "interpolation": "nsynth", "spherical": false, "pad_grid": 32,
+      "settings": {"attack_s": 0.005, "release_s": 0.3, ...}    # see engine.instrument.PARAMS
+    }
+
+`load_preset` validates everything where it enters and raises `PresetError` naming
+the file and the field (e.g. "x.json: corners[2].latent has 16 numbers, the model
+needs 256"). Unknown settings are errors too, so typos do not pass silently.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.timbre import MODES, Corner, TimbreState
+
+FORMAT = "gansynth-preset"
+VERSION = 1
+_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+class PresetError(ValueError):
+    """A preset file that cannot be used; the message names the file and the field."""
+
+
+@dataclass
+class Preset:
+    timbre: TimbreState
+    settings: dict = field(default_factory=dict)  # PARAMS names -> values (no timbre params)
+    name: str = ""
+
+
+def preset_to_dict(preset: Preset) -> dict:
+    t = preset.timbre
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "name": preset.name,
+        "latent_size": t.latent_size,
+        "corners": [{"name": c.name, "colour": c.colour, "latent": [round(float(v), 7) for v in c.latent]}
+                    for c in t.corners],
+        "pad": {"x": t.pad[0], "y": t.pad[1]},
+        "interpolation": t.mode,
+        "spherical": t.spherical,
+        "pad_grid": t.pad_grid,
+        "settings": dict(preset.settings),
+    }
+
+
+def save_preset(path, preset: Preset) -> Path:
+    path = Path(os.path.expanduser(str(path)))
+    data = json.dumps(preset_to_dict(preset), indent=1)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(data)
+    os.replace(tmp, path)  # never leave a half-written preset behind
+    return path
+
+
+def load_preset(path, latent_size: int | None = None) -> Preset:
+    """Read and validate a preset; `latent_size` (the model's) must match the corners."""
+    path = Path(os.path.expanduser(str(path)))
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise PresetError(f"{path}: cannot read preset ({exc.strerror or exc})") from None
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PresetError(f"{path}: not valid JSON ({exc})") from None
+    return preset_from_dict(data, str(path), latent_size)
+
+
+def preset_from_dict(data, source: str, latent_size: int | None = None) -> Preset:
+    from engine.instrument import PARAMS, TIMBRE_PARAMS, check_param
+
+    def fail(msg):
+        raise PresetError(f"{source}: {msg}")
+
+    if not isinstance(data, dict):
+        fail("top level must be a JSON object")
+    if data.get("format") != FORMAT:
+        fail(f"field 'format' must be {FORMAT!r}, got {data.get('format')!r}")
+    if data.get("version") != VERSION:
+        fail(f"field 'version' must be {VERSION}, got {data.get('version')!r}")
+    known = {"format", "version", "name", "latent_size", "corners", "pad", "interpolation",
+             "spherical", "pad_grid", "settings"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        fail(f"unknown field(s) {unknown}")
+    name = data.get("name", "")
+    if not isinstance(name, str):
+        fail("field 'name' must be a string")
+    corners_data = data.get("corners")
+    if not isinstance(corners_data, list) or len(corners_data) != 4:
+        fail("field 'corners' must be a list of 4 objects")
+    declared = data.get("latent_size")
+    if declared is not None and (isinstance(declared, bool) or not isinstance(declared, int)):
+        fail("field 'latent_size' must be an integer")
+    corners = [_corner(c, i, fail) for i, c in enumerate(corners_data)]
+    sizes = {len(c.latent) for c in corners}
+    if len(sizes) != 1:
+        fail(f"corner latents differ in length: {[len(c.latent) for c in corners]}")
+    size = sizes.pop()
+    if declared is not None and declared != size:
+        fail(f"field 'latent_size' says {declared} but the corner latents have {size} numbers")
+    if latent_size is not None and size != latent_size:
+        fail(f"corners[0].latent has {size} numbers, the model needs {latent_size}")
+    pad = data.get("pad", {"x": 0.5, "y": 0.5})
+    if not isinstance(pad, dict) or set(pad) != {"x", "y"}:
+        fail("field 'pad' must be an object {\"x\": 0..1, \"y\": 0..1}")
+    for axis in ("x", "y"):
+        v = pad[axis]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+            fail(f"field 'pad.{axis}' must be a number in 0..1, got {v!r}")
+    timbre_kwargs = {}
+    for key, param in (("interpolation", "interpolation"), ("spherical", "spherical"), ("pad_grid", "pad_grid")):
+        if key in data:
+            try:
+                timbre_kwargs[key] = check_param(param, data[key])
+            except ValueError as exc:
+                fail(f"field {key!r}: {exc}")
+    settings_data = data.get("settings", {})
+    if not isinstance(settings_data, dict):
+        fail("field 'settings' must be an object")
+    settings = {}
+    for key, value in settings_data.items():
+        if key in TIMBRE_PARAMS or key not in PARAMS:
+            fail(f"field 'settings.{key}' is not a known setting")
+        try:
+            settings[key] = check_param(key, value)
+        except ValueError as exc:
+            fail(f"field 'settings.{key}': {exc}")
+    timbre = TimbreState(tuple(corners), pad=(float(pad["x"]), float(pad["y"])),
+                         mode=timbre_kwargs.get("interpolation", MODES[0]),
+                         spherical=timbre_kwargs.get("spherical", False),
+                         pad_grid=timbre_kwargs.get("pad_grid", 32))
+    return Preset(timbre, settings, name)
+
+
+def _corner(c, i: int, fail) -> Corner:
+    where = f"corners[{i}]"
+    if not isinstance(c, dict):
+        fail(f"{where} must be an object with name, colour and latent")
+    unknown = sorted(set(c) - {"name", "colour", "latent"})
+    if unknown:
+        fail(f"{where}: unknown field(s) {unknown}")
+    name = c.get("name")
+    if not isinstance(name, str) or not name.strip():
+        fail(f"{where}.name must be a non-empty string")
+    colour = c.get("colour", "#888888")
+    if not isinstance(colour, str) or not _COLOUR.match(colour):
+        fail(f"{where}.colour must look like \"#rrggbb\", got {colour!r}")
+    latent = c.get("latent")
+    if not isinstance(latent, list) or not latent:
+        fail(f"{where}.latent must be a non-empty list of numbers")
+    for j, v in enumerate(latent):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            fail(f"{where}.latent[{j}] must be a finite number, got {v!r}")
+    return Corner(name, latent, colour)

@@ -1,0 +1,263 @@
+"""Render worker: (latent, pitch) -> a playable note in the cache, off the audio thread.
+
+One job = one pitch of the newest requested timbre:
+  generate (torch, one intra-op thread on CPU) -> soxr resample 16 kHz -> output rate
+  -> normalise by absolute peak -> cut/pad to the note length -> bake the loop
+  crossfade -> write into a free cache slot -> publish (pitch, slot, seq) to the
+  mixer's `ready` deque (the audio thread installs it at its next block).
+
+Priority (re-evaluated before every job, so a key pressed now is rendered next):
+  1. pitches held right now (mixer.held_count), most recent first;
+  2. recently played pitches (mixer.last_on), most recent first;
+  3. the rest of the model's range, nearest to the last played pitch first.
+Pad moves arrive in a latest-value mailbox: requests made while a job runs
+coalesce (newest latent wins) and the unrendered pitches of the old timbre are
+dropped. A pitch whose key is already cached is published without rendering.
+A failed or non-finite render is logged, counted and skipped; the mixer keeps
+playing the previous note of that pitch.
+
+Model swap: `swap_model(synth)` puts a prepared Synth in a mailbox; the worker
+picks it up between jobs (cache keys carry a model generation, so old notes are
+never mistaken for new ones) and re-renders the current timbre.
+
+Deterministic use (offline driver, tests): do not `start()`; call `render_now`
+(or `run_until_idle`) from the driving thread instead.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import numpy as np
+import soxr
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def bake_loop(note: np.ndarray, loop_start: int, loop_end: int, xfade: int) -> None:
+    """In place: make playback wrapping from loop_end to loop_start seamless.
+
+    The `xfade` frames before loop_end become an equal-power crossfade from the
+    note itself into the frames just before loop_start; frames from loop_end on are
+    zeroed (never read). note: float32 [frames].
+    """
+    theta = np.linspace(0.0, np.pi / 2, xfade, endpoint=False) + np.pi / (4 * xfade)
+    head = note[loop_end - xfade:loop_end].copy()
+    tail = note[loop_start - xfade:loop_start]
+    note[loop_end - xfade:loop_end] = head * np.cos(theta) + tail * np.sin(theta)
+    note[loop_end:] = 0.0
+
+
+def loop_points(note_frames: int, sample_rate: int) -> tuple[int, int, int]:
+    """(loop_start, loop_end, xfade) in frames: loop the stretch just before the
+    note's last 5 % (up to 1 s long), crossfading up to 100 ms."""
+    loop_end = int(note_frames * 0.95)
+    length = int(min(sample_rate * 1.0, note_frames * 0.3))
+    xfade = int(min(sample_rate * 0.1, length / 4))
+    return loop_end - length, loop_end, xfade
+
+
+class Renderer:
+    """Fills `cache` with notes of the current timbre for `mixer` (see module doc)."""
+
+    def __init__(self, synth, cache, mixer, sample_rate: int, note_frames: int, threads: int = 1):
+        self.cache = cache
+        self.mixer = mixer
+        self.sample_rate = int(sample_rate)
+        self.note_frames = int(note_frames)
+        self.loop = loop_points(self.note_frames, self.sample_rate)
+        self.threads = threads
+        self._synth = synth
+        self._model_gen = 0
+        self._seq = 0  # publication counter
+        self._published_seq = np.zeros(cache.slots, np.int64)
+        # mailboxes (latest value wins), written by other threads
+        self._request = None  # (timbre_key, latent)
+        self._next_synth = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        # current work, touched by the rendering thread only
+        self._timbre_key = None
+        self._latent = None
+        self._timbre_seq = 0
+        self._done: set[int] = set()
+        self._timbre_started = 0.0
+        # meters (plain attributes, read by anyone)
+        self.renders = self.failures = self.starved = 0
+        self.last_render_ms = 0.0
+        self.progress = 0.0
+        self.timbre_seq_done = 0  # timbre sequence whose range is complete
+        self.range_seconds = 0.0  # wall time the last complete range took
+        self.idle = threading.Event()
+
+    # ------------------------------------------------------------ any thread
+    @property
+    def synth(self):
+        return self._synth
+
+    @property
+    def pitch_range(self) -> tuple[int, int]:
+        return self._synth.pitch_range
+
+    def request(self, timbre_key: bytes, latent: np.ndarray) -> None:
+        """Render notes of this latent next (coalesces with unprocessed requests)."""
+        self._request = (timbre_key, np.array(latent, np.float32))
+        self.idle.clear()
+        self._wake.set()
+
+    def swap_model(self, synth, timbre_key: bytes, latent: np.ndarray) -> None:
+        """Switch to a prepared Synth between jobs and re-render this timbre with it."""
+        self._next_synth = synth
+        self.request(timbre_key, latent)
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="gansynth-render", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout)
+        self._thread = None
+
+    # ------------------------------------------------------------ rendering thread
+    def _run(self) -> None:
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        while not self._stop.is_set():
+            if not self.step():
+                self.idle.set()
+                self._wake.wait(0.1)
+                self._wake.clear()
+
+    def _take_mail(self) -> None:
+        synth, self._next_synth = self._next_synth, None
+        if synth is not None:
+            self._synth = synth
+            self._model_gen += 1
+            self.cache.clear()
+            self._timbre_key = None
+        req, self._request = self._request, None
+        if req is not None and (req[0] != self._timbre_key):
+            self._timbre_key, self._latent = req
+            self._timbre_seq += 1
+            self._done = set()
+            self._timbre_started = time.perf_counter()
+            self.progress = 0.0
+
+    def step(self) -> bool:
+        """Do one job; False when the current timbre is complete (nothing to do)."""
+        self._take_mail()
+        if self._timbre_key is None:
+            return False
+        pitch = self._next_pitch()
+        if pitch is None:
+            return False
+        self._job(pitch)
+        return True
+
+    def render_now(self, pitches) -> None:
+        """Synchronously make sure these pitches of the newest timbre are published."""
+        self._take_mail()
+        if self._timbre_key is None:
+            return
+        lo, hi = self.pitch_range
+        for p in pitches:
+            if lo <= p <= hi and p not in self._done:
+                self._job(int(p))
+
+    def run_until_idle(self) -> None:
+        """Synchronously render the whole range of the newest timbre."""
+        while self.step():
+            pass
+
+    def _next_pitch(self) -> int | None:
+        lo, hi = self.pitch_range
+        todo = [p for p in range(lo, hi + 1) if p not in self._done]
+        if not todo:
+            return None
+        held = self.mixer.held_count
+        last_on = self.mixer.last_on
+        held_todo = [p for p in todo if held[p] > 0]
+        if held_todo:
+            return max(held_todo, key=lambda p: last_on[p])
+        played = [p for p in todo if last_on[p] > 0]
+        if played:
+            return max(played, key=lambda p: last_on[p])
+        anchor = int(np.argmax(last_on)) if last_on.max() > 0 else (lo + hi) // 2
+        return min(todo, key=lambda p: (abs(p - anchor), p))
+
+    def _job(self, pitch: int) -> None:
+        key = (self._model_gen, self._timbre_key, pitch)
+        self._done.add(pitch)
+        slot = self.cache.get(key)
+        if slot is None:
+            slot = self._render_into_slot(key, pitch)
+        if slot is not None:
+            self._publish(pitch, slot)
+        lo, hi = self.pitch_range
+        self.progress = len(self._done) / (hi - lo + 1)
+        if len(self._done) == hi - lo + 1:
+            self.timbre_seq_done = self._timbre_seq
+            self.range_seconds = time.perf_counter() - self._timbre_started
+
+    def _render_into_slot(self, key, pitch: int) -> int | None:
+        t0 = time.perf_counter()
+        try:
+            note = self._render(pitch)
+        except Exception as exc:  # keep the previous note of this pitch
+            self.failures += 1
+            log.warning("render of pitch %d failed (%s: %s); keeping the previous note",
+                        pitch, type(exc).__name__, exc)
+            return None
+        slot = self.cache.allocate(self._pinned)
+        if slot is None:
+            self.starved += 1
+            log.warning("note cache full of notes in use; pitch %d not stored", pitch)
+            return None
+        self.cache.pool[slot, :self.note_frames] = note
+        self.cache.pool[slot, self.note_frames:] = 0.0
+        self.cache.store(key, slot)
+        self.renders += 1
+        self.last_render_ms = (time.perf_counter() - t0) * 1000.0
+        return slot
+
+    def _render(self, pitch: int) -> np.ndarray:
+        synth = self._synth
+        if synth.threads is None and self.threads is not None and synth.device.type == "cpu":
+            torch.set_num_threads(self.threads)
+        wave = synth.generate(self._latent[None], [pitch])[0]  # [num_samples] at synth.sample_rate
+        if not np.all(np.isfinite(wave)):
+            raise ValueError("non-finite samples in the generated note")
+        peak = float(np.max(np.abs(wave)))
+        if peak < 1e-6:
+            raise ValueError("the generated note is silent")
+        if synth.sample_rate != self.sample_rate:
+            wave = soxr.resample(wave, synth.sample_rate, self.sample_rate, quality="HQ")
+        note = np.zeros(self.note_frames, np.float32)
+        n = min(len(wave), self.note_frames)
+        note[:n] = wave[:n]
+        peak = float(np.max(np.abs(note)))  # resampling can move the peak a little
+        note /= peak
+        bake_loop(note, *self.loop)
+        return note
+
+    def _pinned(self, slot: int) -> bool:
+        """A slot the mixer may still read: referenced, or published but not yet taken."""
+        return bool(self.mixer.slot_refs[slot] > 0 or self._published_seq[slot] > self.mixer.consumed_seq)
+
+    def _publish(self, pitch: int, slot: int) -> None:
+        self._seq += 1
+        self._published_seq[slot] = self._seq
+        self.mixer.ready.append((pitch, slot, self._seq))
+
+    def done_pitches(self) -> list[int]:
+        return sorted(self._done)

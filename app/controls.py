@@ -139,8 +139,8 @@ class DevicePanel(QWidget):
     rescanAudio = Signal()
     rescanMidi = Signal()
 
-    NONE_AUDIO = "(no audio device: offline clock)"
-    NONE_MIDI = "(no MIDI input)"
+    NONE_AUDIO = "(none: offline clock)"
+    NONE_MIDI = "(none)"
 
     def __init__(self, parent=None):
         super().__init__(parent)

@@ -45,11 +45,12 @@ class PianoKeys(QWidget):
     noteOff = Signal(int)
     scrolled = Signal()
 
-    WHITE_MIN_PX = 20
+    WHITE_MIN_PX = 26
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.setMinimumHeight(90)
+        self.setMinimumHeight(80)
+        self.setMaximumHeight(120)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
         self.setFocusPolicy(Qt.NoFocus)
         self.first_octave = 2          # leftmost visible C is LOWEST + 12 * first_octave
@@ -66,7 +67,7 @@ class PianoKeys(QWidget):
     @property
     def octaves_visible(self) -> int:
         """As many whole octaves as fit with white keys at least WHITE_MIN_PX wide."""
-        return max(2, min(9, self.width() // (7 * self.WHITE_MIN_PX)))
+        return max(2, min(6, self.width() // (7 * self.WHITE_MIN_PX)))
 
     @property
     def max_first_octave(self) -> int:

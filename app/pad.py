@@ -231,13 +231,14 @@ class TimbrePad(QWidget):
         p.setFont(font)
         p.setPen(colour)
         letter, pct = theme.CORNER_LETTERS[i], f"{100 * weight:.0f}%"
-        w = sq.width() / 2 - 8
         top = sq.top() - self.MARGIN + 2 if cy == 1 else sq.bottom() + 4
-        left = sq.left() if cx == 0 else sq.center().x() + 8
+        outer = min(sq.left() - 8, 60)                 # labels may overhang the square
+        w = sq.width() / 2 + outer - 8
+        left = sq.left() - outer if cx == 0 else sq.center().x() + 8
         rect = QRectF(left, top, w, self.MARGIN - 6)
         metrics = p.fontMetrics()
         name = metrics.elidedText(self._names[i], Qt.ElideRight,
-                                  int(w - metrics.horizontalAdvance(f"{letter}  100%") - 20))
+                                  int(w - metrics.horizontalAdvance(f"{letter}  100%") - 24))
         text = f"{letter}  {name}" if cx == 0 else f"{name}  {letter}"
         p.drawText(rect, (Qt.AlignLeft if cx == 0 else Qt.AlignRight) | Qt.AlignVCenter, text)
         gap = metrics.horizontalAdvance(text) + 10
@@ -245,7 +246,7 @@ class TimbrePad(QWidget):
         pct_rect = rect.adjusted(gap, 0, 0, 0) if cx == 0 else rect.adjusted(0, 0, -gap, 0)
         p.drawText(pct_rect, (Qt.AlignLeft if cx == 0 else Qt.AlignRight) | Qt.AlignVCenter, pct)
         # weight bar along the label
-        bar = QRectF(left, top + self.MARGIN - 8, w * weight, 3)
+        bar = QRectF(left, top + self.MARGIN - 8, (w - 10) * weight, 3)
         if cx == 1:
             bar.moveRight(left + w)
         p.fillRect(bar, colour)

@@ -140,8 +140,14 @@ class PaletteWidget(QWidget):
             return
         n, seed = self.count.value(), self.seed.value()
         latents = np.asarray(self.latent_fn(n, seed), np.float32)
-        self.set_entries([PaletteEntry(instrument_name(seed, i), seed, i, latents[i])
-                          for i in range(n)])
+        entries, seen = [], {}
+        for i in range(n):
+            name = instrument_name(seed, i)
+            seen[name] = seen.get(name, 0) + 1
+            if seen[name] > 1:
+                name = f"{name} {seen[name]}"
+            entries.append(PaletteEntry(name, seed, i, latents[i]))
+        self.set_entries(entries)
 
     def set_entries(self, entries) -> None:
         self.entries = list(entries)

@@ -113,7 +113,7 @@ class LevelMeter(QWidget):
 
 
 class RainbowgramView(QWidget):
-    """Shows an RGB rainbowgram image (uint8 [freq, time, 3], low frequencies first)."""
+    """Shows an RGB rainbowgram image (uint8 [freq, time, 3], row 0 = highest frequency)."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -126,7 +126,7 @@ class RainbowgramView(QWidget):
         return QSize(320, 160)
 
     def show_rgb(self, rgb: np.ndarray, title: str = "") -> None:
-        rgb = np.ascontiguousarray(np.flipud(np.asarray(rgb, np.uint8)[..., :3]))
+        rgb = np.ascontiguousarray(np.asarray(rgb, np.uint8)[..., :3])
         h, w = rgb.shape[:2]
         self._image = QImage(rgb.data, w, h, 3 * w, QImage.Format_RGB888).copy()
         self.title = title
@@ -146,8 +146,12 @@ class RainbowgramView(QWidget):
         p.fillRect(self.rect(), QColor("#07080a"))
         if self._image is not None:
             p.drawImage(QRectF(self.rect()), self._image)
-        p.setPen(QColor(theme.TEXT_DIM))
-        p.drawText(self.rect().adjusted(8, 4, -8, -4), Qt.AlignLeft | Qt.AlignTop, self.title)
+        metrics = p.fontMetrics()
+        title = metrics.elidedText(self.title, Qt.ElideRight, self.width() - 24)
+        box = QRectF(4, 4, metrics.horizontalAdvance(title) + 12, metrics.height() + 4)
+        p.fillRect(box, QColor(0, 0, 0, 160))
+        p.setPen(QColor(theme.TEXT))
+        p.drawText(box, Qt.AlignCenter, title)
         p.end()
 
 

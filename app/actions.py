@@ -1,0 +1,214 @@
+"""Menu and button actions that involve files or long work: models, presets, recording,
+MIDI rendering, SFZ export, previews. Long work runs as `Job`s with progress in the
+status bar; errors name the file and never close the window.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtWidgets import QFileDialog, QMessageBox
+
+from app.keyboard import note_name
+from app.workers import Job
+from engine import resources
+
+SHORTCUTS = """<table cellpadding=3>
+<tr><td><b>Z S X D C V …</b></td><td>play (lower row, from C of the current octave)</td></tr>
+<tr><td><b>Q 2 W 3 E R …</b></td><td>play (upper row, one octave up)</td></tr>
+<tr><td><b>-</b> / <b>=</b>, PgDn / PgUp</td><td>octave down / up</td></tr>
+<tr><td><b>Arrows</b> (pad focused)</td><td>move on the pad (Shift: fine)</td></tr>
+<tr><td><b>Esc</b></td><td>panic: all notes and sound off</td></tr>
+<tr><td><b>Ctrl+R</b></td><td>start / stop recording</td></tr>
+<tr><td><b>Ctrl+G</b></td><td>rainbowgram of the current instrument</td></tr>
+<tr><td><b>Ctrl+0</b></td><td>centre the pad</td></tr>
+<tr><td><b>Ctrl+O / Ctrl+L / Ctrl+S</b></td><td>open model / load preset / save preset</td></tr>
+<tr><td><b>Ctrl+M / Ctrl+E</b></td><td>render a MIDI file / export the instrument as SFZ</td></tr>
+<tr><td><b>F5 / F6</b></td><td>rescan audio outputs / MIDI inputs</td></tr>
+</table>"""
+
+
+def _ask_open(parent, title: str, start: str, filters: str) -> str:
+    path, _ = QFileDialog.getOpenFileName(parent, title, start, filters)
+    return path
+
+
+def _ask_save(parent, title: str, start: str, filters: str) -> str:
+    path, _ = QFileDialog.getSaveFileName(parent, title, start, filters)
+    return path
+
+
+class FileActions:
+    """Holds no state of its own beyond the window; one method per user action."""
+
+    def __init__(self, window):
+        self.w = window
+
+    @property
+    def settings(self):
+        return self.w.settings
+
+    # -- long work with progress ----------------------------------------------------------------
+    def run_job(self, label: str, fn, *args, on_done=None, progress: bool = True, **kwargs) -> Job:
+        w = self.w
+        job = Job(fn, *args, progress=progress, **kwargs)
+        w.progress.setValue(0)
+        w.progress.show()
+        w.statusBar().showMessage(f"{label}…")
+        job.signals.progress.connect(w.progress.setValue)
+
+        def done(result):
+            w.progress.hide()
+            w.statusBar().showMessage(f"{label}: done", 5000)
+            if on_done is not None:
+                on_done(result)
+
+        def failed(message):
+            w.progress.hide()
+            w.notify(f"{label} failed: {message}")
+
+        job.signals.done.connect(done)
+        job.signals.failed.connect(failed)
+        return w.jobs.start(job)
+
+    # -- model ----------------------------------------------------------------------------------
+    def open_model(self, path: str = "") -> None:
+        path = path or QFileDialog.getExistingDirectory(self.w, "Open model directory",
+                                                        str(resources.default_model_path()))
+        if not path:
+            return
+        if self.w.session is None:
+            from app.main import open_instrument
+
+            open_instrument(self.w, path)
+            return
+        from engine import load_synth
+
+        def swap(synth):
+            self.w.session.instrument.swap_model(synth)
+            self.settings.setValue("model/last", path)
+            self.w.sync_from_engine()
+            self.w.statusBar().showMessage(f"model {Path(path).name} loaded", 5000)
+
+        self.run_job(f"Loading model {Path(path).name}", load_synth, path, progress=False,
+                     on_done=swap, threads=1)
+
+    # -- presets --------------------------------------------------------------------------------
+    def _preset_start(self) -> str:
+        last = self.settings.value("preset/last", "")
+        return str(Path(last).parent) if last else str(resources.presets_dir())
+
+    def load_preset(self, path: str = "") -> bool:
+        path = path or _ask_open(self.w, "Load preset", self._preset_start(), "Presets (*.json)")
+        if not path:
+            return False
+        try:
+            self.w.session.instrument.load_preset(path)
+        except Exception as exc:  # the engine names the file and field
+            self.w.notify(f"Could not load preset: {exc}")
+            return False
+        self.settings.setValue("preset/last", path)
+        self.w.sync_from_engine()
+        self.w.request_rainbowgram()
+        self.w.statusBar().showMessage(f"preset {Path(path).name} loaded", 4000)
+        return True
+
+    def save_preset(self, path: str = "") -> bool:
+        path = path or _ask_save(self.w, "Save preset", self._preset_start(), "Presets (*.json)")
+        if not path:
+            return False
+        if not path.endswith(".json"):
+            path += ".json"
+        try:
+            self.w.session.instrument.save_preset(path)
+        except Exception as exc:
+            self.w.notify(f"Could not save preset {path}: {exc}")
+            return False
+        self.settings.setValue("preset/last", path)
+        self.w.statusBar().showMessage(f"preset saved to {path}", 4000)
+        return True
+
+    # -- recording ------------------------------------------------------------------------------
+    def toggle_recording(self, on: bool, path: str = "") -> bool:
+        session, w = self.w.session, self.w
+        if not on:
+            if session.recording:
+                written = session.stop_recording()
+                w.statusBar().showMessage(f"recorded {written}", 8000)
+            w.record.set_recording(False)
+            return True
+        if not path:
+            start = self.settings.value("record/dir", str(Path.home()))
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            path = _ask_save(w, "Record to WAV", str(Path(start) / f"take-{stamp}.wav"), "WAV (*.wav)")
+        if not path:
+            w.record.set_recording(False)
+            return False
+        try:
+            session.start_recording(path)
+        except Exception as exc:
+            w.record.set_recording(False)
+            w.notify(f"Could not record to {path}: {exc}")
+            return False
+        self.settings.setValue("record/dir", str(Path(path).parent))
+        w.record.set_recording(True)
+        w.statusBar().showMessage(f"recording to {path}", 4000)
+        return True
+
+    # -- previews -------------------------------------------------------------------------------
+    def preview(self, entry, pitch: int) -> None:
+        """Render `entry` at `pitch` in a worker; show its rainbowgram and play it once."""
+        inst = self.w.session.instrument
+        synth = inst.synth
+
+        audition = self.w.session.audition
+        gain = 0.6 * float(inst.settings.volume) + 0.1
+
+        def render():
+            from engine.rainbowgram import rainbowgram
+
+            audio = synth.generate(np.array(entry.latent[None]), [pitch])[0]
+            return audition.prepare(audio, synth.sample_rate, gain), rainbowgram(audio, synth.sample_rate)
+
+        def show(result):
+            clip, rgb = result
+            audition.queue(clip)
+            self.w.rainbow.show_rgb(rgb, f"preview · {entry.name} · {note_name(pitch)}")
+            self.w._rainbow_key = None
+
+        self.run_job(f"Preview {entry.name}", render, progress=False, on_done=show)
+
+    # -- rendering and export (issue 9's engine functions) -----------------------------------------
+    def render_midi(self, midi_path: str = "", wav_path: str = ""):
+        midi_path = midi_path or _ask_open(self.w, "Render MIDI file", str(resources.midi_dir()),
+                                           "MIDI files (*.mid *.midi)")
+        if not midi_path:
+            return None
+        wav_path = wav_path or _ask_save(self.w, "Render to WAV", str(Path(midi_path).with_suffix(".wav")),
+                                         "WAV (*.wav)")
+        if not wav_path:
+            return None
+        from engine import render
+
+        inst = self.w.session.instrument
+        return self.run_job(f"Rendering {Path(midi_path).name}", render.render_for_app,
+                            inst.synth, inst.timbre, midi_path, wav_path,
+                            on_done=lambda r: self.w.statusBar().showMessage(f"rendered {wav_path}", 8000))
+
+    def export_instrument(self, out_dir: str = ""):
+        out_dir = out_dir or QFileDialog.getExistingDirectory(self.w, "Export instrument as SFZ into")
+        if not out_dir:
+            return None
+        from engine import sfz
+
+        inst = self.w.session.instrument
+        return self.run_job("Exporting SFZ", sfz.export_for_app, inst.synth, inst.timbre, out_dir,
+                            on_done=lambda r: self.w.statusBar().showMessage(f"exported to {out_dir}", 8000))
+
+    def show_shortcuts(self) -> None:
+        box = QMessageBox(self.w)
+        box.setWindowTitle("Keyboard shortcuts")
+        box.setText(SHORTCUTS)
+        box.setModal(False)
+        box.show()

@@ -1,0 +1,103 @@
+"""`gansynth gui` (and `python main.py`): open the instrument window.
+
+Only wiring: parse arguments, build the QApplication and window, load the model
+in a worker, then hand the window a started `Session`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from engine import resources
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", type=Path, default=None,
+                        help="model directory, Magenta checkpoint dir or .zip "
+                             f"(default: {resources.default_model_path()})")
+    parser.add_argument("--preset", type=Path, default=None, help="preset JSON to load at start")
+    parser.add_argument("--audio-out", default=None, help="audio output device name (default: last used)")
+    parser.add_argument("--midi-in", default=None, help="MIDI input port name (default: last used)")
+    parser.add_argument("--sample-rate", type=int, default=48000, help="output sample rate in Hz")
+    parser.add_argument("--settings", type=Path, default=None,
+                        help="settings file (INI) instead of the user's QSettings")
+
+
+def make_settings(path: Path | None):
+    from PySide6.QtCore import QSettings
+
+    if path is not None:
+        return QSettings(str(path), QSettings.IniFormat)
+    return QSettings("gansynth", "instrument")
+
+
+def open_instrument(window, model_path, preset=None, audio_out=None, midi_in=None,
+                    sample_rate: int = 48000, on_error=None):
+    """Load the model in a worker; on success build the engine and `window.attach` it."""
+    from app.session import Session
+    from app.workers import Job
+    from engine import load_synth
+    from engine.instrument import Instrument
+
+    settings = window.settings
+    window.statusBar().showMessage(f"Loading model {model_path}…")
+    window.progress.setRange(0, 0)   # busy indicator
+    window.progress.show()
+
+    def build(synth):
+        window.progress.setRange(0, 1000)
+        window.progress.hide()
+        instrument = Instrument(synth, sample_rate=sample_rate)
+        session = Session(instrument)
+        session.start(audio_out if audio_out is not None else settings.value("audio/device", ""))
+        session.open_midi(midi_in if midi_in is not None else settings.value("midi/port", ""))
+        window.attach(session)
+        _restore_sound(window, settings)
+        last = str(preset) if preset else settings.value("preset/last", "")
+        if last and Path(last).exists():
+            window.actions_.load_preset(last)
+        window.statusBar().showMessage(f"model {Path(model_path).name} ready", 4000)
+
+    def failed(message):
+        window.progress.hide()
+        window.notify(f"Could not load the model: {message}")
+        if on_error is not None:
+            on_error(message)
+
+    job = Job(load_synth, str(model_path), threads=1)
+    job.signals.done.connect(build)
+    job.signals.failed.connect(failed)
+    return window.jobs.start(job)
+
+
+def _restore_sound(window, settings) -> None:
+    for name, slider in window.sound.sliders.items():
+        value = settings.value(f"sound/{name}")
+        if value is None:
+            continue
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            continue
+        slider.set_value(value, emit=True)
+
+
+def run(args) -> int:
+    from PySide6.QtWidgets import QApplication
+
+    from app import theme
+    from app.window import MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("GANSynth Instrument")
+    app.setOrganizationName("gansynth")
+    theme.apply_theme(app)
+    window = MainWindow(make_settings(args.settings))
+    window.show()
+    model = args.model or resources.default_model_path()
+    if not Path(model).exists():
+        window.notify(f"{model}: no such model directory (use --model PATH or File ▸ Open model…)")
+    else:
+        open_instrument(window, model, args.preset, args.audio_out, args.midi_in, args.sample_rate)
+    return app.exec()

@@ -1,0 +1,371 @@
+"""The instrument window: layout, timers and wiring of widgets to the engine session.
+
+The window is built at once; the model loads in a worker and `attach(session)`
+connects everything when it is ready (`ready` signal). Timers pull meters (30 fps)
+and stats (4 Hz); nothing is pushed from the audio thread.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (QApplication, QGroupBox, QHBoxLayout, QLabel, QMainWindow,
+                               QProgressBar, QSplitter, QVBoxLayout, QWidget)
+
+from app import theme
+from app.actions import FileActions
+from app.controls import DevicePanel, RecordPanel, SoundControls
+from app.keyboard import ComputerKeyboard, KeyboardPanel, note_name
+from app.pad import TimbrePad
+from app.palette import PaletteWidget
+from app.views import RainbowgramView, ScopePanel, StatusLine
+from app.workers import Job, Jobs
+from engine.events import Panic, PadMove, SetParam
+from engine.rainbowgram import rainbowgram
+
+METER_FPS = 30
+SCOPE_POINTS = 1024
+
+
+def group(title: str, *widgets, stretch=None) -> QGroupBox:
+    box = QGroupBox(title.upper())
+    lay = QVBoxLayout(box)
+    lay.setContentsMargins(8, 12, 8, 8)
+    for i, w in enumerate(widgets):
+        lay.addWidget(w, (stretch or [0] * len(widgets))[i])
+    return box
+
+
+def note_rainbowgram(synth, latent: np.ndarray, pitch: int, audio=None, sample_rate=None) -> np.ndarray:
+    """RGB rainbowgram of `audio` (e.g. the engine's cached note) or, without it, of a fresh
+    render of `latent` at `pitch` (clamped to the model's range)."""
+    if audio is None:
+        lo, hi = synth.pitch_range
+        audio = synth.generate(np.array(latent[None]), [min(hi, max(lo, pitch))])[0]
+        sample_rate = synth.sample_rate
+    hop = 256 * max(1, round(sample_rate / 16000))     # same frame rate at any output rate
+    return rainbowgram(audio, sample_rate, hop=hop)
+
+
+class MainWindow(QMainWindow):
+    ready = Signal()
+
+    def __init__(self, settings: QSettings | None = None, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("GANSynth Instrument")
+        self.settings = settings or QSettings("gansynth", "instrument")
+        self.session = None
+        self.jobs = Jobs(max_threads=2, parent=self)
+        self.last_pitch = 60
+        self._rainbow_key = None
+        self._build()
+        self.actions_ = FileActions(self)
+        self._menus()
+        self.computer_keys = ComputerKeyboard(self.keyboard, self)
+        QApplication.instance().installEventFilter(self.computer_keys)
+        self.computer_keys.octaveChanged.connect(self._octave_changed)
+        self.fast_timer = QTimer(self, interval=int(1000 / METER_FPS), timerType=Qt.PreciseTimer)
+        self.fast_timer.timeout.connect(self._pull_meters)
+        self.slow_timer = QTimer(self, interval=250)
+        self.slow_timer.timeout.connect(self._pull_stats)
+        self.rainbow_timer = QTimer(self, singleShot=True, interval=250)
+        self.rainbow_timer.timeout.connect(self.request_rainbowgram)
+        self._set_enabled(False)
+        self._restore_layout()
+
+    # -- layout ---------------------------------------------------------------------------------
+    def _build(self) -> None:
+        self.banner = QLabel(objectName="banner", wordWrap=True)
+        self.banner.hide()
+        self.pad = TimbrePad()
+        self.palette = PaletteWidget()
+        self.sound = SoundControls()
+        self.devices = DevicePanel()
+        self.record = RecordPanel()
+        self.scope = ScopePanel()
+        self.rainbow = RainbowgramView()
+        self.keyboard = KeyboardPanel()
+        self.progress = QProgressBar(minimum=0, maximum=1000, maximumWidth=180, textVisible=False)
+        self.progress.hide()
+        self.status = StatusLine(self.statusBar())
+        self.statusBar().addWidget(self.progress)
+
+        left = group("Instruments", self.palette)
+        left.setMinimumWidth(250)
+        right = QWidget()
+        rlay = QVBoxLayout(right)
+        rlay.setContentsMargins(0, 0, 0, 0)
+        rlay.addWidget(group("Sound", self.sound))
+        rlay.addWidget(group("Devices", self.devices))
+        rlay.addWidget(group("Record", self.record))
+        rlay.addStretch(1)
+        right.setMinimumWidth(290)
+        views = QWidget()
+        vlay = QHBoxLayout(views)
+        vlay.setContentsMargins(0, 0, 0, 0)
+        vlay.addWidget(group("Output", self.scope), 1)
+        vlay.addWidget(group("Rainbowgram", self.rainbow), 1)
+        centre = QSplitter(Qt.Vertical)
+        centre.addWidget(group("Timbre pad", self.pad))
+        centre.addWidget(views)
+        centre.setStretchFactor(0, 3)
+        centre.setStretchFactor(1, 1)
+        self.top_split = QSplitter(Qt.Horizontal)
+        for w in (left, centre, right):
+            self.top_split.addWidget(w)
+        self.top_split.setStretchFactor(1, 1)
+        self.centre_split = centre
+        body = QWidget()
+        lay = QVBoxLayout(body)
+        lay.setContentsMargins(8, 6, 8, 4)
+        lay.addWidget(self.banner)
+        lay.addWidget(self.top_split, 1)
+        lay.addWidget(group("Keyboard", self.keyboard))
+        self.setCentralWidget(body)
+        self.resize(1280, 800)
+
+    def _menus(self) -> None:
+        bar = self.menuBar()
+        a = self.actions_
+        file_menu = bar.addMenu("&File")
+        self.act_open_model = self._action(file_menu, "Open model…", a.open_model, QKeySequence.Open)
+        file_menu.addSeparator()
+        self._action(file_menu, "Load preset…", a.load_preset, "Ctrl+L")
+        self._action(file_menu, "Save preset…", a.save_preset, QKeySequence.Save)
+        file_menu.addSeparator()
+        self._action(file_menu, "Render MIDI file…", a.render_midi, "Ctrl+M")
+        self._action(file_menu, "Export instrument…", a.export_instrument, "Ctrl+E")
+        file_menu.addSeparator()
+        self._action(file_menu, "Quit", self.close, QKeySequence.Quit)
+        play = bar.addMenu("&Play")
+        self.act_record = self._action(play, "Record…", self.record.record.toggle, "Ctrl+R")
+        self._action(play, "Panic", self.panic, "Escape")
+        self._action(play, "Octave down", lambda: self.computer_keys.shift_octave(-1), None)
+        self._action(play, "Octave up", lambda: self.computer_keys.shift_octave(1), None)
+        self._action(play, "Rainbowgram of the current instrument", self.request_rainbowgram, "Ctrl+G")
+        self._action(play, "Centre the pad", lambda: self.pad.set_position(0.5, 0.5, emit=True), "Ctrl+0")
+        dev = bar.addMenu("&Devices")
+        self._action(dev, "Rescan audio outputs", self.rescan_audio, "F5")
+        self._action(dev, "Rescan MIDI inputs", self.rescan_midi, "F6")
+        help_menu = bar.addMenu("&Help")
+        self._action(help_menu, "Keyboard shortcuts", self.show_shortcuts, QKeySequence.HelpContents)
+
+    def _action(self, menu, text, slot, shortcut) -> QAction:
+        act = QAction(text, self)
+        if shortcut is not None:
+            act.setShortcut(QKeySequence(shortcut))
+            act.setShortcutContext(Qt.WindowShortcut)
+        act.triggered.connect(lambda _=False: slot())
+        menu.addAction(act)
+        return act
+
+    def _set_enabled(self, on: bool) -> None:
+        for w in (self.pad, self.palette, self.sound, self.record, self.keyboard):
+            w.setEnabled(on)
+
+    # -- attaching the engine -------------------------------------------------------------------
+    def attach(self, session) -> None:
+        """Connect a started `Session`: widgets now drive its instrument."""
+        self.session = session
+        inst = session.instrument
+        self.palette.latent_fn = lambda n, seed: inst.synth.random_latents(n, seed)
+        lo, hi = inst.synth.pitch_range
+        self.keyboard.keys.model_range = (lo, hi)
+        self.palette.pitch.setRange(lo, hi)
+        self.pad.moved.connect(self.on_pad)
+        self.pad.cornerDropped.connect(self.on_corner_drop)
+        self.palette.assign.connect(self.assign_corner)
+        self.palette.preview.connect(self.actions_.preview)
+        self.palette.savePreset.connect(self.actions_.save_preset)
+        self.palette.loadPreset.connect(self.actions_.load_preset)
+        self.sound.paramChanged.connect(self.on_param)
+        self.keyboard.keys.noteOn.connect(self.on_note_on)
+        self.keyboard.keys.noteOff.connect(session.note_off)
+        self.record.recordToggled.connect(self.actions_.toggle_recording)
+        self.record.panic.connect(self.panic)
+        self.devices.audioChosen.connect(self.choose_audio)
+        self.devices.midiChosen.connect(self.choose_midi)
+        self.devices.rescanAudio.connect(self.rescan_audio)
+        self.devices.rescanMidi.connect(self.rescan_midi)
+        self.sync_from_engine()
+        if self.palette.count.value() and not self.palette.entries:
+            self.palette.generate()
+        self.rescan_audio()
+        self.rescan_midi()
+        self.update_banner()
+        self._set_enabled(True)
+        self.fast_timer.start()
+        self.slow_timer.start()
+        self.request_rainbowgram()
+        self.ready.emit()
+
+    def sync_from_engine(self) -> None:
+        """Show the instrument's timbre and settings (after a preset load, a model swap...)."""
+        timbre = self.session.instrument.timbre
+        self.pad.set_names(timbre.names)
+        self.pad.set_colours([c.colour for c in timbre.corners])
+        self.pad.weights_fn = lambda x, y, mode=timbre.mode: _weights(x, y, mode)
+        self.pad.set_position(*timbre.pad)
+        self.sound.set_values(self.session.instrument.settings.as_dict())
+
+    # -- widget -> engine -----------------------------------------------------------------------
+    def on_pad(self, x: float, y: float) -> None:
+        self.session.post(PadMove(x, y))
+        self.rainbow_timer.start(600)
+
+    def on_param(self, name: str, value) -> None:
+        self.session.post(SetParam(name, value))
+        self.settings.setValue(f"sound/{name}", value)
+
+    def on_note_on(self, pitch: int, velocity: int) -> None:
+        self.session.note_on(pitch, velocity)
+        self.last_pitch = pitch
+        self.rainbow_timer.start(250)
+
+    def assign_corner(self, corner: int, entry) -> None:
+        self.session.instrument.set_corner(corner, entry.latent, entry.name)
+        self.sync_from_engine()
+        self.statusBar().showMessage(f"{entry.name} → corner {theme.CORNER_LETTERS[corner]}", 3000)
+        self.rainbow_timer.start(300)
+
+    def on_corner_drop(self, corner: int, payload: bytes) -> None:
+        entry = self.palette.entry_from_payload(payload)
+        if entry is not None:
+            self.assign_corner(corner, entry)
+
+    def panic(self) -> None:
+        self.keyboard.keys.release_all()
+        if self.session is not None:
+            self.session.post(Panic())
+        self.statusBar().showMessage("Panic: all notes and sound off", 2000)
+
+    def _octave_changed(self, octave: int) -> None:
+        self.keyboard.keys.set_first_octave(octave + 1 - 2)   # keep Z's C in view
+        self.keyboard.sync()
+        self.statusBar().showMessage(f"Computer keys: Z = {note_name(12 * (octave + 1))}", 2000)
+
+    # -- devices --------------------------------------------------------------------------------
+    def rescan_audio(self) -> None:
+        if self.session is None:
+            return
+        current = self.session.output_name if self.session.has_device else ""
+        self.devices.set_audio_devices(self.session.audio_devices(), current)
+
+    def rescan_midi(self) -> None:
+        if self.session is None:
+            return
+        self.devices.set_midi_ports(self.session.midi_ports(), self.session.midi_port_name)
+        self.update_banner()
+
+    def choose_audio(self, name: str) -> None:
+        self.session.open_audio(name)
+        self.settings.setValue("audio/device", name)
+        self.rescan_audio()
+        self.update_banner()
+
+    def choose_midi(self, name: str) -> None:
+        self.session.open_midi(name)
+        self.settings.setValue("midi/port", name)
+        self.rescan_midi()
+
+    def update_banner(self) -> None:
+        problems = [p for p in (self.session.audio_error, self.session.midi_error) if p]
+        self.banner.setText("   •   ".join(problems))
+        self.banner.setVisible(bool(problems))
+
+    # -- timers ---------------------------------------------------------------------------------
+    def _pull_meters(self) -> None:
+        samples = self.session.scope(SCOPE_POINTS)
+        self.scope.scope.show_samples(samples)
+        recent = samples[-max(1, self.session.instrument.sample_rate // METER_FPS):]
+        if len(recent):
+            peak = float(np.abs(recent).max())
+            rms = float(np.sqrt(np.mean(recent.astype(np.float64) ** 2)))
+        else:
+            peak = rms = 0.0
+        self.scope.meter.set_level(peak, rms)
+        self.keyboard.keys.set_sounding(self.session.sounding_notes())
+        if self.session.recording:
+            self.record.show_take(self.session.recording_seconds(), peak)
+
+    def _pull_stats(self) -> None:
+        values = self.session.meters()
+        self.status.update(values)
+        self.pad.set_progress(values.get("render_progress", 1.0))
+        error = self.session.poll_errors()
+        if error:
+            self.notify(error)
+
+    def notify(self, message: str, error: bool = True) -> None:
+        self.statusBar().showMessage(message, 8000)
+        if error:
+            self.banner.setText(message)
+            self.banner.show()
+            QTimer.singleShot(8000, self.update_banner)
+
+    # -- rainbowgram ----------------------------------------------------------------------------
+    def request_rainbowgram(self, latent=None, pitch=None, title=None) -> None:
+        """Render (in a worker) the rainbowgram of the current instrument at the last pitch."""
+        if self.session is None:
+            return
+        inst = self.session.instrument
+        timbre = inst.timbre
+        latent = timbre.latent if latent is None else latent
+        pitch = self.last_pitch if pitch is None else pitch
+        key = (latent.tobytes(), pitch, id(inst.synth))
+        if key == self._rainbow_key:
+            return
+        self._rainbow_key = key
+        title = title or f"{note_name(pitch)} · " + " / ".join(
+            f"{n} {w:.0%}" for n, w in zip(timbre.names, timbre.weights()) if w > 0.005)
+        audio = None
+        if latent is timbre.latent and hasattr(inst, "note_audio"):
+            audio = inst.note_audio(pitch)     # the render the mixer plays, if there is one
+        job = Job(note_rainbowgram, inst.synth, latent, pitch, audio, inst.sample_rate,
+                  latest="rainbow")
+        job.signals.done.connect(lambda rgb, t=title: self.rainbow.show_rgb(rgb, t))
+        job.signals.failed.connect(lambda msg: self.notify(f"rainbowgram failed: {msg}"))
+        self.jobs.start(job)
+
+    # -- help and persistence -------------------------------------------------------------------
+    def show_shortcuts(self) -> None:
+        self.actions_.show_shortcuts()
+
+    def _restore_layout(self) -> None:
+        geometry = self.settings.value("window/geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        state = self.settings.value("window/state")
+        if state is not None:
+            self.restoreState(state)
+        for key, split in (("window/split_top", self.top_split), ("window/split_centre", self.centre_split)):
+            value = self.settings.value(key)
+            if value is not None:
+                split.restoreState(value)
+
+    def save_layout(self) -> None:
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/state", self.saveState())
+        self.settings.setValue("window/split_top", self.top_split.saveState())
+        self.settings.setValue("window/split_centre", self.centre_split.saveState())
+        self.settings.sync()
+
+    def closeEvent(self, event) -> None:
+        self.save_layout()
+        self.fast_timer.stop()
+        self.slow_timer.stop()
+        QApplication.instance().removeEventFilter(self.computer_keys)
+        if self.session is not None and self.session.recording:
+            self.actions_.toggle_recording(False)
+        self.jobs.wait(10000)
+        if self.session is not None:
+            self.session.close()
+        super().closeEvent(event)
+
+
+def _weights(x: float, y: float, mode: str) -> np.ndarray:
+    from engine.timbre import corner_weights
+
+    return corner_weights(x, y, mode)

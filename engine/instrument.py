@@ -201,10 +201,10 @@ class Instrument:
     def process(self, frames: int) -> np.ndarray:
         """Next `frames` samples, float32 mono, a view valid until the next call."""
         mixer = self.mixer
+        mixer.take_ready()  # first, so a note posted after its render was published finds it
         for q in self._queues:
             while q:
                 mixer.handle(q.popleft())
-        mixer.take_ready()
         return mixer.process(frames)
 
     # ------------------------------------------------------------------ timbre (GUI / MIDI threads)

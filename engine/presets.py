@@ -71,11 +71,11 @@ def load_preset(path, latent_size: int | None = None) -> Preset:
     """Read and validate a preset; `latent_size` (the model's) must match the corners."""
     path = Path(os.path.expanduser(str(path)))
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as exc:
         raise PresetError(f"{path}: cannot read preset ({exc.strerror or exc})") from None
     try:
-        data = json.loads(text)
+        data = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise PresetError(f"{path}: not valid JSON ({exc})") from None
     return preset_from_dict(data, str(path), latent_size)

@@ -1,0 +1,65 @@
+"""Note cache: LRU order, memory bound, pinned slots never reused, counters."""
+from __future__ import annotations
+
+import pytest
+
+from engine.notecache import NoteCache
+
+
+def test_budget_sets_slot_count_and_min_slots_raise_it():
+    c = NoteCache(1000, budget_bytes=10 * 1004 * 4)
+    assert c.capacity == 10 and not c.budget_raised
+    assert c.pool.shape == (11, 1004)  # + silent slot 0
+    small = NoteCache(1000, budget_bytes=1, min_slots=5)
+    assert small.capacity == 5 and small.budget_raised
+
+
+def test_lru_eviction_and_counters():
+    c = NoteCache(100, budget_bytes=3 * 104 * 4)
+    never = lambda slot: False  # noqa: E731
+    for key in "abc":
+        c.store(key, c.allocate(never))
+    assert c.get("a") is not None  # a becomes most recent: b is now the oldest
+    slot_d = c.allocate(never)
+    c.store("d", slot_d)
+    assert "b" not in c and {"a", "c", "d"} == set(c.keys())
+    assert c.get("b") is None
+    s = c.stats()
+    assert (s["cache_hits"], s["cache_misses"], s["cache_fills"], s["cache_evictions"]) == (1, 1, 4, 1)
+    assert s["cache_fill"] == 1.0 and s["cache_bytes"] == 3 * 104 * 4
+
+
+def test_pinned_slots_are_skipped_and_full_pin_returns_none():
+    c = NoteCache(100, budget_bytes=2 * 104 * 4)
+    never = lambda slot: False  # noqa: E731
+    c.store("a", c.allocate(never))
+    c.store("b", c.allocate(never))
+    pinned_a = c.get("a")
+    c.get("b")  # a is least recently used ...
+    slot = c.allocate(lambda s: s == pinned_a)  # ... but pinned: b goes instead
+    assert slot != pinned_a and "a" in c and "b" not in c
+    c.store("c", slot)
+    assert c.allocate(lambda s: True) is None
+
+
+def test_clear_frees_slots_but_respects_pins():
+    c = NoteCache(100, budget_bytes=2 * 104 * 4)
+    never = lambda slot: False  # noqa: E731
+    c.store("a", c.allocate(never))
+    c.store("b", c.allocate(never))
+    a = c.get("a")
+    c.clear()
+    assert len(c) == 0
+    other = ({1, 2} - {a}).pop()
+    assert c.allocate(lambda s: s == a) == other  # the mixer still reads `a`
+    assert c.allocate(lambda s: s == a) is None
+    assert c.allocate(lambda s: False) == a  # once let go, it is reused
+
+
+@pytest.mark.parametrize("slot", [1, 2])
+def test_give_back_returns_unstored_slot(slot):
+    c = NoteCache(10, budget_bytes=2 * 14 * 4)
+    never = lambda s: False  # noqa: E731
+    a = c.allocate(never)
+    c.give_back(a)
+    assert c.allocate(never) == a

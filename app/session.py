@@ -173,17 +173,19 @@ class Session:
         self._errors: list[str] = []
 
     # -- output ---------------------------------------------------------------------------------
-    def start(self, audio_device: str = "") -> None:
+    def start(self, audio_device: str | None = None) -> None:
         self.instrument.start()
         self.open_audio(audio_device)
 
     def audio_devices(self) -> list[str]:
         return []
 
-    def open_audio(self, name: str = "") -> bool:
-        """Open `name` (or the default); fall back to the offline clock. True if a device opened."""
+    def open_audio(self, name: str | None = None) -> bool:
+        """Open device `name` (None: the default one; "": none, the offline clock).
+        Falls back to the offline clock; True if a device opened."""
         self._close_output()
-        self.audio_error = "no audio output device: playing on the offline clock"
+        self.audio_error = ("no audio output selected: playing on the offline clock" if name == ""
+                            else "no audio output device: playing on the offline clock")
         self.output = ClockOutput(self.audition)
         self.output.listeners.append(self.tap.write)
         self.output.start()

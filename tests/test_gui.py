@@ -1,0 +1,189 @@
+"""The instrument window, offscreen (pytest-qt) plus one screenshot under a real Xvfb.
+
+The window runs on the offline clock output (no audio device needed): the keyboard,
+the pad and the recorder go through the real Instrument, mixer and renderer.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import select  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import soundfile as sf  # noqa: E402
+from PySide6.QtCore import QPoint, Qt  # noqa: E402
+
+from engine import resources  # noqa: E402
+from engine.modelfile import is_model_dir  # noqa: E402
+
+pytestmark = pytest.mark.gui
+ROOT = Path(__file__).resolve().parent.parent
+READY_MS = 120_000
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_model_dir):
+    """The bundled default model when it is there, else the tiny fixture model."""
+    default = resources.default_model_path()
+    return default if default.is_dir() and is_model_dir(default) else Path(tiny_model_dir)
+
+
+@pytest.fixture
+def window(qtbot, qapp, tmp_path, model_dir):
+    from app import theme
+    from app.main import make_settings, open_instrument
+    from app.window import MainWindow
+
+    theme.apply_theme(qapp)
+    win = MainWindow(make_settings(tmp_path / "settings.ini"))
+    qtbot.addWidget(win)
+    win.show()
+    with qtbot.waitSignal(win.ready, timeout=READY_MS):
+        open_instrument(win, model_dir, audio_out="", midi_in="")   # offline clock, no MIDI
+    yield win
+    win.close()
+
+
+def stats(win) -> dict:
+    return win.session.instrument.stats()
+
+
+def wait_rendered(qtbot, win, pitch: int) -> None:
+    """Until the renderer has `pitch` for the current timbre (the mixer then plays it)."""
+    qtbot.waitUntil(lambda: pitch in stats(win)["rendered_pitches"], timeout=READY_MS)
+
+
+def test_window_opens_with_model(window, model_dir):
+    inst = window.session.instrument
+    assert inst.synth.pitch_range[0] <= 24 and inst.synth.pitch_range[1] >= 84
+    assert window.pad.names() == list(inst.timbre.names)
+    assert window.pad.isEnabled() and window.keyboard.isEnabled()
+    assert len(window.palette.entries) == window.palette.count.value()
+    # no device chosen: the banner says we play on the offline clock
+    assert window.banner.isVisibleTo(window) and "offline clock" in window.banner.text()
+    assert window.windowTitle().startswith("GANSynth")
+
+
+def test_pad_drag_changes_timbre(qtbot, window):
+    inst = window.session.instrument
+    before = inst.timbre.latent.copy()
+    pad = window.pad
+    sq = pad._square()
+    start = QPoint(int(sq.center().x()), int(sq.center().y()))
+    end = QPoint(int(sq.left() + 0.1 * sq.width()), int(sq.top() + 0.1 * sq.height()))  # near C
+    qtbot.mousePress(pad, Qt.LeftButton, pos=start)
+    qtbot.mouseMove(pad, pos=QPoint((start.x() + end.x()) // 2, (start.y() + end.y()) // 2))
+    qtbot.mouseMove(pad, pos=end)
+    qtbot.mouseRelease(pad, Qt.LeftButton, pos=end)
+    x, y = inst.timbre.pad
+    assert x == pytest.approx(0.1, abs=0.02) and y == pytest.approx(0.9, abs=0.02)
+    weights = inst.timbre.weights()
+    assert int(np.argmax(weights)) == 2               # top-left corner dominates
+    assert not np.allclose(inst.timbre.latent, before)
+    assert pad.weights()[2] == pytest.approx(max(pad.weights()))
+
+
+def test_computer_key_reaches_mixer(qtbot, window):
+    held = lambda: stats(window)["held_pitches"]  # noqa: E731
+    assert 60 not in held()
+    qtbot.keyPress(window.keyboard.keys, Qt.Key_Z)       # Z = C4 = MIDI 60
+    qtbot.waitUntil(lambda: 60 in held(), timeout=5000)
+    qtbot.keyRelease(window.keyboard.keys, Qt.Key_Z)
+    qtbot.waitUntil(lambda: 60 not in held(), timeout=5000)
+    # octave shift then the upper row: '=' up one octave, Q = C6 = 84
+    qtbot.keyClick(window.keyboard.keys, Qt.Key_Equal)
+    qtbot.keyPress(window.keyboard.keys, Qt.Key_Q)
+    qtbot.waitUntil(lambda: 84 in held(), timeout=5000)
+    qtbot.keyRelease(window.keyboard.keys, Qt.Key_Q)
+
+
+def test_mouse_on_keyboard_plays_with_velocity(qtbot, window):
+    keys = window.keyboard.keys
+    seen = []
+    keys.noteOn.connect(lambda p, v: seen.append((p, v)))
+    pitch = keys.visible_pitches()[0] + 2            # a white key (D)
+    rect = keys.key_rect(pitch)
+    soft = QPoint(int(rect.center().x()), int(rect.top() + 0.1 * rect.height()))
+    loud = QPoint(int(rect.center().x()), int(rect.top() + 0.95 * rect.height()))
+    for pos in (soft, loud):
+        qtbot.mousePress(keys, Qt.LeftButton, pos=pos)
+        qtbot.waitUntil(lambda: pitch in stats(window)["held_pitches"], timeout=5000)
+        qtbot.mouseRelease(keys, Qt.LeftButton, pos=pos)
+        qtbot.waitUntil(lambda: pitch not in stats(window)["held_pitches"], timeout=5000)
+    assert [p for p, _ in seen] == [pitch, pitch]
+    assert seen[0][1] < seen[1][1]
+
+
+def test_record_writes_wav_with_notes(qtbot, window, tmp_path):
+    wait_rendered(qtbot, window, 60)
+    session = window.session
+    path = tmp_path / "take.wav"
+    assert window.actions_.toggle_recording(True, str(path))
+    qtbot.waitUntil(lambda: session.recording_seconds() > 0.3, timeout=10000)
+    silent_until = session.recording_seconds()
+    qtbot.keyPress(window.keyboard.keys, Qt.Key_Z)
+    qtbot.waitUntil(lambda: session.recording_seconds() > silent_until + 1.0, timeout=10000)
+    qtbot.keyRelease(window.keyboard.keys, Qt.Key_Z)
+    qtbot.waitUntil(lambda: session.recording_seconds() > silent_until + 1.6, timeout=10000)
+    assert window.actions_.toggle_recording(False)
+    assert not session.recording
+    audio, sample_rate = sf.read(path, dtype="float32")
+    assert sample_rate == session.instrument.sample_rate
+    assert len(audio) >= int(1.5 * sample_rate)
+    assert np.isfinite(audio).all()
+    quiet = audio[: int(0.25 * sample_rate)]
+    note = audio[int((silent_until + 0.1) * sample_rate): int((silent_until + 0.9) * sample_rate)]
+    rms = lambda x: float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))  # noqa: E731
+    assert rms(quiet) < 1e-4
+    assert rms(note) > 1e-3
+
+
+# -- a real X server ----------------------------------------------------------------------------
+@pytest.fixture
+def xvfb():
+    """Start Xvfb (display :99, or the next free one); yields DISPLAY; stops it by pid.
+
+    `-displayfd` makes Xvfb write its display number once it accepts clients, so the
+    fixture waits on that pipe instead of polling.
+    """
+    xvfb_bin = shutil.which("Xvfb")
+    assert xvfb_bin, "Xvfb missing: `make system-packages` installs the xvfb package"
+    number = next(n for n in range(99, 160) if not Path(f"/tmp/.X11-unix/X{n}").exists()
+                  and not Path(f"/tmp/.X{n}-lock").exists())
+    read_fd, write_fd = os.pipe()
+    proc = subprocess.Popen([xvfb_bin, f":{number}", "-screen", "0", "1280x800x24", "-nolisten", "tcp",
+                             "-displayfd", str(write_fd)], pass_fds=(write_fd,),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    os.close(write_fd)
+    ready, _, _ = select.select([read_fd], [], [], 30.0)
+    announced = os.read(read_fd, 64).decode().strip() if ready else ""
+    assert announced == str(number), f"Xvfb did not start: {proc.poll()} {announced!r}"
+    yield f":{number}"
+    proc.terminate()
+    proc.wait(timeout=10)
+    os.close(read_fd)   # open until now: Xvfb writes the fd again on server resets
+
+
+def test_screenshot_under_xvfb(xvfb, tmp_path, model_dir):
+    from PySide6.QtGui import QImage
+
+    out = tmp_path / "shot.png"
+    env = dict(os.environ, DISPLAY=xvfb, QT_QPA_PLATFORM="xcb")
+    result = subprocess.run([sys.executable, "-m", "app.screenshot", "--model", str(model_dir),
+                             "-o", str(out), "--screen", "--settle-ms", "1500"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    image = QImage(str(out))
+    assert not image.isNull() and image.width() >= 1000 and image.height() >= 600
+    ptr = image.convertToFormat(QImage.Format_RGB888)
+    pixels = np.frombuffer(ptr.constBits(), np.uint8, ptr.sizeInBytes()).reshape(ptr.height(), -1)
+    pixels = pixels[:, : 3 * ptr.width()].reshape(ptr.height(), ptr.width(), 3).astype(np.float32)
+    assert pixels.std() > 20.0                                  # not a blank screen
+    assert len(np.unique(pixels[::8, ::8].reshape(-1, 3), axis=0)) > 50   # many colours

@@ -7,6 +7,7 @@ import torch
 from engine.config import PRESETS, SpectralConfig
 from engine.model import Generator
 from engine.modelfile import save_model_dir
+from tests.jack import jack_server  # noqa: F401  (a JACK dummy device; started on first use)
 
 
 def make_tiny_model_dir(path, seed: int = 0, representation: str = "mel_if"):

@@ -1,0 +1,105 @@
+"""A real, paced, headless audio device for tests and benchmarks: Debian's jackd2 dummy driver.
+
+    with JackServer() as jack:          # jackd --no-realtime -d dummy -r 48000 -p 256
+        ...                             # sounddevice lists a JACK "system" output; rtmidi's
+                                        # UNIX_JACK API works; jack.connect(src, dst) wires ports
+
+Each server gets its own name (JACK_DEFAULT_SERVER), so parallel test runs on one machine
+never share a server; JACK_NO_START_SERVER keeps clients from spawning one. PortAudio is
+re-initialised after start so it sees the server, and after stop so it forgets it.
+The `jack_server` fixture (session scope) is registered in tests/conftest.py.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+
+SAMPLE_RATE = 48000
+PERIOD = 256
+
+
+class JackServer:
+    def __init__(self, sample_rate: int = SAMPLE_RATE, period: int = PERIOD, name: str | None = None):
+        self.sample_rate = sample_rate
+        self.period = period
+        self.name = name or f"gansynth-test-{os.getpid()}-{time.monotonic_ns() % 10**6}"
+        self.proc: subprocess.Popen | None = None
+        self._saved_env: dict = {}
+
+    def start(self, timeout: float = 10.0) -> "JackServer":
+        for key, value in (("JACK_DEFAULT_SERVER", self.name), ("JACK_NO_START_SERVER", "1")):
+            self._saved_env[key] = os.environ.get(key)
+            os.environ[key] = value
+        self.proc = subprocess.Popen(
+            ["jackd", "-n", self.name, "--no-realtime", "-d", "dummy", "-r", str(self.sample_rate),
+             "-p", str(self.period)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout
+        while not self.ready():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"jackd exited: {self.proc.stderr.read().decode(errors='replace')}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"jackd did not come up within {timeout} s")
+            time.sleep(0.05)   # polling another process, not a thread of ours
+        _reinit_portaudio()
+        return self
+
+    def ready(self) -> bool:
+        """True when the server answers (jack_lsp lists its system ports)."""
+        r = subprocess.run(["jack_lsp", "-s", self.name], capture_output=True, text=True,
+                           env=os.environ)
+        return r.returncode == 0 and "system:playback_1" in r.stdout
+
+    def connect(self, source: str, destination: str) -> None:
+        subprocess.run(["jack_connect", "-s", self.name, source, destination], check=True,
+                       capture_output=True)
+
+    def ports(self) -> list[str]:
+        r = subprocess.run(["jack_lsp", "-s", self.name], capture_output=True, text=True)
+        return r.stdout.splitlines()
+
+    def kill(self) -> None:
+        """Stop the server abruptly (a device that disappears)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env = {}
+
+    def __enter__(self) -> "JackServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        _reinit_portaudio()
+
+
+def _reinit_portaudio() -> None:
+    import sounddevice as sd
+
+    sd._terminate()
+    sd._initialize()
+
+
+@pytest.fixture(scope="session")
+def jack_server():
+    """A running JACK dummy server (48 kHz, 256-frame periods) for the whole session."""
+    with JackServer() as server:
+        yield server

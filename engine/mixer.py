@@ -15,9 +15,10 @@ then mix by two matrix-vector products (envelope and crossfade weights are linea
 ramps inside a block: w0 @ S + ((w1 - w0) @ S) * k / n). `process` allocates no
 arrays, takes no lock, logs nothing and never calls torch.
 
-Notes loop: the renderer bakes a crossfade into [loop_start, loop_end) so a read
-position wrapping from loop_end to loop_start is seamless; voices held (or
-releasing) past the rendered length keep looping that last stretch.
+Notes loop: every note ends its useful part at `loop_end` (shared); the renderer
+bakes a crossfade so a read position wrapping from loop_end back by the slot's
+loop length (`slot_loop_len`, a whole number of pitch periods) is seamless; voices
+held (or releasing) past the rendered length keep looping that last stretch.
 
 Envelope (per voice, block rate, linear inside a block): attack linear to 1 in
 attack_s; decay exponential to the sustain level; release exponential, -60 dB at
@@ -42,7 +43,8 @@ class Mixer:
     """Voices over a shared note pool.
 
     pool: float32 [slots, stride] (slot 0 all zeros), written by the renderer.
-    loop: (loop_start, loop_end) in frames of a note at `sample_rate`.
+    loop: (loop_start, loop_end) in frames of a note at `sample_rate`: the default
+        loop; the renderer sets `slot_loop_len[slot]` per note before publishing it.
     model_pitches: (lowest, highest) MIDI pitches the renderer can produce.
     """
 
@@ -54,7 +56,8 @@ class Mixer:
         self.stride = pool.shape[1]
         self.sample_rate = int(sample_rate)
         self.loop_start, self.loop_end = int(loop[0]), int(loop[1])
-        self.loop_len = float(self.loop_end - self.loop_start)
+        self.loop_len = float(self.loop_end - self.loop_start)  # default
+        self.slot_loop_len = np.full(pool.shape[0], self.loop_len)  # written by the renderer
         self.model_pitches = model_pitches
         self.max_voices = int(max_voices)
         self.rows = self.max_voices + int(spare_voices)  # spares hold voices fading out
@@ -71,6 +74,7 @@ class Mixer:
         self.r_pos = np.zeros(2 * R, np.float64)
         self.r_rate = np.zeros(2 * R, np.float64)
         self.r_eff = np.zeros(2 * R, np.float64)  # rate * bend
+        self.r_loop = np.full(2 * R, self.loop_len)  # loop length of the reader's slot
         # voices
         self.v_stage = np.zeros(R, np.int8)
         self.v_env = np.zeros(R, np.float64)
@@ -97,14 +101,24 @@ class Mixer:
         self.consumed_seq = 0  # last publication taken from `ready`
         self.ready: collections.deque = collections.deque()  # (pitch, slot, seq) from the renderer
         # scratch, preallocated (flat so that [:h*n] reshapes stay contiguous)
-        self._P = np.zeros(R * B, np.float64)
-        self._FL = np.zeros(R * B, np.float64)
+        self._OFF = np.zeros(R * B, np.float32)
+        self._FL = np.zeros(R * B, np.float32)
         self._FR = np.zeros(R * B, np.float32)
         self._IDX = np.zeros(R * B, np.int64)
         self._X0 = np.zeros(R * B, np.float32)
         self._X1 = np.zeros(R * B, np.float32)
         self._M = np.zeros(R * B, bool)
         self._K = np.arange(B, dtype=np.float64)
+        self._K32 = np.arange(B, dtype=np.float32)
+        self._Ki = np.arange(B, dtype=np.int64)
+        self._ipf = np.zeros(R, np.float64)
+        self._fp = np.zeros(R, np.float64)
+        self._fp32 = np.zeros(R, np.float32)
+        self._eff32 = np.zeros(R, np.float32)
+        self._start = np.zeros(R, np.int64)
+        self._end = np.zeros(R, np.int64)
+        self._mr = np.zeros(R, bool)
+        self.r_loop_i = np.full(2 * R, int(self.loop_len), np.int64)
         self._ramp = np.zeros(B, np.float32)
         self._acc = np.zeros(B, np.float32)
         self._acc2 = np.zeros(B, np.float32)
@@ -310,6 +324,8 @@ class Mixer:
         self.r_base[r] = slot * self.stride
         self.r_pos[r] = pos
         self.r_rate[r] = rate
+        self.r_loop[r] = self.slot_loop_len[slot]
+        self.r_loop_i[r] = int(self.slot_loop_len[slot])
 
     def _free(self, row: int) -> None:
         was_held = self.v_stage[row] in (ATTACK, DECAY, SUSTAIN)
@@ -376,7 +392,8 @@ class Mixer:
         old_slot, old_pos, old_rate = int(self.r_slot[row]), float(self.r_pos[row]), float(self.r_rate[row])
         pos = old_pos / old_rate if old_rate > 0 else 0.0  # same time into the note at rate 1
         if pos >= self.loop_end:
-            pos = self.loop_start + math.fmod(pos - self.loop_start, self.loop_len)
+            loop_len = self.slot_loop_len[slot]
+            pos = self.loop_end - loop_len + math.fmod(pos - self.loop_end, loop_len)
         self._set_reader(R + row, old_slot, old_pos, old_rate)
         self._set_reader(row, slot, pos, 1.0)
         self.v_exact[row] = True
@@ -451,34 +468,66 @@ class Mixer:
         self._finish_voices(h)
 
     def _mix_readers(self, r0: int, h: int, n: int, out: np.ndarray) -> None:
-        """out[n] = sum over readers r0..r0+h of weight-ramped interpolated pool reads."""
+        """out[n] = sum over readers r0..r0+h of weight-ramped interpolated pool reads.
+
+        Read index of reader r at frame k: base_r + floor(pos_r) + floor(frac_r + eff_r * k),
+        wrapped back by the loop length past loop_end; the fractional part (float32 is
+        exact enough within one block) drives linear interpolation. When every reader
+        runs at rate 1 on whole-sample positions (no bend, exact pitches) it is one gather.
+        """
+        rows = slice(r0, r0 + h)
         m = h * n
-        P = self._P[:m].reshape(h, n)
-        FL = self._FL[:m].reshape(h, n)
-        FR = self._FR[:m].reshape(h, n)
         IDX = self._IDX[:m].reshape(h, n)
         X0 = self._X0[:m].reshape(h, n)
         X1 = self._X1[:m].reshape(h, n)
-        M = self._M[:m].reshape(h, n)
-        np.multiply.outer(self.r_eff[r0:r0 + h], self._K[:n], out=P)
-        P += self.r_pos[r0:r0 + h, None]
-        np.greater_equal(P, self.loop_end, out=M)
-        np.subtract(P, self.loop_len, out=P, where=M)
-        np.floor(P, out=FL)
-        np.subtract(P, FL, out=FR, casting="same_kind")
-        np.copyto(IDX, FL, casting="unsafe")
-        IDX += self.r_base[r0:r0 + h, None]
+        eff, pos = self.r_eff[rows], self.r_pos[rows]
+        ipf, fp, start, mr = self._ipf[:h], self._fp[:h], self._start[:h], self._mr[:h]
+        np.floor(pos, out=ipf)
+        np.subtract(pos, ipf, out=fp)
+        np.copyto(start, ipf, casting="unsafe")
+        start += self.r_base[rows]
+        np.equal(eff, 1.0, out=mr)
+        whole = mr.all()
+        if whole:
+            np.equal(fp, 0.0, out=mr)
+            whole = mr.all()
+        if whole:
+            np.add(start[:, None], self._Ki[None, :n], out=IDX)
+        else:
+            OFF = self._OFF[:m].reshape(h, n)
+            FL = self._FL[:m].reshape(h, n)
+            FR = self._FR[:m].reshape(h, n)
+            np.copyto(self._eff32[:h], eff, casting="same_kind")
+            np.copyto(self._fp32[:h], fp, casting="same_kind")
+            np.multiply(self._eff32[:h, None], self._K32[None, :n], out=OFF)
+            OFF += self._fp32[:h, None]
+            np.floor(OFF, out=FL)
+            np.subtract(OFF, FL, out=FR)
+            np.copyto(IDX, FL, casting="unsafe")
+            IDX += start[:, None]
+        # loop wrap, only when some reader crosses loop_end in this block
+        t = self._t64[:h]
+        np.multiply(eff, n, out=t)
+        t += pos
+        np.greater_equal(t, self.loop_end, out=mr)
+        if mr.any():
+            end = self._end[:h]
+            np.add(self.r_base[rows], self.loop_end, out=end)
+            M = self._M[:m].reshape(h, n)
+            np.greater_equal(IDX, end[:, None], out=M)
+            np.subtract(IDX, self.r_loop_i[rows, None], out=IDX, where=M)
         np.take(self.flat, IDX, out=X0, mode="clip")
-        IDX += 1
-        np.take(self.flat, IDX, out=X1, mode="clip")
-        X1 -= X0
-        X1 *= FR
-        X0 += X1
+        if not whole:
+            IDX += 1  # past loop_end the renderer copied the loop's first frames
+            np.take(self.flat, IDX, out=X1, mode="clip")
+            X1 -= X0
+            X1 *= FR
+            X0 += X1
         # envelope/crossfade weights ramp linearly across the block
-        np.dot(self._w0[r0:r0 + h], X0, out=out)
+        np.dot(self._w0[rows], X0, out=out)
         tmp = self._ramp[:n]
-        np.dot(self._dw[r0:r0 + h], X0, out=X1[0])
-        np.multiply(self._K[:n], 1.0 / n, out=tmp, casting="same_kind")
+        np.dot(self._dw[rows], X0, out=X1[0])
+        np.multiply(self._K32[:n], 1.0 / n, out=tmp)
         X1[0] *= tmp
         out += X1[0]
 
@@ -487,7 +536,7 @@ class Mixer:
         np.multiply(self.r_eff, n, out=self._t64)
         pos += self._t64
         np.greater_equal(pos, self.loop_end, out=m)
-        np.subtract(pos, self.loop_len, out=pos, where=m)
+        np.subtract(pos, self.r_loop, out=pos, where=m)
 
     def _advance_envelopes(self, n: int, dt: float) -> None:
         env, stage, m = self.v_env, self.v_stage, self._m

@@ -39,15 +39,25 @@ log = logging.getLogger(__name__)
 def bake_loop(note: np.ndarray, loop_start: int, loop_end: int, xfade: int) -> None:
     """In place: make playback wrapping from loop_end to loop_start seamless.
 
-    The `xfade` frames before loop_end become an equal-power crossfade from the
-    note itself into the frames just before loop_start; frames from loop_end on are
-    zeroed (never read). note: float32 [frames].
+    The `xfade` frames before loop_end become a linear crossfade from the note
+    itself into the frames just before loop_start (the loop spans whole pitch
+    periods, so the two are nearly in phase and equal-gain keeps the level). The
+    frames from loop_end on repeat the loop's first frames, so interpolating across
+    the wrap reads the right neighbours. note: float32 [frames].
     """
-    theta = np.linspace(0.0, np.pi / 2, xfade, endpoint=False) + np.pi / (4 * xfade)
+    w = (np.arange(xfade, dtype=np.float32) + 0.5) / xfade
     head = note[loop_end - xfade:loop_end].copy()
     tail = note[loop_start - xfade:loop_start]
-    note[loop_end - xfade:loop_end] = head * np.cos(theta) + tail * np.sin(theta)
-    note[loop_end:] = 0.0
+    note[loop_end - xfade:loop_end] = head * (1.0 - w) + tail * w
+    guard = min(16, len(note) - loop_end)
+    note[loop_end:loop_end + guard] = note[loop_start:loop_start + guard]
+    note[loop_end + guard:] = 0.0
+
+
+def loop_length(pitch: int, sample_rate: int, target_s: float = 1.0) -> int:
+    """A loop length near `target_s` holding a whole number of periods of `pitch`."""
+    period = sample_rate / (440.0 * 2.0 ** ((pitch - 69) / 12.0))
+    return int(round(max(1, round(target_s * sample_rate / period)) * period))
 
 
 def loop_points(note_frames: int, sample_rate: int) -> tuple[int, int, int]:
@@ -68,6 +78,7 @@ class Renderer:
         self.sample_rate = int(sample_rate)
         self.note_frames = int(note_frames)
         self.loop = loop_points(self.note_frames, self.sample_rate)
+        self.loop_seconds = (self.loop[1] - self.loop[0]) / self.sample_rate
         self.threads = threads
         self._synth = synth
         self._model_gen = 0
@@ -212,7 +223,7 @@ class Renderer:
     def _render_into_slot(self, key, pitch: int) -> int | None:
         t0 = time.perf_counter()
         try:
-            note = self._render(pitch)
+            note, loop_len = self._render(pitch)
         except Exception as exc:  # keep the previous note of this pitch
             self.failures += 1
             log.warning("render of pitch %d failed (%s: %s); keeping the previous note",
@@ -224,6 +235,7 @@ class Renderer:
             log.warning("note cache full of notes in use; pitch %d not stored", pitch)
             return None
         self.cache.pool[slot, :self.note_frames] = note
+        self.mixer.slot_loop_len[slot] = loop_len  # before publishing, like the samples
         self.cache.pool[slot, self.note_frames:] = 0.0
         self.cache.store(key, slot)
         self.renders += 1
@@ -247,8 +259,10 @@ class Renderer:
         note[:n] = wave[:n]
         peak = float(np.max(np.abs(note)))  # resampling can move the peak a little
         note /= peak
-        bake_loop(note, *self.loop)
-        return note
+        _, loop_end, xfade = self.loop
+        loop_len = min(loop_length(pitch, self.sample_rate, self.loop_seconds), loop_end - xfade)
+        bake_loop(note, loop_end - loop_len, loop_end, xfade)
+        return note, loop_len
 
     def _pinned(self, slot: int) -> bool:
         """A slot the mixer may still read: referenced, or published but not yet taken."""

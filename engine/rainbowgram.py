@@ -103,7 +103,7 @@ def rainbowgram(audio, sample_rate: int = 16000, hop: int = 256, bins_per_octave
     (flip it to draw low notes at the bottom; `save_png` does by default).
 
     Brightness = magnitude in dB over the top `db_range` dB (relative to the
-    loudest coefficient); hue = instantaneous frequency on a cyclic rainbow.
+    loudest coefficient, or -100 dB full scale if all is quieter); hue = instantaneous frequency on a cyclic rainbow.
     `max_frames` raises the hop (to a multiple of the given one) for long audio.
     """
     x = np.asarray(audio, np.float64).reshape(-1)
@@ -111,7 +111,7 @@ def rainbowgram(audio, sample_rate: int = 16000, hop: int = 256, bins_per_octave
         hop = hop * -(-len(x) // (hop * max_frames))
     coefs = cqt(x, sample_rate, hop, fmin_hz, bins_per_octave, n_octaves)
     mag_db = 20.0 * np.log10(np.abs(coefs) + 1e-12)
-    top = mag_db.max()
+    top = max(float(mag_db.max()), -100.0)  # silence (nothing above -170 dB) stays black
     value = np.clip((mag_db - (top - db_range)) / db_range, 0.0, 1.0)
     hue = (instantaneous_frequency(coefs) + np.pi) / (2.0 * np.pi)  # [0, 1]
     rgb = hsv_to_rgb(hue, np.ones_like(hue), value)

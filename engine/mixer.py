@@ -65,12 +65,14 @@ class Mixer:
         self.fade_s = fade_s
         self.morph_s = morph_s
         R, B = self.rows, self.max_block
-        if self.max_block * 16 >= self.loop_len:
-            raise ValueError("loop too short for the block size")
+        # a reader must not cross a loop twice in one block: cap the effective rate
+        self.max_rate = 0.9 * self.loop_len / self.max_block
+        if self.max_rate < 4.0:
+            raise ValueError(f"loop of {self.loop_len:.0f} frames too short for blocks of {self.max_block}")
 
         # readers: [0:R] = a (current source), [R:2R] = b (source being faded out)
         self.r_slot = np.zeros(2 * R, np.int64)
-        self.r_base = np.zeros(2 * R, np.int64)  # slot * stride
+        self.r_base = np.zeros(2 * R, np.float64)  # slot * stride (exact in float64)
         self.r_pos = np.zeros(2 * R, np.float64)
         self.r_rate = np.zeros(2 * R, np.float64)
         self.r_eff = np.zeros(2 * R, np.float64)  # rate * bend
@@ -101,8 +103,12 @@ class Mixer:
         self.consumed_seq = 0  # last publication taken from `ready`
         self.ready: collections.deque = collections.deque()  # (pitch, slot, seq) from the renderer
         # scratch, preallocated (flat so that [:h*n] reshapes stay contiguous)
-        self._OFF = np.zeros(R * B, np.float32)
-        self._FL = np.zeros(R * B, np.float32)
+        self._OFF = np.zeros(R * B, np.float64)
+        self._FL = np.zeros(R * B, np.float64)
+        self._FR64 = np.zeros(R * B, np.float64)
+        self._A = np.zeros((R, 2), np.float64)  # per reader: (rate, absolute start index)
+        self._Bk = np.ones((2, B), np.float64)  # rows: (k, 1)
+        self._Bk[0] = np.arange(B)
         self._FR = np.zeros(R * B, np.float32)
         self._IDX = np.zeros(R * B, np.int64)
         self._X0 = np.zeros(R * B, np.float32)
@@ -112,12 +118,8 @@ class Mixer:
         self._K32 = np.arange(B, dtype=np.float32)
         self._Ki = np.arange(B, dtype=np.int64)
         self._ipf = np.zeros(R, np.float64)
-        self._fp = np.zeros(R, np.float64)
-        self._fp32 = np.zeros(R, np.float32)
-        self._eff32 = np.zeros(R, np.float32)
-        self._start = np.zeros(R, np.int64)
-        self._end = np.zeros(R, np.int64)
         self._mr = np.zeros(R, bool)
+        self._tmp = np.zeros(B, np.float32)
         self.r_loop_i = np.full(2 * R, int(self.loop_len), np.int64)
         self._ramp = np.zeros(B, np.float32)
         self._acc = np.zeros(B, np.float32)
@@ -454,6 +456,7 @@ class Mixer:
         # effective rates with bend
         bend = 2.0 ** (self.bend_st / 12.0)
         np.multiply(self.r_rate, bend, out=self.r_eff)
+        np.minimum(self.r_eff, self.max_rate, out=self.r_eff)
         acc = self._acc[:n]
         self._mix_readers(0, h, n, acc)
         if self.n_xfading:
@@ -461,7 +464,7 @@ class Mixer:
             acc += self._acc2[:n]
         # master gain ramp
         ramp = self._ramp[:n]
-        np.multiply(self._K[:n], (g1 - g0) / n, out=ramp, casting="same_kind")
+        np.multiply(self._K32[:n], (g1 - g0) / n, out=ramp)
         ramp += g0
         np.multiply(acc, ramp, out=dst)
         self._advance_positions(n)
@@ -470,66 +473,67 @@ class Mixer:
     def _mix_readers(self, r0: int, h: int, n: int, out: np.ndarray) -> None:
         """out[n] = sum over readers r0..r0+h of weight-ramped interpolated pool reads.
 
-        Read index of reader r at frame k: base_r + floor(pos_r) + floor(frac_r + eff_r * k),
-        wrapped back by the loop length past loop_end; the fractional part (float32 is
-        exact enough within one block) drives linear interpolation. When every reader
-        runs at rate 1 on whole-sample positions (no bend, exact pitches) it is one gather.
+        Absolute read position of reader r at frame k: base_r + pos_r + eff_r * k, built
+        for all readers at once as one [h, 2] @ [2, n] matrix product (broadcasting ufuncs
+        would allocate iterator buffers), wrapped back by the loop length past loop_end,
+        then split into a gather index and a fractional part for linear interpolation.
+        When every reader runs at rate 1 on whole-sample positions (no bend, exact pitches)
+        it is a single gather.
         """
         rows = slice(r0, r0 + h)
         m = h * n
         IDX = self._IDX[:m].reshape(h, n)
         X0 = self._X0[:m].reshape(h, n)
-        X1 = self._X1[:m].reshape(h, n)
+        OFF = self._OFF[:m].reshape(h, n)
         eff, pos = self.r_eff[rows], self.r_pos[rows]
-        ipf, fp, start, mr = self._ipf[:h], self._fp[:h], self._start[:h], self._mr[:h]
-        np.floor(pos, out=ipf)
-        np.subtract(pos, ipf, out=fp)
-        np.copyto(start, ipf, casting="unsafe")
-        start += self.r_base[rows]
-        np.equal(eff, 1.0, out=mr)
-        whole = mr.all()
-        if whole:
-            np.equal(fp, 0.0, out=mr)
-            whole = mr.all()
-        if whole:
-            np.add(start[:, None], self._Ki[None, :n], out=IDX)
-        else:
-            OFF = self._OFF[:m].reshape(h, n)
-            FL = self._FL[:m].reshape(h, n)
-            FR = self._FR[:m].reshape(h, n)
-            np.copyto(self._eff32[:h], eff, casting="same_kind")
-            np.copyto(self._fp32[:h], fp, casting="same_kind")
-            np.multiply(self._eff32[:h, None], self._K32[None, :n], out=OFF)
-            OFF += self._fp32[:h, None]
-            np.floor(OFF, out=FL)
-            np.subtract(OFF, FL, out=FR)
-            np.copyto(IDX, FL, casting="unsafe")
-            IDX += start[:, None]
-        # loop wrap, only when some reader crosses loop_end in this block
+        A, mr = self._A[:h], self._mr[:h]
+        np.copyto(A[:, 0], eff)
+        np.add(pos, self.r_base[rows], out=A[:, 1])
+        np.matmul(A, self._Bk[:, :n], out=OFF)
+        # loop wrap, only for readers crossing loop_end in this block
         t = self._t64[:h]
         np.multiply(eff, n, out=t)
         t += pos
         np.greater_equal(t, self.loop_end, out=mr)
         if mr.any():
-            end = self._end[:h]
-            np.add(self.r_base[rows], self.loop_end, out=end)
-            M = self._M[:m].reshape(h, n)
-            np.greater_equal(IDX, end[:, None], out=M)
-            np.subtract(IDX, self.r_loop_i[rows, None], out=IDX, where=M)
-        np.take(self.flat, IDX, out=X0, mode="clip")
-        if not whole:
+            for i in range(h):
+                if mr[i]:
+                    r = r0 + i
+                    k = int(math.ceil((self.loop_end - self.r_pos[r]) / self.r_eff[r])) if self.r_eff[r] > 0 else n
+                    if k < n:
+                        row = OFF[i, max(k, 0):]
+                        np.subtract(row, self.r_loop[r], out=row)
+        np.floor(pos, out=self._ipf[:h])
+        np.equal(eff, 1.0, out=mr)
+        whole = mr.all()
+        if whole:
+            np.equal(self._ipf[:h], pos, out=mr)
+            whole = mr.all()
+        if whole:
+            np.copyto(IDX, OFF, casting="unsafe")
+            np.take(self.flat, IDX, out=X0, mode="clip")
+        else:
+            FL = self._FL[:m].reshape(h, n)
+            FR64 = self._FR64[:m].reshape(h, n)
+            FR = self._FR[:m].reshape(h, n)
+            X1 = self._X1[:m].reshape(h, n)
+            np.floor(OFF, out=FL)
+            np.subtract(OFF, FL, out=FR64)
+            np.copyto(FR, FR64, casting="same_kind")
+            np.copyto(IDX, FL, casting="unsafe")
+            np.take(self.flat, IDX, out=X0, mode="clip")
             IDX += 1  # past loop_end the renderer copied the loop's first frames
             np.take(self.flat, IDX, out=X1, mode="clip")
             X1 -= X0
             X1 *= FR
             X0 += X1
-        # envelope/crossfade weights ramp linearly across the block
+        # envelope/crossfade weights ramp linearly across the block: w0 @ X + (dw @ X) * k / n
         np.dot(self._w0[rows], X0, out=out)
-        tmp = self._ramp[:n]
-        np.dot(self._dw[rows], X0, out=X1[0])
-        np.multiply(self._K32[:n], 1.0 / n, out=tmp)
-        X1[0] *= tmp
-        out += X1[0]
+        tmp, ramp = self._tmp[:n], self._ramp[:n]
+        np.dot(self._dw[rows], X0, out=tmp)
+        np.multiply(self._K32[:n], 1.0 / n, out=ramp)
+        tmp *= ramp
+        out += tmp
 
     def _advance_positions(self, n: int) -> None:
         pos, m = self.r_pos, self._m2

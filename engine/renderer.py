@@ -223,46 +223,64 @@ class Renderer:
     def _render_into_slot(self, key, pitch: int) -> int | None:
         t0 = time.perf_counter()
         try:
-            note, loop_len = self._render(pitch)
+            synth = self._synth
+            if synth.threads is None and self.threads is not None and synth.device.type == "cpu":
+                torch.set_num_threads(self.threads)
+            wave = synth.generate(self._latent[None], [pitch])[0]  # [num_samples] at synth.sample_rate
+            note, loop_len = self.prepare(wave, synth.sample_rate, pitch)
         except Exception as exc:  # keep the previous note of this pitch
             self.failures += 1
             log.warning("render of pitch %d failed (%s: %s); keeping the previous note",
                         pitch, type(exc).__name__, exc)
             return None
+        slot = self._store(key, note, loop_len)
+        if slot is not None:
+            self.renders += 1
+            self.last_render_ms = (time.perf_counter() - t0) * 1000.0
+        return slot
+
+    def _store(self, key, note: np.ndarray, loop_len: int) -> int | None:
         slot = self.cache.allocate(self._pinned)
         if slot is None:
             self.starved += 1
-            log.warning("note cache full of notes in use; pitch %d not stored", pitch)
+            log.warning("note cache full of notes in use; %r not stored", key[-1])
             return None
         self.cache.pool[slot, :self.note_frames] = note
-        self.mixer.slot_loop_len[slot] = loop_len  # before publishing, like the samples
         self.cache.pool[slot, self.note_frames:] = 0.0
+        self.mixer.slot_loop_len[slot] = loop_len  # before publishing, like the samples
         self.cache.store(key, slot)
-        self.renders += 1
-        self.last_render_ms = (time.perf_counter() - t0) * 1000.0
         return slot
 
-    def _render(self, pitch: int) -> np.ndarray:
-        synth = self._synth
-        if synth.threads is None and self.threads is not None and synth.device.type == "cpu":
-            torch.set_num_threads(self.threads)
-        wave = synth.generate(self._latent[None], [pitch])[0]  # [num_samples] at synth.sample_rate
+    def prepare(self, wave: np.ndarray, wave_rate: int, pitch: int) -> tuple[np.ndarray, int]:
+        """A generated note -> (playable float32 [note_frames] at the output rate, loop length).
+
+        Rejects non-finite or silent notes (ValueError); resamples with soxr; normalises
+        by the absolute peak; bakes a loop of whole periods of `pitch`."""
+        wave = np.asarray(wave, np.float32)
         if not np.all(np.isfinite(wave)):
             raise ValueError("non-finite samples in the generated note")
-        peak = float(np.max(np.abs(wave)))
-        if peak < 1e-6:
+        if wave.size == 0 or float(np.max(np.abs(wave))) < 1e-6:
             raise ValueError("the generated note is silent")
-        if synth.sample_rate != self.sample_rate:
-            wave = soxr.resample(wave, synth.sample_rate, self.sample_rate, quality="HQ")
+        if wave_rate != self.sample_rate:
+            wave = soxr.resample(wave, wave_rate, self.sample_rate, quality="HQ")
         note = np.zeros(self.note_frames, np.float32)
         n = min(len(wave), self.note_frames)
         note[:n] = wave[:n]
-        peak = float(np.max(np.abs(note)))  # resampling can move the peak a little
-        note /= peak
+        note /= float(np.max(np.abs(note)))  # after resampling, which can move the peak
         _, loop_end, xfade = self.loop
         loop_len = min(loop_length(pitch, self.sample_rate, self.loop_seconds), loop_end - xfade)
         bake_loop(note, loop_end - loop_len, loop_end, xfade)
         return note, loop_len
+
+    def inject(self, pitch: int, wave: np.ndarray, wave_rate: int) -> int | None:
+        """Publish a given note (e.g. a test tone or an imported sample) for `pitch` as if
+        rendered. Call from the thread that renders (or in deterministic use)."""
+        note, loop_len = self.prepare(wave, wave_rate, pitch)
+        self._seq += 1
+        slot = self._store(("injected", self._seq, pitch), note, loop_len)
+        if slot is not None:
+            self._publish(pitch, slot)
+        return slot
 
     def _pinned(self, slot: int) -> bool:
         """A slot the mixer may still read: referenced, or published but not yet taken."""

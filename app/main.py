@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", type=Path, default=None, help="preset JSON to load at start")
     parser.add_argument("--audio-out", default=None, help="audio output device name (default: last used)")
     parser.add_argument("--midi-in", default=None, help="MIDI input port name (default: last used)")
-    parser.add_argument("--sample-rate", type=int, default=48000, help="output sample rate in Hz")
+    parser.add_argument("--sample-rate", type=int, default=None,
+                        help="output sample rate in Hz (default: the device's, 48000 without one)")
     parser.add_argument("--settings", type=Path, default=None,
                         help="settings file (INI) instead of the user's QSettings")
 
@@ -33,11 +34,12 @@ def make_settings(path: Path | None):
 
 
 def open_instrument(window, model_path, preset=None, audio_out=None, midi_in=None,
-                    sample_rate: int = 48000, on_error=None):
+                    sample_rate: int | None = None, on_error=None):
     """Load the model in a worker; on success build the engine and `window.attach` it."""
     from app.session import Session
     from app.workers import Job
     from engine import load_synth
+    from engine.audio import DEFAULT_SAMPLE_RATE, device_sample_rate
     from engine.instrument import Instrument
 
     settings = window.settings
@@ -48,10 +50,15 @@ def open_instrument(window, model_path, preset=None, audio_out=None, midi_in=Non
     def build(synth):
         window.progress.setRange(0, 1000)
         window.progress.hide()
-        instrument = Instrument(synth, sample_rate=sample_rate)
-        session = Session(instrument)
-        session.start(audio_out if audio_out is not None else settings.value("audio/device", None))
-        session.open_midi(midi_in if midi_in is not None else settings.value("midi/port", None))
+        device = audio_out if audio_out is not None else settings.value("audio/device", None)
+        try:
+            rate = sample_rate or (device_sample_rate(device) if device != "" else DEFAULT_SAMPLE_RATE)
+            session = Session(Instrument(synth, sample_rate=rate))
+            session.start(device)
+            session.open_midi(midi_in if midi_in is not None else settings.value("midi/port", None))
+        except Exception as exc:   # a broken model or engine: report, keep the window
+            failed(f"{type(exc).__name__}: {exc}")
+            return
         window.attach(session)
         _restore_sound(window, settings)
         last = str(preset) if preset else settings.value("preset/last", "")

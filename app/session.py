@@ -1,49 +1,24 @@
 """The window's link to the engine: one `Instrument`, its output, MIDI input and recorder.
 
-The output is a sounddevice stream (`engine.audio.AudioOutput`) when a device is
-available, otherwise `ClockOutput`: a thread that calls `Instrument.process` at
-real-time pace with no device, so the on-screen keyboard still plays into the
-scope, the meters and the recorder. Either way the GUI only *pulls*: `scope()`,
-`meters()` and `sounding_notes()` read latest values on the GUI's timers.
+The output is `engine.audio.AudioOutput` (a sounddevice stream, which falls back to
+the offline clock when the device is missing or lost) or, when the user picks no
+device, `engine.audio.OfflineClockOutput`: the on-screen keyboard still plays into
+the scope, the meters and the recorder. One `OutputTap` is shared by every output
+the session opens, so a take survives a device switch. The GUI only *pulls*:
+`scope()`, `levels()`, `meters()` and `sounding_notes()` read latest values on timers.
 """
 from __future__ import annotations
 
 import logging
-import threading
-import time
 
 import numpy as np
 
+from engine.audio import AudioOutput, OfflineClockOutput, OutputTap, list_output_devices
 from engine.events import NoteOff, NoteOn
+from engine.midi_input import MidiInput
+from engine.recorder import Recorder
 
 log = logging.getLogger(__name__)
-
-TAP_SECONDS = 2.0
-
-
-class Tap:
-    """Ring of the newest output samples: one writer (the audio/clock thread), GUI readers.
-
-    Reads may see a block half-written; that is fine for a display.
-    """
-
-    def __init__(self, sample_rate: int, seconds: float = TAP_SECONDS):
-        self.ring = np.zeros(int(sample_rate * seconds), np.float32)
-        self.written = 0  # total samples written (int assignment is atomic under the GIL)
-
-    def write(self, block: np.ndarray) -> None:
-        n, size = len(block), len(self.ring)
-        start = self.written % size
-        first = min(n, size - start)
-        self.ring[start:start + first] = block[:first]
-        self.ring[:n - first] = block[first:]
-        self.written += n
-
-    def latest(self, n: int) -> np.ndarray:
-        n = min(n, len(self.ring), self.written)
-        end = self.written % len(self.ring)
-        idx = np.arange(end - n, end) % len(self.ring)
-        return self.ring[idx]
 
 
 class Audition:
@@ -81,6 +56,9 @@ class Audition:
         self._serial += 1
         self._next = (self._serial, clip)
 
+    def post(self, event) -> None:
+        self.instrument.post(event)
+
     def process(self, frames: int) -> np.ndarray:
         out = self.instrument.process(frames)
         mailbox = self._next
@@ -98,79 +76,18 @@ class Audition:
         return self._clip[0] if self._clip is not None else 0
 
 
-class ClockOutput:
-    """Drives `instrument.process(block_size)` at real-time pace without a device.
-
-    The clock thread is the "audio thread": it alone calls `process`. `listeners`
-    get each block (the tap, a recorder's feed) and must be quick.
-    """
-
-    name = "offline clock"
-
-    def __init__(self, instrument, block_size: int = 512):
-        self.instrument = instrument
-        self.sample_rate = instrument.sample_rate
-        self.block_size = block_size
-        self.listeners: list = []
-        self.blocks = 0
-        self.late_blocks = 0
-        self._busy_s = 0.0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    @property
-    def latency_ms(self) -> float:
-        return 1000.0 * self.block_size / self.sample_rate
-
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="clock-output", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=2.0)
-            self._thread = None
-
-    def _run(self) -> None:
-        period = self.block_size / self.sample_rate
-        deadline = time.monotonic()
-        while not self._stop.is_set():
-            t0 = time.monotonic()
-            block = self.instrument.process(self.block_size)
-            for listener in self.listeners:
-                listener(block)
-            self.blocks += 1
-            self._busy_s = 0.95 * self._busy_s + 0.05 * (time.monotonic() - t0)
-            deadline += period
-            wait = deadline - time.monotonic()
-            if wait < -0.25:          # fell far behind (machine busy): resync, count it
-                self.late_blocks += 1
-                deadline = time.monotonic()
-            elif wait > 0:
-                self._stop.wait(wait)
-
-    def meters(self) -> dict:
-        return {"latency_ms": self.latency_ms, "xruns": self.late_blocks,
-                "cpu_load": self._busy_s * self.sample_rate / self.block_size}
-
-
 class Session:
     """Owns the instrument's output, MIDI input and recording for the window."""
 
     def __init__(self, instrument):
         self.instrument = instrument
         self.audition = Audition(instrument)
-        self.tap = Tap(instrument.sample_rate)
+        self.tap = OutputTap()
         self.output = None
-        self.audio_error = ""
-        self.midi = None
-        self.midi_error = ""
-        self.midi_port_name = ""
-        self.recorder = None
-        self._held: set[int] = set()   # notes the GUI holds (fallback for sounding_notes)
+        self.midi: MidiInput | None = None
+        self.recorder: Recorder | None = None
         self._errors: list[str] = []
+        self._reported = ""
 
     # -- output ---------------------------------------------------------------------------------
     def start(self, audio_device: str | None = None) -> None:
@@ -178,60 +95,96 @@ class Session:
         self.open_audio(audio_device)
 
     def audio_devices(self) -> list[str]:
-        return []
+        try:
+            return [d.name for d in list_output_devices()]
+        except Exception as exc:     # PortAudio missing: say so, offer none
+            self._errors.append(f"cannot list audio devices: {exc}")
+            return []
 
     def open_audio(self, name: str | None = None) -> bool:
         """Open device `name` (None: the default one; "": none, the offline clock).
-        Falls back to the offline clock; True if a device opened."""
+        A missing device falls back to the offline clock; True if a device plays."""
         self._close_output()
-        self.audio_error = ("no audio output selected: playing on the offline clock" if name == ""
-                            else "no audio output device: playing on the offline clock")
-        self.output = ClockOutput(self.audition)
-        self.output.listeners.append(self.tap.write)
-        self.output.start()
-        return False
+        if name == "":
+            output = OfflineClockOutput(self.audition, tap=self.tap)
+        else:
+            output = AudioOutput(self.audition, device=name)
+            output.tap = self.tap
+        output.recorder = self.recorder
+        self.output = output
+        return bool(output.open())
+
+    def rescan_audio(self) -> None:
+        """Re-scan PortAudio when no stream is open (a JACK server started, a USB device)."""
+        if isinstance(self.output, AudioOutput) and self.output.mode != "device":
+            self.output.reopen(rescan=True)
 
     def _close_output(self) -> None:
         if self.output is not None:
-            self.output.stop()
+            self.output.close()
             self.output = None
 
     @property
     def output_name(self) -> str:
-        return getattr(self.output, "name", "") if self.output is not None else ""
+        return getattr(self.output, "device_name", "") if self.has_device else ""
 
     @property
     def has_device(self) -> bool:
-        return self.output is not None and not isinstance(self.output, ClockOutput)
+        return getattr(self.output, "mode", "") == "device"
+
+    @property
+    def audio_error(self) -> str:
+        if self.output is None:
+            return "no audio output"
+        if isinstance(self.output, OfflineClockOutput):
+            return "no audio output selected: playing on the offline clock (recording works)"
+        return self.output.last_error
 
     # -- MIDI -----------------------------------------------------------------------------------
+    def open_midi(self, name: str | None) -> bool:
+        """Listen to MIDI port `name` ("" or None: only the virtual input port)."""
+        if self.midi is None:
+            self.midi = MidiInput(self, port_name=name or None)
+            if not self.midi.start():
+                return False
+            return self.midi.connected_name is not None or not name
+        return self.midi.open(name or None)
+
     def midi_ports(self) -> list[str]:
-        return []
+        return self.midi.list_ports() if self.midi is not None else []
 
-    def open_midi(self, name: str) -> bool:
-        self.midi_error = "no MIDI backend: use the on-screen keyboard"
-        return False
+    @property
+    def midi_port_name(self) -> str:
+        return (self.midi.port_name or "") if self.midi is not None else ""
 
-    # -- notes from the GUI ---------------------------------------------------------------------
+    @property
+    def midi_error(self) -> str:
+        return self.midi.last_error if self.midi is not None else ""
+
+    # -- events ---------------------------------------------------------------------------------
+    def post(self, event) -> None:
+        """Any thread (the MIDI callback too): through the output, so a take logs it."""
+        output = self.output
+        if output is not None:
+            output.post(event)
+        else:
+            self.instrument.post(event)
+
     def note_on(self, pitch: int, velocity: int) -> None:
-        self._held.add(pitch)
-        self.instrument.post(NoteOn(int(pitch), int(max(1, min(127, velocity)))))
+        self.post(NoteOn(int(pitch), int(max(1, min(127, velocity)))))
 
     def note_off(self, pitch: int) -> None:
-        self._held.discard(pitch)
-        self.instrument.post(NoteOff(int(pitch)))
+        self.post(NoteOff(int(pitch)))
 
-    def post(self, event) -> None:
-        self.instrument.post(event)
-
-    def sounding_notes(self) -> set[int]:
-        stats = self.instrument.stats()
-        notes = stats.get("held_pitches")
-        return set(notes) if notes is not None else set(self._held)
+    def sounding_notes(self) -> list[int]:
+        return self.instrument.stats()["held_pitches"]
 
     # -- meters ---------------------------------------------------------------------------------
     def scope(self, n: int) -> np.ndarray:
-        return self.tap.latest(n)
+        return self.tap.scope(n)
+
+    def levels(self) -> tuple[float, float]:
+        return self.tap.levels()
 
     def meters(self) -> dict:
         values = dict(self.instrument.stats())
@@ -242,40 +195,42 @@ class Session:
     # -- recording ------------------------------------------------------------------------------
     @property
     def recording(self) -> bool:
-        return self.recorder is not None
+        return self.recorder is not None and self.recorder.recording
 
     def start_recording(self, path) -> None:
-        from app.fallback_recorder import BlockRecorder
-
-        if self.recorder is not None:
-            raise RuntimeError("already recording")
-        recorder = BlockRecorder(path, self.instrument.sample_rate)
-        recorder.start()
-        self.output.listeners.append(recorder.feed)
+        """Record the output to `path` (WAV) and its events to a .mid beside it."""
+        if self.recording:
+            raise RuntimeError(f"already recording to {self.recorder.path}")
+        recorder = Recorder(self.output)
+        recorder.start(path)                 # RecorderError names the file
         self.recorder = recorder
+        self.output.recorder = recorder
 
     def stop_recording(self):
+        """Finish the take; returns the WAV path (where it was saved)."""
         recorder, self.recorder = self.recorder, None
         if recorder is None:
             return None
-        self.output.listeners.remove(recorder.feed)
-        recorder.stop()
+        if self.output is not None:
+            self.output.recorder = None
+        saved = recorder.stop()
         if recorder.error:
             self._errors.append(recorder.error)
-        return recorder.path
+        return saved
 
     def recording_seconds(self) -> float:
-        return self.recorder.seconds() if self.recorder is not None else 0.0
+        return self.recorder.elapsed_s if self.recorder is not None else 0.0
 
     def poll_errors(self) -> str:
-        """The oldest error reported by a background part since the last call, or ''."""
-        if self.recorder is not None and self.recorder.error:
-            self._errors.append(self.recorder.error)
-            self.stop_recording()
+        """A new problem reported by a background part since the last call, or ''."""
+        if self.recorder is not None and not self.recorder.recording and self.recorder.error:
+            self.stop_recording()             # the take ended by itself (disk full, ...)
         return self._errors.pop(0) if self._errors else ""
 
     def close(self) -> None:
         if self.recorder is not None:
             self.stop_recording()
+        if self.midi is not None:
+            self.midi.close()
         self._close_output()
         self.instrument.stop()

@@ -60,6 +60,8 @@ class MainWindow(QMainWindow):
         self.jobs = Jobs(max_threads=2, parent=self)
         self.last_pitch = 60
         self._rainbow_key = None
+        self._shown_problems = ""
+        self._notice_until = 0.0
         self._build()
         self.actions_ = FileActions(self)
         self._menus()
@@ -250,7 +252,8 @@ class MainWindow(QMainWindow):
     def rescan_audio(self) -> None:
         if self.session is None:
             return
-        current = self.session.output_name if self.session.has_device else ""
+        self.session.rescan_audio()
+        current = self.session.output_name
         self.devices.set_audio_devices(self.session.audio_devices(), current)
 
     def rescan_midi(self) -> None:
@@ -260,7 +263,8 @@ class MainWindow(QMainWindow):
         self.update_banner()
 
     def choose_audio(self, name: str) -> None:
-        self.session.open_audio(name)
+        if not self.session.open_audio(name) and name:
+            self.notify(self.session.audio_error)
         self.settings.setValue("audio/device", name)
         self.rescan_audio()
         self.update_banner()
@@ -270,21 +274,20 @@ class MainWindow(QMainWindow):
         self.settings.setValue("midi/port", name)
         self.rescan_midi()
 
+    def _problems(self) -> str:
+        found = [p for p in (self.session.audio_error, self.session.midi_error) if p]
+        return "   •   ".join(found)
+
     def update_banner(self) -> None:
-        problems = [p for p in (self.session.audio_error, self.session.midi_error) if p]
-        self.banner.setText("   •   ".join(problems))
-        self.banner.setVisible(bool(problems))
+        """The banner lists what is missing (audio device, MIDI backend) until it is fixed."""
+        self._shown_problems = self._problems()
+        self.banner.setText(self._shown_problems)
+        self.banner.setVisible(bool(self._shown_problems))
 
     # -- timers ---------------------------------------------------------------------------------
     def _pull_meters(self) -> None:
-        samples = self.session.scope(SCOPE_POINTS)
-        self.scope.scope.show_samples(samples)
-        recent = samples[-max(1, self.session.instrument.sample_rate // METER_FPS):]
-        if len(recent):
-            peak = float(np.abs(recent).max())
-            rms = float(np.sqrt(np.mean(recent.astype(np.float64) ** 2)))
-        else:
-            peak = rms = 0.0
+        self.scope.scope.show_samples(self.session.scope(SCOPE_POINTS))
+        peak, rms = self.session.levels()
         self.scope.meter.set_level(peak, rms)
         self.keyboard.keys.set_sounding(self.session.sounding_notes())
         if self.session.recording:
@@ -297,13 +300,24 @@ class MainWindow(QMainWindow):
         error = self.session.poll_errors()
         if error:
             self.notify(error)
+        if not self.session.recording and self.record.record.isChecked():
+            self.record.set_recording(False)       # the take stopped by itself
+        problems = self._problems()
+        if problems != self._shown_problems and not self._notice_until > time.monotonic():
+            self.update_banner()
 
     def notify(self, message: str, error: bool = True) -> None:
+        """Show a problem in the status bar and, for 8 s, in the banner."""
         self.statusBar().showMessage(message, 8000)
         if error:
             self.banner.setText(message)
             self.banner.show()
-            QTimer.singleShot(8000, self.update_banner)
+            self._notice_until = time.monotonic() + 8.0
+            QTimer.singleShot(8000, self._notice_over)
+
+    def _notice_over(self) -> None:
+        if self._notice_until <= time.monotonic() and self.session is not None:
+            self.update_banner()
 
     # -- rainbowgram ----------------------------------------------------------------------------
     def request_rainbowgram(self, latent=None, pitch=None, title=None) -> None:

@@ -15,6 +15,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import mido  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import soundfile as sf  # noqa: E402
@@ -143,6 +144,10 @@ def test_record_writes_wav_with_notes(qtbot, window, tmp_path):
     rms = lambda x: float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))  # noqa: E731
     assert rms(quiet) < 1e-4
     assert rms(note) > 1e-3
+    # the performance beside the take: the key press as a MIDI note
+    midi = mido.MidiFile(path.with_suffix(".mid"))
+    notes = [m.note for m in midi if m.type == "note_on" and m.velocity > 0]
+    assert notes == [60]
 
 
 # -- a real X server ----------------------------------------------------------------------------

@@ -38,7 +38,7 @@ import numpy as np
 DEFAULT_SAMPLE_RATE = 48000
 CLOCK_BLOCK = 256
 SCOPE_SIZE = 16384
-MAX_BLOCK = 8192
+MAX_BLOCK = 1 << 16     # largest block the tap accepts (the mixer's own limit)
 STALL_S = 1.0          # no callback for this long while active: the device is lost
 WATCHDOG_S = 0.25
 
@@ -341,7 +341,14 @@ class OfflineClockOutput(_OutputBase):
 # ---------------------------------------------------------------------------- device output
 
 _open_streams = 0          # streams of this process not yet closed (refresh only when 0)
-_stuck_streams = 0         # streams PortAudio could not close (a dead JACK server): no refresh
+_stuck_hostapis: dict[str, int] = {}   # host API -> streams PortAudio is still failing to close
+_stuck_lock = threading.Lock()
+
+
+def stuck_hostapis() -> list[str]:
+    """Host APIs with a lost stream PortAudio has not released (e.g. a JACK server that died:
+    PortAudio 19.6 waits up to 10 minutes); their devices cannot be reopened until then."""
+    return [name for name, n in _stuck_hostapis.items() if n > 0]
 
 
 class AudioOutput(_OutputBase):
@@ -373,6 +380,7 @@ class AudioOutput(_OutputBase):
         self._underflow_run = 0
         self._last_frames = 0
         self._stream = None
+        self._hostapi = ""
         self._clock: OfflineClockOutput | None = None
         self._gen = 0                 # bumps on every open/close: stale callbacks go silent
         self._finished_gen = -1
@@ -434,7 +442,7 @@ class AudioOutput(_OutputBase):
             if device is not ...:
                 self.device = device
             self._shut()
-            if rescan and _open_streams == 0 and _stuck_streams == 0:
+            if rescan and _open_streams == 0 and not stuck_hostapis():
                 try:
                     refresh_devices()
                 except Exception as e:  # PortAudio refused: keep the old device list
@@ -455,6 +463,10 @@ class AudioOutput(_OutputBase):
         global _open_streams
         sd = _sounddevice()
         dev = find_output_device(self.device)
+        if dev.hostapi in stuck_hostapis():
+            raise AudioDeviceError(f"audio output {dev.name!r} ({dev.hostapi}) was lost and PortAudio has "
+                                   f"not released it yet; choose a device of another host API or "
+                                   f"restart the program")
         channels = self.channels or min(2, dev.channels)
         self._gen += 1
         gen = self._gen
@@ -470,6 +482,7 @@ class AudioOutput(_OutputBase):
                         f"instrument at that rate)")
             raise AudioDeviceError(msg) from None
         _open_streams += 1
+        self._hostapi = dev.hostapi
         try:
             stream.start()
         except sd.PortAudioError as e:
@@ -528,10 +541,14 @@ class AudioOutput(_OutputBase):
             self._xruns += clock.xruns
             clock.stop()
 
-    def _dispose(self, stream, timeout: float = 3.0) -> None:
-        """Abort and close a stream off this thread; a stream PortAudio cannot close is left."""
-        global _open_streams, _stuck_streams
-        done = threading.Event()
+    def _dispose(self, stream, timeout: float = 0.5) -> None:
+        """Abort and close a stream off this thread; never blocks longer than `timeout`.
+
+        A stream PortAudio cannot close (a dead JACK server) marks its host API stuck
+        until the close returns."""
+        global _open_streams
+        hostapi = self._hostapi
+        state = {"done": False, "stuck": False}
 
         def reap():
             try:
@@ -539,12 +556,19 @@ class AudioOutput(_OutputBase):
                 stream.close(ignore_errors=True)
             except Exception:
                 pass
-            done.set()
+            with _stuck_lock:
+                state["done"] = True
+                if state["stuck"]:
+                    _stuck_hostapis[hostapi] -= 1
 
-        threading.Thread(target=reap, name="audio-reaper", daemon=True).start()
+        reaper = threading.Thread(target=reap, name="audio-reaper", daemon=True)
+        reaper.start()
         _open_streams -= 1
-        if not done.wait(timeout):
-            _stuck_streams += 1
+        reaper.join(timeout)
+        with _stuck_lock:
+            if not state["done"]:
+                state["stuck"] = True
+                _stuck_hostapis[hostapi] = _stuck_hostapis.get(hostapi, 0) + 1
 
     def _start_watchdog(self) -> None:
         if self._watchdog is not None and self._watchdog.is_alive():

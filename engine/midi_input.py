@@ -20,6 +20,8 @@ returns False with a clear `last_error`, and everything else keeps working.
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import threading
 
@@ -74,13 +76,31 @@ def open_backend(api: str | None = None):
                 tried.append(f"{name}: not compiled into python-rtmidi")
             continue
         try:
-            backend = mido.Backend(f"mido.backends.rtmidi/{name}", load=True)
-            backend.get_input_names()   # creates a client: fails without the system service
+            with quiet_stderr():          # ALSA/JACK print their own complaints on failure
+                backend = mido.Backend(f"mido.backends.rtmidi/{name}", load=True)
+                backend.get_input_names()   # creates a client: fails without the system service
             return backend
         except Exception as e:  # rtmidi raises SystemError/RuntimeError subclasses
-            tried.append(f"{name}: {str(e).strip() or type(e).__name__}")
+            tried.append(f"{name}: {str(e).strip().rstrip('.') or type(e).__name__}")
     hint = "no ALSA sequencer (/dev/snd/seq) and no JACK server running"
     raise MidiUnavailable(f"no MIDI backend available ({hint}); tried " + "; ".join(tried))
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """Silence C libraries' stderr (fd 2) for a moment; Python exceptions still carry the reason."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def backend_api(backend) -> str:

@@ -2,7 +2,7 @@
 
     write_performance("take.mid", [(frame, event), ...], sample_rate=48000, end_frame=n)
     sample_rate, events = read_performance("take.mid")
-    audio = render_performance(instrument, events, total_frames)   # float32 [total_frames]
+    audio = render_performance(instrument, events, total_frames)   # float32 [total_frames], offline driver
 
 File layout (type 0, one track), chosen so any DAW opens it and times are sample-exact:
 - Time base: one tick = one sample. `ticks_per_beat = sample_rate / d` with tempo
@@ -200,22 +200,16 @@ def _message_event(msg, pad: _PadState, frame: int):
     return None
 
 
-def render_performance(instrument, events, total_frames: int, block_size: int = 256) -> np.ndarray:
-    """Replay [(frame, event)] through `instrument` with no device: float32 [total_frames].
+def render_performance(instrument, events, total_frames: int, block_size: int = 256,
+                       deterministic: bool = True) -> np.ndarray:
+    """Re-render [(frame, event)] through `instrument` with the offline driver: float32 [total_frames].
 
-    Each event is posted exactly at its frame (blocks are split there), the way the
-    live output applies events at the start of its next block.
+    Each event takes effect exactly at its frame (the live output applied it at the start
+    of a block, so a take re-renders with the same timing).
     """
-    out = np.zeros(int(total_frames), np.float32)
-    events = sorted(events, key=lambda fe: fe[0])
-    i, pos = 0, 0
-    while pos < total_frames:
-        while i < len(events) and events[i][0] <= pos:
-            instrument.post(events[i][1])
-            i += 1
-        end = min(pos + block_size, total_frames)
-        if i < len(events):
-            end = min(end, max(events[i][0], pos + 1))
-        out[pos:end] = instrument.process(end - pos)
-        pos = end
-    return out
+    from engine.offline import OfflineDriver
+
+    rate = instrument.sample_rate
+    driver = OfflineDriver(instrument, block_size=block_size, deterministic=deterministic)
+    return driver.render([(frame / rate, event) for frame, event in events],
+                         duration_s=int(total_frames) / rate)

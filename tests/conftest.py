@@ -21,3 +21,28 @@ def make_tiny_model_dir(path, seed: int = 0, representation: str = "mel_if"):
 def tiny_model_dir(tmp_path_factory):
     """A model directory (tiny config, random weights, mel-IF H representation)."""
     return make_tiny_model_dir(tmp_path_factory.mktemp("tiny_model"))
+
+
+# TimGM6mb (shipped inside the pretty_midi wheel): 7 programs x 6 pitches x velocity 100.
+# Oboe (68) is silent at pitch 24 in this SoundFont, so 41 notes are written and 1 skipped.
+TINY_NSYNTH_PROGRAMS = (0, 11, 24, 40, 56, 68, 73)
+TINY_NSYNTH_PITCHES = (24, 36, 48, 60, 72, 84)
+
+
+def timgm6mb_path():
+    import pretty_midi
+    from pathlib import Path
+
+    return Path(pretty_midi.__file__).parent / "TimGM6mb.sf2"
+
+
+@pytest.fixture(scope="session")
+def tiny_nsynth_dir(tmp_path_factory):
+    """An NSynth-format dataset rendered from TimGM6mb by `render_dataset` (read-only: copy it
+    before changing files)."""
+    from engine.training.soundfont import render_dataset
+
+    out = tmp_path_factory.mktemp("tiny_nsynth")
+    render_dataset(timgm6mb_path(), out, list(TINY_NSYNTH_PROGRAMS), list(TINY_NSYNTH_PITCHES),
+                   [100], progress=False)
+    return out

@@ -289,6 +289,15 @@ class OfflineClockOutput(_OutputBase):
             self._thread.join(timeout=5.0)
         self._thread = None
 
+    def run_blocks(self, blocks: int) -> None:
+        """Render `blocks` blocks in the calling thread (single-threaded mode; not while started)."""
+        if self.running:
+            raise RuntimeError("the clock thread is running; stop it before stepping by hand")
+        for _ in range(int(blocks)):
+            self._render(self.block_size)
+        if self.realtime is False:
+            self._wait_for_recorder()
+
     def wait_frames(self, frames: int, timeout: float) -> bool:
         """Block until the tap has produced `frames` frames in total (or timeout)."""
         with self._frame_cond:
@@ -385,6 +394,7 @@ class AudioOutput(_OutputBase):
         self._gen = 0                 # bumps on every open/close: stale callbacks go silent
         self._finished_gen = -1
         self._lock = threading.RLock()  # GUI thread vs watchdog
+        self._changed = threading.Condition()   # notified when `mode` changes (never by the callback)
         self._watch_stop = threading.Event()
         self._watchdog: threading.Thread | None = None
 
@@ -452,7 +462,7 @@ class AudioOutput(_OutputBase):
     def close(self) -> None:
         with self._lock:
             self._shut()
-            self.mode = "closed"
+            self._set_mode("closed")
         self._watch_stop.set()
         if self._watchdog is not None and self._watchdog is not threading.current_thread():
             self._watchdog.join(timeout=2.0)
@@ -491,7 +501,17 @@ class AudioOutput(_OutputBase):
         self._stream = stream
         self._underflow_run = 0
         self.device_name = dev.name
-        self.mode = "device"
+        self._set_mode("device")
+
+    def wait_mode(self, mode: str, timeout: float) -> bool:
+        """Block until `mode` is "device", "clock" or "closed" (scripts, tests)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.mode == mode, timeout)
+
+    def _set_mode(self, mode: str) -> None:
+        self.mode = mode
+        with self._changed:
+            self._changed.notify_all()
 
     def _make_callback(self, gen: int):
         def callback(outdata, frames, time_info, status):
@@ -519,14 +539,14 @@ class AudioOutput(_OutputBase):
 
     def _use_clock(self, reason: str) -> None:
         if not self.fallback:
-            self.mode = "closed"
+            self._set_mode("closed")
             self.device_name = ""
             self.last_error = reason
             return
         self._clock = OfflineClockOutput(self.instrument, tap=self.tap)
         self._clock.recorder = self.recorder
         self._clock.start()
-        self.mode = "clock"
+        self._set_mode("clock")
         self.device_name = self._clock.name
         self.last_error = f"{reason}; playing on the offline clock (no sound, recording works)"
 

@@ -299,7 +299,7 @@ class Recorder:
             self.error = self.error or f"recording to {self.path}: closing failed: {_describe(e)}"
         if failed:
             try:
-                repair_wav(fd)
+                self.frames_written = repair_wav(fd)   # a failed write may have left part of a chunk
             except OSError as e:
                 self.error += f"; header repair failed: {_describe(e)}"
         if removed:

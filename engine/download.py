@@ -18,6 +18,7 @@ import sys
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path
 
 MODELS = ("acoustic_only", "all_instruments")
@@ -114,7 +115,7 @@ def verify_zip(path, remove_if_bad: bool = False) -> None:
         with zipfile.ZipFile(path) as zf:
             bad = zf.testzip()
         problem = f"member {bad!r} fails its CRC check" if bad else None
-    except (zipfile.BadZipFile, OSError, EOFError) as e:
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, ValueError, NotImplementedError) as e:
         problem = f"not a valid zip archive ({e})"
     if problem:
         if remove_if_bad:

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -172,7 +173,7 @@ def extract_zip(path, cache: Path | None = None) -> Path:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-    except zipfile.BadZipFile as e:
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as e:
         raise MagentaError(f"{path}: not a valid zip archive or corrupt ({e})") from None
     except OSError as e:
         raise MagentaError(f"{path}: cannot extract ({e})") from None

@@ -4,6 +4,7 @@ status bar; errors name the file and never close the window.
 """
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -50,27 +51,41 @@ class FileActions:
         return self.w.settings
 
     # -- long work with progress ----------------------------------------------------------------
-    def run_job(self, label: str, fn, *args, on_done=None, progress: bool = True, **kwargs) -> Job:
+    def run_job(self, label: str, fn, *args, on_done=None, progress: bool = True,
+                cancellable: bool = False, **kwargs) -> Job:
+        """Run `fn(*args, **kwargs)` in a worker with a progress bar (and a Cancel button)."""
         w = self.w
+        if cancellable:
+            kwargs["cancel"] = threading.Event()
         job = Job(fn, *args, progress=progress, **kwargs)
         w.progress.setValue(0)
         w.progress.show()
+        if cancellable:
+            w.cancel_button.show()
+            w.cancel_button.clicked.connect(kwargs["cancel"].set)
         w.statusBar().showMessage(f"{label}…")
-        job.signals.progress.connect(w.progress.setValue)
+
+        def finished():
+            w.progress.hide()
+            if cancellable:
+                w.cancel_button.clicked.disconnect(kwargs["cancel"].set)
+                w.cancel_button.hide()
 
         def done(result):
-            w.progress.hide()
-            w.statusBar().showMessage(f"{label}: done", 5000)
+            finished()
+            summary = result.summary() if hasattr(result, "summary") else "done"
+            w.statusBar().showMessage(f"{label}: {summary}", 10000)
             if on_done is not None:
                 on_done(result)
 
         def failed(message):
-            w.progress.hide()
-            w.notify(f"{label} failed: {message}")
+            finished()
+            if cancellable and kwargs["cancel"].is_set():
+                w.statusBar().showMessage(f"{label}: cancelled", 5000)
+            else:
+                w.notify(f"{label} failed: {message}")
 
-        job.signals.done.connect(done)
-        job.signals.failed.connect(failed)
-        return w.jobs.start(job)
+        return w.jobs.start(job, on_done=done, on_failed=failed, on_progress=w.progress.setValue)
 
     # -- model ----------------------------------------------------------------------------------
     def open_model(self, path: str = "") -> None:
@@ -180,7 +195,8 @@ class FileActions:
         self.run_job(f"Preview {entry.name}", render, progress=False, on_done=show)
 
     # -- rendering and export (issue 9's engine functions) -----------------------------------------
-    def render_midi(self, midi_path: str = "", wav_path: str = ""):
+    def render_midi(self, midi_path: str = "", wav_path: str = "", morph: bool = False):
+        """Render a MIDI file with the current timbre (or morphing through corners A-D)."""
         midi_path = midi_path or _ask_open(self.w, "Render MIDI file", str(resources.midi_dir()),
                                            "MIDI files (*.mid *.midi)")
         if not midi_path:
@@ -193,10 +209,11 @@ class FileActions:
 
         inst = self.w.session.instrument
         return self.run_job(f"Rendering {Path(midi_path).name}", render.render_for_app,
-                            inst.synth, inst.timbre, midi_path, wav_path,
-                            on_done=lambda r: self.w.statusBar().showMessage(f"rendered {wav_path}", 8000))
+                            inst.synth, inst.timbre, midi_path, wav_path, morph=morph,
+                            cancellable=True)
 
-    def export_instrument(self, out_dir: str = ""):
+    def export_instrument(self, out_dir: str = "", pitches=None):
+        """Export the current timbre as an SFZ patch (WAVs + .sfz) into a folder."""
         out_dir = out_dir or QFileDialog.getExistingDirectory(self.w, "Export instrument as SFZ into")
         if not out_dir:
             return None
@@ -204,7 +221,7 @@ class FileActions:
 
         inst = self.w.session.instrument
         return self.run_job("Exporting SFZ", sfz.export_for_app, inst.synth, inst.timbre, out_dir,
-                            on_done=lambda r: self.w.statusBar().showMessage(f"exported to {out_dir}", 8000))
+                            pitches=pitches, cancellable=True)
 
     def show_shortcuts(self) -> None:
         box = QMessageBox(self.w)

@@ -49,8 +49,8 @@ class PianoKeys(QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.setMinimumHeight(80)
-        self.setMaximumHeight(120)
+        self.setMinimumHeight(70)
+        self.setMaximumHeight(100)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
         self.setFocusPolicy(Qt.NoFocus)
         self.first_octave = 2          # leftmost visible C is LOWEST + 12 * first_octave

@@ -73,9 +73,7 @@ def open_instrument(window, model_path, preset=None, audio_out=None, midi_in=Non
             on_error(message)
 
     job = Job(load_synth, str(model_path), threads=1)
-    job.signals.done.connect(build)
-    job.signals.failed.connect(failed)
-    return window.jobs.start(job)
+    return window.jobs.start(job, on_done=build, on_failed=failed)
 
 
 def _restore_sound(window, settings) -> None:

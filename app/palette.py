@@ -82,6 +82,8 @@ class PaletteWidget(QWidget):
         self.entries: list[PaletteEntry] = []
         self.count = QSpinBox(minimum=1, maximum=64, value=8, toolTip="How many instruments")
         self.seed = QSpinBox(minimum=0, maximum=2**31 - 1, value=0, toolTip="Random seed")
+        self.count.setMaximumWidth(56)
+        self.seed.setMinimumWidth(60)
         self.generate_button = QPushButton("Generate")
         self.list = InstrumentList()
         self.pitch = QSpinBox(minimum=24, maximum=84, value=60, toolTip="Preview pitch (MIDI)")
@@ -112,6 +114,7 @@ class PaletteWidget(QWidget):
         top.addWidget(QLabel("seed", objectName="dim"))
         top.addWidget(self.seed, 1)
         top.addWidget(self.generate_button)
+        self.generate_button.setMinimumWidth(84)
         prev = QHBoxLayout()
         prev.addWidget(QLabel("pitch", objectName="dim"))
         prev.addWidget(self.pitch)

@@ -12,7 +12,7 @@ import numpy as np
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QApplication, QGroupBox, QHBoxLayout, QLabel, QMainWindow,
-                               QProgressBar, QSplitter, QVBoxLayout, QWidget)
+                               QProgressBar, QSplitter, QToolButton, QVBoxLayout, QWidget)
 
 from app import theme
 from app.actions import FileActions
@@ -60,7 +60,7 @@ class MainWindow(QMainWindow):
         self.jobs = Jobs(max_threads=2, parent=self)
         self.last_pitch = 60
         self._rainbow_key = None
-        self._shown_problems = ""
+        self._shown_problems = ("", "")
         self._notice_until = 0.0
         self._build()
         self.actions_ = FileActions(self)
@@ -91,34 +91,34 @@ class MainWindow(QMainWindow):
         self.keyboard = KeyboardPanel()
         self.progress = QProgressBar(minimum=0, maximum=1000, maximumWidth=180, textVisible=False)
         self.progress.hide()
+        self.cancel_button = QToolButton(text="Cancel")
+        self.cancel_button.hide()
+        # permanent: temporary status messages would hide normal status-bar widgets
+        self.statusBar().addPermanentWidget(self.progress)
+        self.statusBar().addPermanentWidget(self.cancel_button)
         self.status = StatusLine(self.statusBar())
-        self.statusBar().addWidget(self.progress)
 
-        left = group("Instruments", self.palette)
-        left.setMinimumWidth(250)
+        # left: palette over the rainbowgram; centre: the pad; right: controls over the scope
+        left = QSplitter(Qt.Vertical)
+        left.addWidget(group("Instruments", self.palette))
+        left.addWidget(group("Rainbowgram", self.rainbow))
+        left.setStretchFactor(0, 3)
+        left.setStretchFactor(1, 2)
+        left.setMinimumWidth(260)
         right = QWidget()
         rlay = QVBoxLayout(right)
         rlay.setContentsMargins(0, 0, 0, 0)
         rlay.addWidget(group("Sound", self.sound))
         rlay.addWidget(group("Devices", self.devices))
         rlay.addWidget(group("Record", self.record))
-        rlay.addStretch(1)
+        rlay.addWidget(group("Output", self.scope), 1)
         right.setMinimumWidth(290)
-        views = QWidget()
-        vlay = QHBoxLayout(views)
-        vlay.setContentsMargins(0, 0, 0, 0)
-        vlay.addWidget(group("Output", self.scope), 1)
-        vlay.addWidget(group("Rainbowgram", self.rainbow), 1)
-        centre = QSplitter(Qt.Vertical)
-        centre.addWidget(group("Timbre pad", self.pad))
-        centre.addWidget(views)
-        centre.setStretchFactor(0, 3)
-        centre.setStretchFactor(1, 1)
         self.top_split = QSplitter(Qt.Horizontal)
-        for w in (left, centre, right):
+        for w in (left, group("Timbre pad", self.pad), right):
             self.top_split.addWidget(w)
         self.top_split.setStretchFactor(1, 1)
-        self.centre_split = centre
+        self.top_split.setSizes([300, 640, 330])
+        self.centre_split = left
         body = QWidget()
         lay = QVBoxLayout(body)
         lay.setContentsMargins(8, 6, 8, 4)
@@ -138,6 +138,8 @@ class MainWindow(QMainWindow):
         self._action(file_menu, "Save preset…", a.save_preset, QKeySequence.Save)
         file_menu.addSeparator()
         self._action(file_menu, "Render MIDI file…", a.render_midi, "Ctrl+M")
+        self._action(file_menu, "Render MIDI file, morphing A→B→C→D…",
+                     lambda: a.render_midi(morph=True), "Ctrl+Shift+M")
         self._action(file_menu, "Export instrument…", a.export_instrument, "Ctrl+E")
         file_menu.addSeparator()
         self._action(file_menu, "Quit", self.close, QKeySequence.Quit)
@@ -274,15 +276,28 @@ class MainWindow(QMainWindow):
         self.settings.setValue("midi/port", name)
         self.rescan_midi()
 
-    def _problems(self) -> str:
-        found = [p for p in (self.session.audio_error, self.session.midi_error) if p]
-        return "   •   ".join(found)
+    def _problems(self) -> tuple[str, str]:
+        """(short banner text, full details) of what is missing: audio device, MIDI backend."""
+        short, full = [], []
+        audio, midi = self.session.audio_error, self.session.midi_error
+        if audio:
+            short.append("No audio device — the offline clock runs the instrument "
+                         "(scope, meters and recording work)" if not self.session.has_device
+                         else "Audio output problem")
+            full.append(audio)
+        if midi:
+            short.append("No MIDI input — play with the mouse or the computer keys"
+                         if "backend" in midi else "MIDI: " + midi.split(";")[0])
+            full.append(midi)
+        return "   •   ".join(short), "\n".join(full)
 
     def update_banner(self) -> None:
         """The banner lists what is missing (audio device, MIDI backend) until it is fixed."""
         self._shown_problems = self._problems()
-        self.banner.setText(self._shown_problems)
-        self.banner.setVisible(bool(self._shown_problems))
+        text, details = self._shown_problems
+        self.banner.setText(f"⚠  {text}" if text else "")
+        self.banner.setToolTip(details)
+        self.banner.setVisible(bool(text))
 
     # -- timers ---------------------------------------------------------------------------------
     def _pull_meters(self) -> None:
@@ -339,9 +354,8 @@ class MainWindow(QMainWindow):
             audio = inst.note_audio(pitch)     # the render the mixer plays, if there is one
         job = Job(note_rainbowgram, inst.synth, latent, pitch, audio, inst.sample_rate,
                   latest="rainbow")
-        job.signals.done.connect(lambda rgb, t=title: self.rainbow.show_rgb(rgb, t))
-        job.signals.failed.connect(lambda msg: self.notify(f"rainbowgram failed: {msg}"))
-        self.jobs.start(job)
+        self.jobs.start(job, on_done=lambda rgb, t=title: self.rainbow.show_rgb(rgb, t),
+                        on_failed=lambda msg: self.notify(f"rainbowgram failed: {msg}"))
 
     # -- help and persistence -------------------------------------------------------------------
     def show_shortcuts(self) -> None:
@@ -373,7 +387,7 @@ class MainWindow(QMainWindow):
         QApplication.instance().removeEventFilter(self.computer_keys)
         if self.session is not None and self.session.recording:
             self.actions_.toggle_recording(False)
-        self.jobs.wait(10000)
+        self.jobs.shutdown(10000)
         if self.session is not None:
             self.session.close()
         super().closeEvent(event)

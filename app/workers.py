@@ -1,15 +1,15 @@
 """Long work off the GUI thread: a `Job` runs a function on a `QThreadPool` thread.
 
     job = Job(render_midi, path, progress=True)       # fn(*args, progress=callback)
-    job.signals.done.connect(on_done)                  # result, delivered on the GUI thread
-    job.signals.failed.connect(on_error)               # message str
-    job.signals.progress.connect(bar.setValue)         # 0..1000
-    jobs.start(job)
+    jobs.start(job, on_done=show,                      # result, delivered on the GUI thread
+               on_failed=report,                       # message str
+               on_progress=bar.setValue)               # 0..1000
 
 Signals are emitted from the worker thread and delivered through queued
 connections, so slots run on the GUI thread. A `latest` key makes a job
 supersede an earlier one with the same key (e.g. rainbowgram requests): the
-older result is dropped.
+older result is dropped. After `Jobs.shutdown()` (the window closed) no callback
+runs, so a late result never touches deleted widgets.
 """
 from __future__ import annotations
 
@@ -73,9 +73,14 @@ class Jobs(QObject):
         self._newest: dict[str, int] = {}
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
+        self.closed = False
 
-    def start(self, job: Job) -> Job:
+    def start(self, job: Job, on_done=None, on_failed=None, on_progress=None) -> Job:
         job.pool = self
+        for signal, callback in ((job.signals.done, on_done), (job.signals.failed, on_failed),
+                                 (job.signals.progress, on_progress)):
+            if callback is not None:
+                signal.connect(self._guard(callback))
         with self._lock:
             job.generation = next(self._counter)
             if job.latest:
@@ -88,6 +93,17 @@ class Jobs(QObject):
     def is_current(self, job: Job) -> bool:
         with self._lock:
             return not job.latest or self._newest.get(job.latest) == job.generation
+
+    def _guard(self, callback):
+        def call(*args):
+            if not self.closed:
+                callback(*args)
+        return call
+
+    def shutdown(self, timeout_ms: int = 10000) -> bool:
+        """No more callbacks; wait for running jobs to end."""
+        self.closed = True
+        return self.pool.waitForDone(timeout_ms)
 
     @Slot()
     def _finished(self) -> None:

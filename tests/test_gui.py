@@ -150,6 +150,28 @@ def test_record_writes_wav_with_notes(qtbot, window, tmp_path):
     assert notes == [60]
 
 
+def test_render_midi_and_export_sfz_in_background(qtbot, window, tmp_path):
+    song = tmp_path / "song.mid"
+    midi = mido.MidiFile()
+    track = mido.MidiTrack()
+    midi.tracks.append(track)
+    for pitch in (60, 64, 67):
+        track.append(mido.Message("note_on", note=pitch, velocity=90, time=0))
+        track.append(mido.Message("note_off", note=pitch, velocity=0, time=240))
+    midi.save(song)
+    wav = tmp_path / "song.wav"
+    job = window.actions_.render_midi(str(song), str(wav))
+    assert window.progress.isVisible()            # the window shows progress, not a freeze
+    qtbot.waitUntil(job.finished_event.is_set, timeout=READY_MS)
+    audio, rate = sf.read(wav, dtype="float32")
+    assert len(audio) > rate // 2 and np.abs(audio).max() > 0.01
+    job = window.actions_.export_instrument(str(tmp_path / "patch"), pitches=[48, 60])
+    qtbot.waitUntil(job.finished_event.is_set, timeout=READY_MS)
+    sfz_files = list((tmp_path / "patch").rglob("*.sfz"))
+    assert len(sfz_files) == 1 and "sample=" in sfz_files[0].read_text()
+    qtbot.waitUntil(lambda: not window.progress.isVisible(), timeout=5000)
+
+
 # -- a real X server ----------------------------------------------------------------------------
 @pytest.fixture
 def xvfb():

@@ -173,8 +173,21 @@ def _crc_lanes(data: memoryview, lanes: int) -> tuple[int, int]:
     return int(reg[0]), used
 
 
+try:  # optional hardware-accelerated package (PyPI "crc32c"); the numpy path needs nothing
+    from crc32c import crc32c as _crc32c_native
+except ImportError:
+    _crc32c_native = None
+
+
 def crc32c(data, value: int = 0) -> int:
     """CRC32C (Castagnoli) of `data`, continuing from a previous `value` like zlib.crc32."""
+    if _crc32c_native is not None:
+        return _crc32c_native(memoryview(data).cast("B"), value)
+    return crc32c_numpy(data, value)
+
+
+def crc32c_numpy(data, value: int = 0) -> int:
+    """Table-driven CRC32C: bytewise for short inputs, 2**k parallel lanes merged in GF(2) above."""
     view = memoryview(data).cast("B")
     reg = value ^ 0xFFFFFFFF
     if len(view) >= 32768:  # below this the per-byte loop is faster than numpy's call overhead

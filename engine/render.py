@@ -348,6 +348,17 @@ def _partial_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.partial")
 
 
+def _check_output(path) -> None:
+    """Fail before any work if `path` cannot be an output file."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise RenderError(f"{path}: is a folder, not a file name")
+    if not path.parent.is_dir():
+        raise RenderError(f"{path}: the folder {path.parent} does not exist")
+
+
 def write_wav(path, audio: np.ndarray, in_rate: int, out_rate: int, subtype: str = "PCM_24",
               chunk: int = 1 << 16) -> Path:
     """Resample mono float audio in chunks (soxr) and write a WAV via a temp file + rename."""
@@ -355,8 +366,7 @@ def write_wav(path, audio: np.ndarray, in_rate: int, out_rate: int, subtype: str
     import soxr
 
     path = Path(path)
-    if not path.parent.is_dir():
-        raise RenderError(f"{path}: the folder {path.parent} does not exist")
+    _check_output(path)
     tmp = _partial_path(path)
     try:
         with sf.SoundFile(tmp, "w", samplerate=out_rate, channels=1, subtype=subtype, format="WAV") as f:
@@ -390,6 +400,8 @@ def render_midi_file(midi_path, out_wav, synth, palette, instruments=None, times
     palette = np.asarray(palette, np.float32)
     if palette.ndim != 2 or palette.shape[1] != synth.latent_size:
         raise RenderError(f"instrument latents must be [n, {synth.latent_size}], got {palette.shape}")
+    for out in (out_wav, plot_path):
+        _check_output(out)
     notes = read_midi(midi_path, pitch_range=synth.pitch_range, tempo_scale=tempo_scale)
     if log is not None:
         log(notes.summary())

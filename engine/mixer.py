@@ -511,7 +511,7 @@ class Mixer:
             whole = mr.all()
         if whole:
             np.copyto(IDX, OFF, casting="unsafe")
-            np.take(self.flat, IDX, out=X0, mode="clip")
+            self.flat.take(IDX, out=X0, mode="clip")
         else:
             FL = self._FL[:m].reshape(h, n)
             FR64 = self._FR64[:m].reshape(h, n)
@@ -521,9 +521,9 @@ class Mixer:
             np.subtract(OFF, FL, out=FR64)
             np.copyto(FR, FR64, casting="same_kind")
             np.copyto(IDX, FL, casting="unsafe")
-            np.take(self.flat, IDX, out=X0, mode="clip")
+            self.flat.take(IDX, out=X0, mode="clip")
             IDX += 1  # past loop_end the renderer copied the loop's first frames
-            np.take(self.flat, IDX, out=X1, mode="clip")
+            self.flat.take(IDX, out=X1, mode="clip")
             X1 -= X0
             X1 *= FR
             X0 += X1

@@ -67,18 +67,21 @@ class NoteCache:
         self._index.move_to_end(key)
         return slot
 
-    def allocate(self, pinned: Callable[[int], bool]) -> int | None:
+    def allocate(self, pinned: Callable[[int], bool], keep: Callable[[Hashable], bool] | None = None) -> int | None:
         """A slot to write a new note into: a free one, else the least recently used
-        unpinned one (evicted). None when every slot is pinned."""
+        unpinned one (evicted), sparing keys for which `keep(key)` is true (e.g. notes of
+        the timbre being rendered, which would otherwise evict each other in turn) unless
+        nothing else is left. None when every slot is pinned."""
         for i in range(len(self._free) - 1, -1, -1):
             if not pinned(self._free[i]):
                 return self._free.pop(i)
-        for key, slot in self._index.items():
-            if not pinned(slot):
-                del self._index[key]
-                self._slot_key[slot] = None
-                self.evictions += 1
-                return slot
+        for spare in ((keep,) if keep is not None else ()) + (None,):
+            for key, slot in self._index.items():
+                if not pinned(slot) and (spare is None or not spare(key)):
+                    del self._index[key]
+                    self._slot_key[slot] = None
+                    self.evictions += 1
+                    return slot
         return None
 
     def store(self, key, slot: int) -> None:

@@ -48,7 +48,8 @@ def preset_to_dict(preset: Preset) -> dict:
         "version": VERSION,
         "name": preset.name,
         "latent_size": t.latent_size,
-        "corners": [{"name": c.name, "colour": c.colour, "latent": [round(float(v), 7) for v in c.latent]}
+        # shortest text that reads back to the same float32: presets reproduce timbres exactly
+        "corners": [{"name": c.name, "colour": c.colour, "latent": [float(str(v)) for v in c.latent]}
                     for c in t.corners],
         "pad": {"x": t.pad[0], "y": t.pad[1]},
         "interpolation": t.mode,

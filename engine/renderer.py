@@ -102,7 +102,8 @@ class Renderer:
         self.progress = 0.0
         self.timbre_seq_done = 0  # timbre sequence whose range is complete
         self.range_seconds = 0.0  # wall time the last complete range took
-        self.idle = threading.Event()
+        self.idle = threading.Event()  # set when the current timbre is complete
+        self.published = threading.Event()  # set after every publication (waiters clear it)
 
     # ------------------------------------------------------------ any thread
     @property
@@ -240,7 +241,7 @@ class Renderer:
         return slot
 
     def _store(self, key, note: np.ndarray, loop_len: int) -> int | None:
-        slot = self.cache.allocate(self._pinned)
+        slot = self.cache.allocate(self._pinned, keep=self._current_key)
         if slot is None:
             self.starved += 1
             log.warning("note cache full of notes in use; %r not stored", key[-1])
@@ -282,6 +283,9 @@ class Renderer:
             self._publish(pitch, slot)
         return slot
 
+    def _current_key(self, key) -> bool:
+        return key[0] == self._model_gen and key[1] == self._timbre_key
+
     def _pinned(self, slot: int) -> bool:
         """A slot the mixer may still read: referenced, or published but not yet taken."""
         return bool(self.mixer.slot_refs[slot] > 0 or self._published_seq[slot] > self.mixer.consumed_seq)
@@ -290,6 +294,7 @@ class Renderer:
         self._seq += 1
         self._published_seq[slot] = self._seq
         self.mixer.ready.append((pitch, slot, self._seq))
+        self.published.set()
 
     def done_pitches(self) -> list[int]:
         return sorted(self._done)

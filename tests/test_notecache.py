@@ -63,3 +63,16 @@ def test_give_back_returns_unstored_slot(slot):
     a = c.allocate(never)
     c.give_back(a)
     assert c.allocate(never) == a
+
+
+def test_keep_spares_the_timbre_being_rendered():
+    """Re-rendering an old timbre must not evict its own surviving notes one by one."""
+    c = NoteCache(10, budget_bytes=3 * 14 * 4)
+    never = lambda s: False  # noqa: E731
+    for key in [("A", 1), ("A", 2), ("B", 1)]:
+        c.store(key, c.allocate(never))
+    slot = c.allocate(never, keep=lambda k: k[0] == "A")
+    assert ("B", 1) not in c and ("A", 1) in c and ("A", 2) in c
+    c.store(("A", 3), slot)
+    c.allocate(never, keep=lambda k: True)  # only kept keys left: the oldest goes anyway
+    assert ("A", 1) not in c

@@ -41,6 +41,7 @@ SCOPE_SIZE = 16384
 MAX_BLOCK = 1 << 16     # largest block the tap accepts (the mixer's own limit)
 STALL_S = 1.0          # no callback for this long while active: the device is lost
 WATCHDOG_S = 0.25
+REAP_WAIT_S = 2.0      # reopen waits this long for a lost stream's close to return
 
 
 class AudioDeviceError(Exception):
@@ -390,6 +391,7 @@ class AudioOutput(_OutputBase):
         self._last_frames = 0
         self._stream = None
         self._hostapi = ""
+        self._reapers: list[threading.Thread] = []
         self._clock: OfflineClockOutput | None = None
         self._gen = 0                 # bumps on every open/close: stale callbacks go silent
         self._finished_gen = -1
@@ -452,6 +454,9 @@ class AudioOutput(_OutputBase):
             if device is not ...:
                 self.device = device
             self._shut()
+            for reaper in self._reapers:      # a lost stream may just be finishing its close
+                reaper.join(timeout=REAP_WAIT_S)
+            self._reapers = [r for r in self._reapers if r.is_alive()]
             if rescan and _open_streams == 0 and not stuck_hostapis():
                 try:
                     refresh_devices()
@@ -583,6 +588,7 @@ class AudioOutput(_OutputBase):
 
         reaper = threading.Thread(target=reap, name="audio-reaper", daemon=True)
         reaper.start()
+        self._reapers.append(reaper)
         _open_streams -= 1
         reaper.join(timeout)
         with _stuck_lock:

@@ -180,6 +180,11 @@ class Recorder:
         return ring.available() if ring is not None and self.recording else 0
 
     @property
+    def start_frame(self) -> int:
+        """Output frame (`output.tap.frames`) of the take's first sample; -1 before it."""
+        return self._ring.start_frame if self._ring is not None else -1
+
+    @property
     def ring_capacity(self) -> int:
         return self._ring_capacity
 

@@ -87,8 +87,11 @@ class JackServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
+        import sounddevice as sd
+
+        sd._terminate()          # while the server still answers (else PortAudio asserts)
         self.stop()
-        _reinit_portaudio()
+        sd._initialize()
 
 
 def _reinit_portaudio() -> None:

@@ -1,0 +1,230 @@
+"""Audio output on a real, paced JACK dummy device (sounddevice), the clock fallback, device loss."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from engine.audio import (AudioDeviceError, AudioOutput, OfflineClockOutput, device_sample_rate,
+                          find_output_device, list_output_devices)
+from engine.events import NoteOff, NoteOn
+from engine.performance import read_performance
+from engine.recorder import Recorder
+from tests.jack import JackServer
+
+RATE = 48000
+pytestmark = pytest.mark.realtime
+
+
+@pytest.fixture(scope="module")
+def synth(tiny_model_dir):
+    from engine.synth import load_synth
+
+    return load_synth(tiny_model_dir, threads=1)
+
+
+def make_instrument(synth, rate=RATE, pitches=(60,)):
+    from engine.instrument import Instrument
+
+    inst = Instrument(synth, sample_rate=rate, cache_mb=16, seed=1)
+    inst.renderer.render_now(list(pitches))     # a warm cache: notes sound at once
+    return inst
+
+
+class Probe:
+    """Test probe around the real Instrument: keeps a copy of every block the output asked for
+    and sets events when the stream has pulled a given number of frames."""
+
+    def __init__(self, instrument, capacity: int = 10 * RATE):
+        self.instrument = instrument
+        self.sample_rate = instrument.sample_rate
+        self.copy = np.zeros(capacity, np.float32)
+        self.frames = 0
+        self._targets: list[tuple[int, threading.Event]] = []
+
+    def post(self, event):
+        self.instrument.post(event)
+
+    def process(self, frames):
+        block = self.instrument.process(frames)
+        start = min(self.frames, self.copy.shape[0])
+        end = min(self.frames + frames, self.copy.shape[0])
+        self.copy[start:end] = block[:end - start]
+        self.frames += frames
+        for target, event in self._targets:
+            if self.frames >= target:
+                event.set()
+        return block
+
+    def reached(self, frames: int) -> threading.Event:
+        """An event set once `frames` more frames than now have been pulled."""
+        event = threading.Event()
+        self._targets.append((self.frames + frames, event))
+        return event
+
+
+@pytest.fixture
+def no_audio_devices():
+    """PortAudio with nothing to play on: no sound card here, and a JACK server that does not exist."""
+    import sounddevice as sd
+
+    saved = {k: os.environ.get(k) for k in ("JACK_DEFAULT_SERVER", "JACK_NO_START_SERVER")}
+    os.environ.update(JACK_DEFAULT_SERVER="gansynth-no-such-server", JACK_NO_START_SERVER="1")
+    sd._terminate()
+    sd._initialize()
+    try:
+        yield
+    finally:
+        sd._terminate()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        sd._initialize()
+
+
+def test_lists_and_finds_the_jack_output(jack_server):
+    devices = list_output_devices()
+    system = [d for d in devices if d.name == "system"]
+    assert system and system[0].hostapi.startswith("JACK") and system[0].channels == 2
+    assert system[0].default_sample_rate == RATE
+    assert find_output_device("SYST").name == "system"        # case-insensitive substring
+    assert find_output_device(None).name == "system"          # the default
+    assert device_sample_rate("system") == RATE
+    with pytest.raises(AudioDeviceError, match=r"'No Such Card'.*'system'"):
+        find_output_device("No Such Card")
+
+
+def test_stream_plays_the_instrument_on_every_channel_and_records_exactly(jack_server, synth, tmp_path):
+    import sounddevice as sd
+
+    probe = Probe(make_instrument(synth))
+    out = AudioOutput(probe, device="system")
+    captured = []
+    capture = sd.InputStream(device="system", channels=2, samplerate=RATE, dtype="float32",
+                             callback=lambda indata, *_: captured.append(indata.copy()))
+    try:
+        assert out.open() and out.mode == "device" and out.last_error == ""
+        capture.start()
+        jack_server.connect("PortAudio:out_0", "PortAudio:in_0")   # what the device received
+        jack_server.connect("PortAudio:out_1", "PortAudio:in_1")
+        rec = Recorder(out)
+        rec.start(tmp_path / "take.wav")
+        assert probe.reached(RATE // 4).wait(10)
+        out.post(NoteOn(60, 110))
+        assert probe.reached(RATE // 2).wait(10)
+        out.post(NoteOff(60))
+        assert probe.reached(RATE // 4).wait(10)
+        rec.stop()
+        meters = out.meters()
+    finally:
+        capture.close()
+        out.close()
+    assert meters["latency_ms"] > 0 and meters["block_size"] == jack_server.period
+    assert isinstance(meters["xruns"], int) and meters["callback_errors"] == 0
+    assert out.mode == "closed"
+
+    played, rate = sf.read(tmp_path / "take.wav", dtype="float32")
+    start = rec.start_frame
+    assert rate == RATE and start >= 0 and played.shape[0] >= RATE
+    assert np.array_equal(played, probe.copy[start:start + played.shape[0]])   # bit-identical
+    onset = int(np.flatnonzero(played)[0])
+    assert np.abs(played).max() > 1e-3
+    _, events = read_performance(tmp_path / "take.mid")
+    assert [e for _, e in events] == [NoteOn(60, 110), NoteOff(60)]
+    assert events[0][0] <= onset < events[0][0] + 2 * jack_server.period   # note starts at its event
+
+    got = np.concatenate(captured)
+    assert np.array_equal(got[:, 0], got[:, 1])                # the same signal on both channels
+    heard = int(np.flatnonzero(got[:, 0])[0])
+    n = min(4096, got.shape[0] - heard)
+    assert n > 1000 and np.array_equal(got[heard:heard + n, 0], played[onset:onset + n])
+
+
+def test_no_device_runs_on_the_clock_and_still_records(no_audio_devices, synth, tmp_path, capsys):
+    assert list_output_devices() == []
+    probe = Probe(make_instrument(synth))
+    out = AudioOutput(probe)
+    try:
+        assert out.open() is False
+        assert out.mode == "clock" and "no audio output device found" in out.last_error
+        rec = Recorder(out)
+        rec.start(tmp_path / "clock.wav")
+        out.post(NoteOn(60, 100))
+        assert probe.reached(RATE // 10).wait(10)
+        rec.stop()
+    finally:
+        out.close()
+    played, _ = sf.read(tmp_path / "clock.wav", dtype="float32")
+    assert played.shape[0] >= RATE // 10 and np.abs(played).max() > 1e-3
+
+    from engine import devices
+
+    assert devices.run(type("Args", (), {"midi_api": "UNIX_JACK"})()) == 0
+    text = capsys.readouterr().out
+    assert "Audio outputs:\n  none found" in text and "MIDI inputs:\n  none: no MIDI backend" in text
+
+
+def test_unknown_device_falls_back_then_reopens_another_without_restart(jack_server, synth):
+    probe = Probe(make_instrument(synth))
+    out = AudioOutput(probe, device="No Such Card")
+    try:
+        assert out.open() is False and out.mode == "clock"
+        assert "'No Such Card' matches no device" in out.last_error and "'system'" in out.last_error
+        assert probe.reached(512).wait(10)                   # the clock keeps the engine going
+        assert out.reopen("system") is True and out.mode == "device" and out.last_error == ""
+        assert probe.reached(RATE // 10).wait(10)
+    finally:
+        out.close()
+
+
+def test_sample_rate_mismatch_is_explained(jack_server, synth):
+    out = AudioOutput(make_instrument(synth, rate=44100, pitches=()), device="system")
+    try:
+        assert out.open() is False
+        assert "44100 Hz" in out.last_error and "runs at 48000 Hz" in out.last_error
+    finally:
+        out.close()
+    with pytest.raises(ValueError, match="renders at 48000 Hz"):
+        AudioOutput(make_instrument(synth, pitches=()), sample_rate=44100)
+
+
+def test_stalled_device_is_reported_and_the_stream_reopens(synth):
+    probe = Probe(make_instrument(synth))
+    with JackServer() as jack:                  # its own server: this test freezes it
+        out = AudioOutput(probe, device="system")
+        try:
+            assert out.open()
+            assert probe.reached(RATE // 10).wait(10)
+            os.kill(jack.proc.pid, signal.SIGSTOP)
+            try:
+                assert out.wait_mode("clock", timeout=15)
+                assert "'system' was lost" in out.last_error and out.device_losses == 1
+                assert probe.reached(RATE // 10).wait(10)       # the clock took over
+            finally:
+                os.kill(jack.proc.pid, signal.SIGCONT)
+            assert out.reopen() is True and out.mode == "device"
+            assert probe.reached(RATE // 10).wait(10)
+        finally:
+            out.close()
+
+
+def test_clock_output_paces_and_steps(synth):
+    inst = make_instrument(synth)
+    clock = OfflineClockOutput(inst, block_size=128)
+    clock.run_blocks(4)
+    assert clock.tap.frames == 512
+    clock.start()
+    with pytest.raises(RuntimeError, match="stop it"):
+        clock.run_blocks(1)
+    assert clock.wait_frames(512 + RATE // 20, timeout=10)
+    clock.stop()
+    assert clock.latency_ms == pytest.approx(1000 * 128 / RATE)
+    peak, rms = clock.tap.levels()
+    assert peak == 0.0 and rms == 0.0                   # nothing played: silence
+    assert clock.tap.scope(256).shape == (256,)

@@ -103,7 +103,9 @@ def find_loop(audio: np.ndarray, sample_rate: int, f0_hz: float,
     length_target = int(min(1.5 * sample_rate, max(0.5 * (end_target - lo), 4 * period)))
     start_target = max(lo + half, end_target - length_target)
     ends = _candidates(x, end_target - 3 * period, end_target, end_target, 48)
-    starts = _candidates(x, start_target - 3 * period, start_target + 3 * period, start_target, 1024)
+    # Every sample near the start target: with the ends' differing sub-sample phases,
+    # some pair lands within a fraction of a sample of a whole number of periods.
+    starts = np.arange(max(half, start_target - 3 * period // 2), start_target + 3 * period // 2)
     ends = ends[ends + 1 + half <= len(x)]
     starts = starts[(starts - half >= 0) & (starts + 2 * period < ends.max(initial=0))]
     if len(ends) == 0 or len(starts) == 0:
@@ -135,7 +137,7 @@ def _steady_region(x: np.ndarray, sample_rate: int, search_s) -> tuple[int, int]
 
 
 def _candidates(x: np.ndarray, lo: int, hi: int, target: int, limit: int) -> np.ndarray:
-    """Upward zero crossings in [lo, hi) nearest `target` (every sample if there are none)."""
+    """Up to `limit` upward zero crossings in [lo, hi) nearest `target` (every sample if none)."""
     lo, hi = max(1, lo), min(len(x) - 1, hi)
     if hi <= lo:
         return np.array([max(0, min(target, len(x) - 1))])

@@ -104,6 +104,9 @@ def quiet_stderr():
 
 
 def backend_api(backend) -> str:
+    api = getattr(backend, "api", None)
+    if api:
+        return api
     return backend.name.split("/", 1)[1] if "/" in backend.name else backend.name
 
 

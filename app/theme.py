@@ -29,7 +29,7 @@ QWidget {{ background: {BG}; color: {TEXT}; font-size: 10pt; }}
 QMainWindow::separator {{ background: {BORDER}; width: 2px; height: 2px; }}
 QGroupBox {{
     background: {PANEL}; border: 1px solid {BORDER}; border-radius: 8px;
-    margin-top: 14px; padding: 8px 6px 6px 6px;
+    margin-top: 12px; padding: 4px 4px 2px 4px;
 }}
 QGroupBox::title {{
     subcontrol-origin: margin; left: 10px; padding: 0 4px;

@@ -27,7 +27,7 @@ class ScopeView(pg.PlotWidget):
 
     def __init__(self, points: int = 1024, parent=None):
         super().__init__(parent=parent)
-        self.setMinimumHeight(80)
+        self.setMinimumHeight(56)
         self.setMenuEnabled(False)
         self.setMouseEnabled(False, False)
         self.hideButtons()
@@ -117,7 +117,7 @@ class RainbowgramView(QWidget):
 
     def __init__(self, parent=None):
         super().__init__(parent)
-        self.setMinimumHeight(100)
+        self.setMinimumHeight(80)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
         self._image: QImage | None = None
         self.title = "Rainbowgram: play a note"

@@ -32,7 +32,7 @@ SCOPE_POINTS = 1024
 def group(title: str, *widgets, stretch=None) -> QGroupBox:
     box = QGroupBox(title.upper())
     lay = QVBoxLayout(box)
-    lay.setContentsMargins(8, 12, 8, 8)
+    lay.setContentsMargins(6, 8, 6, 4)
     for i, w in enumerate(widgets):
         lay.addWidget(w, (stretch or [0] * len(widgets))[i])
     return box

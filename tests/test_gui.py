@@ -36,18 +36,23 @@ def model_dir(tiny_model_dir):
     return default if default.is_dir() and is_model_dir(default) else Path(tiny_model_dir)
 
 
-@pytest.fixture
-def window(qtbot, qapp, tmp_path, model_dir):
+def open_window(qtbot, qapp, settings_path, model_dir):
     from app import theme
     from app.main import make_settings, open_instrument
     from app.window import MainWindow
 
     theme.apply_theme(qapp)
-    win = MainWindow(make_settings(tmp_path / "settings.ini"))
+    win = MainWindow(make_settings(settings_path))
     qtbot.addWidget(win)
     win.show()
     with qtbot.waitSignal(win.ready, timeout=READY_MS):
         open_instrument(win, model_dir, audio_out="", midi_in="")   # offline clock, no MIDI
+    return win
+
+
+@pytest.fixture
+def window(qtbot, qapp, tmp_path, model_dir):
+    win = open_window(qtbot, qapp, tmp_path / "settings.ini", model_dir)
     yield win
     win.close()
 
@@ -148,6 +153,38 @@ def test_record_writes_wav_with_notes(qtbot, window, tmp_path):
     midi = mido.MidiFile(path.with_suffix(".mid"))
     notes = [m.note for m in midi if m.type == "note_on" and m.velocity > 0]
     assert notes == [60]
+
+
+def test_presets_and_settings_persist(qtbot, qapp, window, tmp_path, model_dir):
+    inst = window.session.instrument
+    window.sound.sliders["release_s"].set_value(2.0, emit=True)
+    assert inst.settings.release_s == pytest.approx(2.0, rel=0.02)
+    window.pad.set_position(0.2, 0.3, emit=True)
+    entry = window.palette.entries[3]
+    window.palette.rename(3, "My Horn")
+    window.assign_corner(1, entry)
+    assert inst.timbre.names[1] == "My Horn" and window.pad.names()[1] == "My Horn"
+    preset = tmp_path / "mine.json"
+    assert window.actions_.save_preset(str(preset))
+    window.pad.set_position(0.9, 0.9, emit=True)
+    assert window.actions_.load_preset(str(preset))
+    assert inst.timbre.pad == pytest.approx((0.2, 0.3))
+    assert window.pad.position() == pytest.approx((0.2, 0.3))
+    assert not window.actions_.load_preset(str(tmp_path / "missing.json"))   # reported, no crash
+    assert "missing.json" in window.banner.text()
+    window.resize(window.width(), 760)       # the offscreen screen is 800 x 800
+    window.top_split.setSizes([400, 300, 400])
+    split_state = window.top_split.saveState()
+    window.close()
+    assert window.settings.value("window/split_top") == split_state
+    # a new window with the same settings: last preset, sound settings and size come back
+    again = open_window(qtbot, qapp, tmp_path / "settings.ini", model_dir)
+    try:
+        assert again.session.instrument.timbre.names[1] == "My Horn"
+        assert again.session.instrument.settings.release_s == pytest.approx(2.0, rel=0.02)
+        assert again.height() == 760
+    finally:
+        again.close()
 
 
 def test_render_midi_and_export_sfz_in_background(qtbot, window, tmp_path):

@@ -83,6 +83,9 @@ def find_root(path: Path) -> Path:
         return path
     if path.name.startswith("stage_") and (path.parent / "experiment.json").is_file():
         return path.parent
+    inner = [p for p in path.iterdir() if p.is_dir() and (p / "experiment.json").is_file()]
+    if len(inner) == 1:  # the folder a zip was unpacked into
+        return inner[0]
     raise MagentaError(f"{path}: not a Magenta GANSynth checkpoint directory "
                        "(expected experiment.json and stage_* sub-directories)")
 

@@ -309,9 +309,12 @@ def test_last_stage_with_a_checkpoint_is_used(hires_copy):
     assert meta["stage"] == 12
 
 
-def test_stage_dir_given_directly():
+def test_stage_dir_or_unzip_folder_given_directly(tmp_path):
     _, _, meta = load_magenta(HIRES / "stage_00012")
     assert meta["stage"] == 12
+    shutil.copytree(HIRES, tmp_path / "unzipped" / "acoustic_only")
+    _, _, meta = load_magenta(tmp_path / "unzipped")
+    assert meta["checkpoint"].startswith(str(tmp_path / "unzipped" / "acoustic_only"))
 
 
 def test_missing_shard_names_the_file(hires_copy):

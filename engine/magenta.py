@@ -242,19 +242,9 @@ def infer_model_config(shapes: dict[str, tuple], flags: dict, where="checkpoint"
     num_res = int(flags["num_resolutions"])
     if num_res < blocks:
         raise MagentaError(f"{where}: {blocks} generator blocks, but experiment.json says num_resolutions={num_res}")
-    sh, sw, in_ch, nf1 = _shape(shapes, _g_name(1, "conv0", "kernel"), 4, where)
+    sh, sw, in_ch, _ = _shape(shapes, _g_name(1, "conv0", "kernel"), 4, where)
     kernel = _shape(shapes, _g_name(1, "conv1", "kernel"), 4, where)[0]
-    widths = {1: nf1}
-    for k in range(1, blocks + 1):
-        kh, kw, cin, cout = _shape(shapes, _g_name(k, "conv0", "kernel"), 4, where)
-        if k > 1 and ((kh, kw) != (kernel, kernel) or cin != widths[k - 1]):
-            raise MagentaError(f"{where}: {_g_name(k, 'conv0', 'kernel')} has shape {shapes[_g_name(k, 'conv0', 'kernel')]}, "
-                               f"expected [{kernel}, {kernel}, {widths[k - 1]}, *]")
-        widths[k] = cout
-        for layer, expect in (("conv1", (kernel, kernel, cout, cout)), ("to_rgb", (1, 1, cout, 2))):
-            if _shape(shapes, _g_name(k, layer, "kernel"), 4, where) != expect:
-                raise MagentaError(f"{where}: {_g_name(k, layer, 'kernel')} has shape "
-                                   f"{shapes[_g_name(k, layer, 'kernel')]}, expected {list(expect)}")
+    widths = _block_widths(shapes, blocks, kernel, where)
     num_pitches = _num_pitches(shapes, flags, in_ch, where)
     hint = (int(flags["fmap_base"]), float(flags["fmap_decay"]), int(flags["fmap_max"]))
     base, decay, fmax = fit_fmap(widths, hint, num_res, where)
@@ -262,6 +252,25 @@ def infer_model_config(shapes: dict[str, tuple], flags: dict, where="checkpoint"
                       start_shape=(sh, sw), num_resolutions=num_res, fmap_base=base, fmap_decay=decay,
                       fmap_max=fmax, kernel_size=kernel)
     return cfg, blocks
+
+
+def _block_widths(shapes, blocks: int, kernel: int, where) -> dict[int, int]:
+    """nf(k) for the blocks present, checking every kernel's shape against its neighbours."""
+    widths: dict[int, int] = {}
+    for k in range(1, blocks + 1):
+        kh, kw, cin, cout = _shape(shapes, _g_name(k, "conv0", "kernel"), 4, where)
+        expected = {"conv1": (kernel, kernel, cout, cout), "to_rgb": (1, 1, cout, 2)}
+        if k > 1:
+            expected["conv0"] = (kernel, kernel, widths[k - 1], cout)
+        for layer, want in expected.items():
+            name = _g_name(k, layer, "kernel")
+            if _shape(shapes, name, 4, where) != want:
+                raise MagentaError(f"{where}: {name} has shape {list(shapes[name])}, expected {list(want)}")
+            bias = _g_name(k, layer, "bias")
+            if tuple(shapes.get(bias, ())) != (want[3],):
+                raise MagentaError(f"{where}: {bias} is missing or not of shape [{want[3]}]")
+        widths[k] = cout
+    return widths
 
 
 def _shape(shapes, name, rank, where) -> tuple:
@@ -274,17 +283,19 @@ def _shape(shapes, name, rank, where) -> tuple:
 
 
 def _num_pitches(shapes, flags, in_ch, where) -> int:
-    """Pitch count from the discriminator's class head, else from the latent size in the flags."""
+    """Pitch count from the discriminator's class head, else from the flags' latent size, else 61."""
     head = "Discriminator/discriminator_cond/classification_logits/dense/kernel"
-    from_flags = in_ch - int(flags["latent_vector_size"])
+    latent_given = "latent_vector_size" in flags.get("_given", ())
     if head in shapes and len(shapes[head]) == 2:
         pitches = int(shapes[head][1])
-        if "latent_vector_size" in flags.get("_given", ()) and from_flags != pitches:
+        if latent_given and in_ch - int(flags["latent_vector_size"]) != pitches:
             raise MagentaError(f"{where}: generator input has {in_ch} channels and the class head "
                                f"{pitches} pitches, but experiment.json says latent_vector_size="
                                f"{flags['latent_vector_size']}")
+    elif latent_given:
+        pitches = in_ch - int(flags["latent_vector_size"])
     else:
-        pitches = from_flags
+        pitches = 61  # every GANSynth dataset: MIDI 24..84
     if pitches < 1 or in_ch - pitches < 1:
         raise MagentaError(f"{where}: cannot split the {in_ch} generator input channels into latent + pitches")
     return pitches

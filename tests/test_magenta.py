@@ -200,7 +200,8 @@ def test_fit_fmap_reproduces_widths():
     assert [cfg.num_filters(k) for k in range(1, 8)] == list(paper.values())
     odd = {1: 12, 2: 12, 3: 12, 4: 12, 5: 8, 6: 4, 7: 2}
     base, decay, fmax = fit_fmap(odd, (4096, 1.0, 256))
-    assert [ModelConfig(fmap_base=base, fmap_decay=decay, fmap_max=fmax).num_filters(k) for k in odd] == list(odd.values())
+    fitted = ModelConfig(fmap_base=base, fmap_decay=decay, fmap_max=fmax)
+    assert [fitted.num_filters(k) for k in odd] == list(odd.values())
     with pytest.raises(MagentaError, match="cannot be written as"):
         fit_fmap({1: 8, 2: 9, 3: 8}, (4096, 1.0, 256))
 
@@ -233,7 +234,8 @@ def test_zip_loads_once_into_the_cache(tmp_path, monkeypatch):
     z = np.random.default_rng(2).standard_normal((1, 16)).astype(np.float32)
     from_zip = load_synth(archive, device="cpu")
     assert from_zip.meta["zip_sha256"] and from_zip.meta["weights"] == "ema"
-    assert np.array_equal(from_zip.generate_specgrams(z, [60]), load_synth(HIRES, device="cpu").generate_specgrams(z, [60]))
+    from_dir = load_synth(HIRES, device="cpu")
+    assert np.array_equal(from_zip.generate_specgrams(z, [60]), from_dir.generate_specgrams(z, [60]))
     extracted = list((tmp_path / "cache" / "gansynth-instrument" / "magenta").iterdir())
     assert len(extracted) == 1 and (extracted[0] / ".complete").is_file()
     marker_time = (extracted[0] / ".complete").stat().st_mtime_ns
@@ -347,3 +349,21 @@ def test_bad_paths(tmp_path, monkeypatch, case):
             zf.writestr("readme.txt", "nothing here")
     with pytest.raises(ModelFileError, match=str(path.name)):
         load_synth(path, device="cpu")
+
+
+def test_inconsistent_shapes_are_clear_errors():
+    from engine.magenta import DEFAULT_FLAGS, infer_model_config
+
+    shapes = {n: i.shape for n, i in CheckpointReader(HIRES / "stage_00012").variables().items()}
+    bad = dict(shapes)
+    bad[G.format(3, "conv1") + "/conv2d/kernel"] = (3, 3, 8, 7)
+    with pytest.raises(MagentaError, match=r"block_3/conv1/conv2d/kernel has shape \[3, 3, 8, 7\]"):
+        infer_model_config(bad, DEFAULT_FLAGS)
+    bad = dict(shapes)
+    del bad[G.format(2, "to_rgb") + "/bias"]
+    with pytest.raises(MagentaError, match="block_2/to_rgb/bias is missing"):
+        infer_model_config(bad, DEFAULT_FLAGS)
+    with pytest.raises(MagentaError, match="no generator variables"):
+        infer_model_config({"global_step": ()}, DEFAULT_FLAGS)
+    with pytest.raises(MagentaError, match="num_resolutions=5"):
+        infer_model_config(shapes, dict(DEFAULT_FLAGS, num_resolutions=5))

@@ -298,7 +298,8 @@ _EDITS = st.lists(st.tuples(st.integers(0, 2), st.integers(0, 1 << 20), st.integ
 def test_fuzzed_index_never_crashes(tmp_path, edits, which, verify):
     """Any corruption of an index gives CheckpointError (or a valid read), never another exception."""
     src = _INDEX if which == "lores" else _MISC_INDEX
-    data_src = LORES / "model.ckpt-176.data-00000-of-00001" if which == "lores" else MISC.parent / "ckpt.data-00000-of-00001"
+    data_src = (LORES / "model.ckpt-176.data-00000-of-00001" if which == "lores"
+                else MISC.parent / "ckpt.data-00000-of-00001")
     (tmp_path / "f.index").write_bytes(_mutate(src, edits))
     shutil.copyfile(data_src, tmp_path / "f.data-00000-of-00001")
     try:

@@ -25,6 +25,7 @@ Deterministic use (offline driver, tests): do not `start()`; call `render_now`
 """
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import time
@@ -69,6 +70,13 @@ def loop_points(note_frames: int, sample_rate: int) -> tuple[int, int, int]:
     return loop_end - length, loop_end, xfade
 
 
+def _take(mailbox: collections.deque):
+    try:
+        return mailbox.popleft()
+    except IndexError:
+        return None
+
+
 class Renderer:
     """Fills `cache` with notes of the current timbre for `mixer` (see module doc)."""
 
@@ -85,8 +93,9 @@ class Renderer:
         self._seq = 0  # publication counter
         self._published_seq = np.zeros(cache.slots, np.int64)
         # mailboxes (latest value wins), written by other threads
-        self._request = None  # (timbre_key, latent)
-        self._next_synth = None
+        # (a deque of maxlen 1: append replaces, popleft takes, both atomic)
+        self._request: collections.deque = collections.deque(maxlen=1)  # (timbre_key, latent)
+        self._next_synth: collections.deque = collections.deque(maxlen=1)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -95,6 +104,7 @@ class Renderer:
         self._latent = None
         self._timbre_seq = 0
         self._done: set[int] = set()
+        self.rendered: tuple[int, ...] = ()  # published pitches of the current timbre (for readers)
         self._timbre_started = 0.0
         # meters (plain attributes, read by anyone)
         self.renders = self.failures = self.starved = 0
@@ -116,13 +126,13 @@ class Renderer:
 
     def request(self, timbre_key: bytes, latent: np.ndarray) -> None:
         """Render notes of this latent next (coalesces with unprocessed requests)."""
-        self._request = (timbre_key, np.array(latent, np.float32))
         self.idle.clear()
+        self._request.append((timbre_key, np.array(latent, np.float32)))
         self._wake.set()
 
     def swap_model(self, synth, timbre_key: bytes, latent: np.ndarray) -> None:
         """Switch to a prepared Synth between jobs and re-render this timbre with it."""
-        self._next_synth = synth
+        self._next_synth.append(synth)
         self.request(timbre_key, latent)
 
     def start(self) -> None:
@@ -147,21 +157,24 @@ class Renderer:
         while not self._stop.is_set():
             if not self.step():
                 self.idle.set()
+                if self._request or self._next_synth:  # mail came in meanwhile
+                    self.idle.clear()
                 self._wake.wait(0.1)
                 self._wake.clear()
 
     def _take_mail(self) -> None:
-        synth, self._next_synth = self._next_synth, None
+        synth = _take(self._next_synth)
         if synth is not None:
             self._synth = synth
             self._model_gen += 1
             self.cache.clear()
             self._timbre_key = None
-        req, self._request = self._request, None
+        req = _take(self._request)
         if req is not None and (req[0] != self._timbre_key):
             self._timbre_key, self._latent = req
             self._timbre_seq += 1
             self._done = set()
+            self.rendered = ()
             self._timbre_started = time.perf_counter()
             self.progress = 0.0
 
@@ -210,6 +223,7 @@ class Renderer:
     def _job(self, pitch: int) -> None:
         key = (self._model_gen, self._timbre_key, pitch)
         self._done.add(pitch)
+        self.rendered = tuple(sorted(self._done))
         slot = self.cache.get(key)
         if slot is None:
             slot = self._render_into_slot(key, pitch)
@@ -297,4 +311,4 @@ class Renderer:
         self.published.set()
 
     def done_pitches(self) -> list[int]:
-        return sorted(self._done)
+        return list(self.rendered)

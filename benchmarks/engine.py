@@ -1,0 +1,169 @@
+"""Synthesis engine benchmark: mixer cost per block and pad-move re-render latency.
+
+    python -m benchmarks.engine [--model PATH] [--moves 5]
+
+1. `Instrument.process(256)` at 48 kHz with 64 sounding voices, against the 5.33 ms
+   block period (target <= 10 %), in three cases: plain (one gather per voice), pitch
+   bend (fractional resampling), and all 64 voices crossfading to a new timbre (128
+   readers); the idle block is the baseline measured in the same run.
+2. After a pad move, with the render worker on one torch thread and a paced
+   ClockStream playing a held note beside it (as live): time until the held pitch
+   starts sounding the new timbre (targets <= 50 ms) and until the whole pitch range is
+   re-rendered (target <= 1 s); the cost of one bare `Synth.generate` note is the
+   baseline. Measured both from an idle worker and mid-range (a second move 100 ms
+   after the first, while the worker is busy).
+
+Uses resources/models/default if present, else the `lite` config with random weights.
+Prints figures and a final JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import threading
+import time
+
+import numpy as np
+import torch
+
+from benchmarks.common import summary, time_ms
+from engine import events as ev
+from engine.instrument import Instrument
+from engine.offline import ClockStream
+
+SR = 48000
+BLOCK = 256
+PERIOD_MS = BLOCK / SR * 1000
+
+
+def load_model(path):
+    from engine import load_synth
+    from engine.resources import default_model_path
+
+    path = path or default_model_path()
+    try:
+        return load_synth(path, device="cpu", threads=1), str(path)
+    except Exception as exc:  # no bundled model yet: lite config, random weights
+        from engine.config import PRESETS, SpectralConfig
+        from engine.model import Generator
+        from engine.synth import Synth
+
+        print(f"({path}: {exc}; using the lite config with random weights)")
+        torch.manual_seed(0)
+        return Synth(Generator(PRESETS["lite"]), SpectralConfig(), device="cpu", threads=1), "lite-random"
+
+
+def block_stats(inst, n=400):
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        inst.process(BLOCK)
+        times.append((time.perf_counter() - t0) * 1e6)
+    times.sort()
+    return statistics.median(times), times[int(0.99 * len(times)) - 1]
+
+
+def bench_process(synth) -> dict:
+    inst = Instrument(synth, sample_rate=SR, max_voices=64)
+    lo, hi = synth.pitch_range
+    t0 = time.perf_counter()
+    while inst.renderer.step():
+        inst.process(BLOCK)
+    print(f"rendered {hi - lo + 1} pitches synchronously in {time.perf_counter() - t0:.2f} s")
+    out = {}
+    out["idle_us"], _ = block_stats(inst)
+    for i in range(64):
+        inst.post(ev.NoteOn(lo + i % (hi - lo + 1), 100))
+    inst.process(BLOCK)
+    assert inst.stats()["voices"] == 64
+    out["plain_us"], out["plain_p99_us"] = block_stats(inst)
+    inst.post(ev.PitchBend(1234))
+    inst.process(BLOCK)
+    out["bend_us"], out["bend_p99_us"] = block_stats(inst)
+    inst.post(ev.PitchBend(0))
+    inst.settings.pad_grid = 0
+    inst.mixer.morph_s = 60.0  # keep all 64 crossfades running while we measure
+    inst.set_pad(0.9, 0.1)
+    while inst.renderer.step():
+        inst.process(BLOCK)
+    inst.process(BLOCK)
+    assert inst.mixer.n_xfading == 64, inst.mixer.n_xfading
+    out["morph_us"], out["morph_p99_us"] = block_stats(inst)
+    for k in ("idle", "plain", "bend", "morph"):
+        pct = out[f"{k}_us"] / (PERIOD_MS * 1000) * 100
+        out[f"{k}_pct"] = pct
+        print(f"process(256), 64 voices, {k:5s}: median {out[f'{k}_us']:7.1f} us = {pct:5.2f} % of "
+              f"{PERIOD_MS:.2f} ms" + (f" (p99 {out[f'{k}_p99_us']:.1f} us)" if k != "idle" else ""))
+    return out
+
+
+def bench_pad_moves(synth, moves: int) -> dict:
+    inst = Instrument(synth, sample_rate=SR, max_voices=64)
+    inst.settings.pad_grid = 0
+    pitch = 60
+    seen = threading.Event()
+    state = {"slot": 0}
+
+    def on_block(block):  # audio thread: notice when the held voice switches source
+        slot = int(inst.mixer.r_slot[0])
+        if slot != state["slot"]:
+            state["slot"] = slot
+            seen.set()
+
+    clock = ClockStream(inst, block_size=BLOCK, on_block=on_block)
+    inst.post(ev.NoteOn(pitch, 100))
+    clock.start()
+    inst.start()
+    try:
+        assert inst.renderer.idle.wait(120)
+        rng = np.random.default_rng(0)
+        held, full, held_busy, full_busy = [], [], [], []
+        for _ in range(moves):
+            for busy in (False, True):
+                if busy:  # first move, then the measured one 100 ms later while the worker renders
+                    inst.set_pad(*rng.uniform(0, 1, 2))
+                    time.sleep(0.1)
+                seen.clear()
+                inst.renderer.idle.clear()
+                t0 = time.perf_counter()
+                inst.set_pad(*rng.uniform(0, 1, 2))
+                assert seen.wait(10)
+                t_held = time.perf_counter() - t0
+                assert inst.renderer.idle.wait(120)
+                t_full = inst.renderer.range_seconds
+                (held_busy if busy else held).append(t_held * 1000)
+                (full_busy if busy else full).append(t_full)
+    finally:
+        inst.stop()
+        clock.stop()
+    z = synth.random_latents(1, 0)
+    note_ms = time_ms(lambda: synth.generate(z, [pitch]), repeat=7, warmup=1)
+    out = {"note_generate_ms": note_ms, "late_blocks": clock.late_blocks, "clock_blocks": clock.blocks,
+           "held_ms": statistics.median(held), "held_busy_ms": statistics.median(held_busy),
+           "range_s": statistics.median(full), "range_busy_s": statistics.median(full_busy)}
+    n = synth.pitch_range[1] - synth.pitch_range[0] + 1
+    print(f"one bare Synth.generate note (baseline): {note_ms:.1f} ms -> {n} pitches = {n * note_ms / 1000:.2f} s")
+    print(f"pad move -> held pitch sounds new timbre: median {out['held_ms']:.1f} ms from idle, "
+          f"{out['held_busy_ms']:.1f} ms mid-range (target 50 ms)")
+    print(f"pad move -> whole range re-rendered: median {out['range_s']:.2f} s from idle, "
+          f"{out['range_busy_s']:.2f} s mid-range (target 1 s)")
+    print(f"paced clock blocks {clock.blocks}, late {clock.late_blocks}")
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.engine", description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=None, help="model directory (default: the bundled model)")
+    parser.add_argument("--moves", type=int, default=5, help="pad moves to time")
+    args = parser.parse_args(argv)
+    synth, name = load_model(args.model)
+    print(f"model {name}: latent {synth.latent_size}, pitches {synth.pitch_range}, torch threads for renders: 1")
+    figures = {"model": name}
+    figures.update(bench_process(synth))
+    figures.update(bench_pad_moves(synth, args.moves))
+    summary("engine", {k: (round(v, 3) if isinstance(v, float) else v) for k, v in figures.items()})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

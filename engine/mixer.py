@@ -207,15 +207,20 @@ class Mixer:
         return self.velocity_floor + (1.0 - self.velocity_floor) * (velocity / 127.0) ** self.velocity_curve
 
     def _source_for(self, pitch: int) -> tuple[int, float, bool]:
-        """(slot, base rate, exact) for a note: this pitch's newest render, else the nearest rendered pitch."""
-        slot = int(self.table[pitch])
+        """(slot, base rate, exact) for a note.
+
+        exact: the newest render of the pitch itself, or for pitches outside the model's
+        range, of the nearest pitch in range, resampled. Otherwise (not rendered yet) the
+        nearest rendered pitch, resampled; SILENT_SLOT if nothing is rendered at all."""
+        lo, hi = self.model_pitches
+        target = min(max(pitch, lo), hi)
+        slot = int(self.table[target])
         if slot:
-            return slot, 1.0, True
+            return slot, 2.0 ** ((pitch - target) / 12.0), True
         for d in range(1, 128):
-            for src in (pitch - d, pitch + d):
+            for src in (target - d, target + d):
                 if 0 <= src < 128 and self.table[src]:
-                    rate = min(2.0 ** ((pitch - src) / 12.0), 16.0)
-                    return int(self.table[src]), rate, False
+                    return int(self.table[src]), 2.0 ** ((pitch - src) / 12.0), False
         return SILENT_SLOT, 1.0, False
 
     def note_on(self, pitch: int, velocity: int) -> None:
@@ -367,8 +372,9 @@ class Mixer:
 
     # ------------------------------------------------------------------ renders arriving
     def take_ready(self) -> None:
-        """Install renders published by the render worker; morph held voices to them."""
+        """Install renders published by the render worker; morph sounding voices to them."""
         ready = self.ready
+        lo, hi = self.model_pitches
         while ready:
             pitch, slot, seq = ready.popleft()
             old = int(self.table[pitch])
@@ -378,27 +384,31 @@ class Mixer:
                 self.slot_refs[old] -= 1
             self.consumed_seq = seq
             for row in range(self.high_water):
-                if self.v_active[row] and self.v_pitch[row] == pitch:
+                if self.v_active[row] and (not self.v_exact[row] or min(max(self.v_pitch[row], lo), hi) == pitch):
                     self._maybe_morph(row)
 
     def _maybe_morph(self, row: int) -> None:
-        """Crossfade a voice to its pitch's newest render at the same playback time."""
+        """Crossfade a voice to the best source for its pitch, at the same time into the note.
+
+        Voices playing a stand-in (another pitch, or silence) always move; voices already
+        on their own pitch move to a newer timbre's render only when `morph_held` is on."""
         if self.v_xfading[row] or self.v_stage[row] == FADE:
             return  # a running crossfade re-checks when it completes
-        slot = int(self.table[self.v_pitch[row]])
+        slot, rate, exact = self._source_for(self.v_pitch[row])
         if not slot or slot == self.r_slot[row]:
             return
         if self.v_exact[row] and not self.morph_held:
             return
         R = self.rows
         old_slot, old_pos, old_rate = int(self.r_slot[row]), float(self.r_pos[row]), float(self.r_rate[row])
-        pos = old_pos / old_rate if old_rate > 0 else 0.0  # same time into the note at rate 1
+        # same time into the note (output frames = position / rate)
+        pos = old_pos / old_rate * rate if old_rate > 0 and old_slot else 0.0
         if pos >= self.loop_end:
             loop_len = self.slot_loop_len[slot]
             pos = self.loop_end - loop_len + math.fmod(pos - self.loop_end, loop_len)
         self._set_reader(R + row, old_slot, old_pos, old_rate)
-        self._set_reader(row, slot, pos, 1.0)
-        self.v_exact[row] = True
+        self._set_reader(row, slot, pos, rate)
+        self.v_exact[row] = exact
         self.v_xf[row] = 0.0
         self.v_xfading[row] = True
         self.n_xfading += 1

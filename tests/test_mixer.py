@@ -256,3 +256,14 @@ def test_process_allocates_no_arrays():
         tracemalloc.stop()
     assert peak - base < 8192
     assert current - base < 1024
+
+
+def test_pitches_outside_the_model_range_resample_the_edge_note_and_follow_morphs():
+    for pitch in (96, 12):
+        rig = Rig((84, 24))
+        y = rig.run([(0.0, ev.NoteOn(pitch, 127))], 1.0)
+        assert peak_hz(y[int(0.1 * SR):]) == pytest.approx(hz(pitch), abs=0.5)
+        assert rig.mixer.fallback_notes == 0 and rig.mixer.v_exact[0]
+    before = int(rig.mixer.r_slot[0])
+    rig.run([(0.0, lambda: rig.inject(24, sine(hz(24), phase=1.0)))], 0.2)
+    assert int(rig.mixer.r_slot[0]) != before and rig.mixer.r_rate[0] == pytest.approx(0.5)

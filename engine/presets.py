@@ -23,7 +23,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.timbre import MODES, Corner, TimbreState
+import numpy as np
+
+from engine.timbre import DEFAULT_COLOURS, MODES, Corner, TimbreState
 
 FORMAT = "gansynth-preset"
 VERSION = 1
@@ -169,3 +171,82 @@ def _corner(c, i: int, fail) -> Corner:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
             fail(f"{where}.latent[{j}] must be a finite number, got {v!r}")
     return Corner(name, latent, colour)
+
+
+# ---------------------------------------------------------------- making presets
+
+def describe_note(wave: np.ndarray, sample_rate: int) -> str:
+    """A two-word name for a note from its sound: brightness (spectral centroid),
+    noisiness (spectral flatness) and envelope (how much of it decays in the first second).
+    wave: float32 [samples] mono."""
+    wave = np.asarray(wave, np.float64)
+    spec = np.abs(np.fft.rfft(wave * np.hanning(len(wave)))) + 1e-12
+    freqs = np.fft.rfftfreq(len(wave), 1.0 / sample_rate)
+    centroid = float((spec * freqs).sum() / spec.sum())
+    flatness = float(np.exp(np.mean(np.log(spec))) / np.mean(spec))
+    frame = sample_rate // 20
+    env = np.sqrt(np.convolve(wave ** 2, np.ones(frame) / frame, mode="valid")[::frame])
+    peak_i = int(np.argmax(env))
+    later = env[min(len(env) - 1, peak_i + 20)]  # one second after the peak
+    decay_db = 20 * np.log10(env[peak_i] / max(later, 1e-9))
+    colour = "Bright" if centroid > 2500 else "Warm" if centroid > 1000 else "Dark"
+    if flatness > 0.3:
+        colour = "Breathy" if centroid < 3000 else "Airy"
+    body = "Pluck" if decay_db > 20 else "Bell" if decay_db > 8 else "Pad"
+    return f"{colour} {body}"
+
+
+_NOUNS = {"Pluck": ("Pluck", "Harp", "Mallet", "Kalimba"), "Bell": ("Bell", "Chime", "Glass", "Gong"),
+          "Pad": ("Pad", "Drone", "Choir", "Strings")}
+
+
+def make_preset(synth, seed: int, name: str, pad=(0.5, 0.5), settings: dict | None = None,
+                probe_pitch: int = 60) -> Preset:
+    """Four corners from `synth.random_latents(4, seed)`, each named after how it sounds."""
+    z = synth.random_latents(4, seed)
+    waves = synth.generate(z, [probe_pitch] * 4)
+    names, bodies, corners = [], [], []
+    for i in range(4):
+        colour, body = describe_note(waves[i], synth.sample_rate).split()
+        noun = _NOUNS[body][bodies.count(body)]  # a different noun for each corner of a kind
+        bodies.append(body)
+        names.append(f"{colour} {noun}")
+        corners.append(Corner(names[-1], z[i], DEFAULT_COLOURS[i]))
+    return Preset(TimbreState(tuple(corners), pad=pad), dict(settings or {}), name)
+
+
+def main(argv=None) -> int:
+    """python -m engine.presets MODEL_DIR OUT_DIR: write the bundled presets for a model."""
+    import argparse
+    import sys
+
+    from engine import load_synth
+
+    parser = argparse.ArgumentParser(prog="python -m engine.presets", description=main.__doc__)
+    parser.add_argument("model")
+    parser.add_argument("out_dir")
+    args = parser.parse_args(argv)
+    synth = load_synth(args.model, device="cpu")
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for seed, title, pad, settings in BUNDLED:
+        preset = make_preset(synth, seed, title, pad, settings)
+        path = save_preset(out / (title.lower().replace(" ", "-") + ".json"), preset)
+        print(f"{path}: {', '.join(preset.timbre.names)}", file=sys.stdout)
+    return 0
+
+
+# (seed, title, pad position, settings): the presets shipped in resources/presets/
+BUNDLED = [
+    (11, "First Light", (0.5, 0.5), {"attack_s": 0.005, "release_s": 0.4}),
+    (23, "Slow Tide", (0.3, 0.6), {"attack_s": 0.8, "decay_s": 1.0, "sustain": 0.8, "release_s": 3.0,
+                                   "bend_range": 2.0}),
+    (37, "Glass Steps", (0.7, 0.3), {"attack_s": 0.002, "decay_s": 0.6, "sustain": 0.5, "release_s": 0.6,
+                                     "velocity_curve": 1.6}),
+    (52, "Night Organ", (0.5, 0.8), {"attack_s": 0.03, "release_s": 1.2, "morph_held": True,
+                                     "mod_axis": "x"}),
+]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

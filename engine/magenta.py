@@ -413,24 +413,26 @@ def generator_state_dict(reader: CheckpointReader, cfg: ModelConfig, blocks: int
     Returns the state dict and {"ema": n, "raw": n} counts of the variables used.
     """
     used = {"ema": 0, "raw": 0}
-    template = Generator(cfg).state_dict()
+    with torch.device("meta"):  # shapes only, no weights allocated
+        template = Generator(cfg).state_dict()
     state = {}
     for k in range(1, cfg.num_resolutions + 1):
         for layer in ("conv0", "conv1", "to_rgb"):
             w_key, b_key = f"blocks.{k - 1}.{layer}.weight", f"blocks.{k - 1}.{layer}.bias"
             if k > blocks:
-                state[w_key], state[b_key] = torch.zeros_like(template[w_key]), torch.zeros_like(template[b_key])
+                state[w_key] = torch.zeros(template[w_key].shape)
+                state[b_key] = torch.zeros(template[b_key].shape)
                 continue
             kernel = _pick(reader, _g_name(k, layer, "kernel"), prefer_ema, used)
             bias = _pick(reader, _g_name(k, layer, "bias"), prefer_ema, used)
+            if not (np.isfinite(kernel).all() and np.isfinite(bias).all()):
+                raise MagentaError(f"{reader.index_path}: NaN or infinite values in block {k} {layer}")
             state[w_key] = torch.from_numpy(np.ascontiguousarray(kernel.astype(np.float32).transpose(3, 2, 0, 1)))
             state[b_key] = torch.from_numpy(bias.astype(np.float32).reshape(-1))
             for key in (w_key, b_key):
                 if state[key].shape != template[key].shape:
                     raise MagentaError(f"{reader.index_path}: {key} converts to shape {tuple(state[key].shape)}, "
                                        f"expected {tuple(template[key].shape)}")
-                if not torch.isfinite(state[key]).all():
-                    raise MagentaError(f"{reader.index_path}: NaN or infinite values in block {k} {layer}")
     return state, used
 
 

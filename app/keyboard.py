@@ -50,6 +50,7 @@ class PianoKeys(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setMinimumHeight(70)
+        self.setAttribute(Qt.WA_OpaquePaintEvent)   # paints every pixel: no parent repaint
         self.setMaximumHeight(100)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
         self.setFocusPolicy(Qt.NoFocus)
@@ -88,26 +89,33 @@ class PianoKeys(QWidget):
     def sizeHint(self) -> QSize:
         return QSize(900, 110)
 
-    def _white_width(self) -> float:
-        whites = sum(1 for p in self.visible_pitches() if not is_black(p))
-        return self.width() / max(1, whites)
+    def _rects(self) -> dict[int, QRectF]:
+        """Key rectangles of the visible pitches, cached per (size, first octave)."""
+        key = (self.width(), self.height(), self.first_octave)
+        if getattr(self, "_rect_key", None) != key:
+            visible = self.visible_pitches()
+            whites = sum(1 for p in visible if not is_black(p))
+            ww = self.width() / max(1, whites)
+            bw = ww * 0.62
+            rects, white_index = {}, 0
+            for pitch in visible:
+                if is_black(pitch):
+                    rects[pitch] = QRectF(white_index * ww - bw / 2, 0, bw, self.height() * 0.62)
+                else:
+                    rects[pitch] = QRectF(white_index * ww, 0, ww, self.height() - 1)
+                    white_index += 1
+            self._rect_cache, self._rect_key = rects, key
+        return self._rect_cache
 
     def key_rect(self, pitch: int) -> QRectF:
-        ww = self._white_width()
-        whites_before = sum(1 for p in range(self.first_pitch, pitch) if not is_black(p))
-        if not is_black(pitch):
-            return QRectF(whites_before * ww, 0, ww, self.height() - 1)
-        bw = ww * 0.62
-        return QRectF(whites_before * ww - bw / 2, 0, bw, self.height() * 0.62)
+        return QRectF(self._rects().get(pitch, QRectF()))
 
     def pitch_at(self, point: QPointF) -> int | None:
-        visible = self.visible_pitches()
-        for pitch in visible:           # black keys sit on top
-            if is_black(pitch) and self.key_rect(pitch).contains(point):
-                return pitch
-        for pitch in visible:
-            if not is_black(pitch) and self.key_rect(pitch).contains(point):
-                return pitch
+        rects = self._rects()
+        for black in (True, False):     # black keys sit on top
+            for pitch, rect in rects.items():
+                if is_black(pitch) == black and rect.contains(point):
+                    return pitch
         return None
 
     # -- lighting -------------------------------------------------------------------------------
@@ -174,11 +182,11 @@ class PianoKeys(QWidget):
         lit_colour = QColor(theme.ACCENT)
         held_colour = QColor("#ffc15e")
         lo, hi = self.model_range
+        rects = self._rects()
         for black in (False, True):
-            for pitch in self.visible_pitches():
+            for pitch, rect in rects.items():
                 if is_black(pitch) != black:
                     continue
-                rect = self.key_rect(pitch)
                 in_range = lo <= pitch <= hi
                 if pitch in self._held:
                     fill = held_colour

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 from PySide6.QtCore import QEvent, QPointF, QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QFont, QImage, QPainter, QPen, QRadialGradient
+from PySide6.QtGui import QBrush, QColor, QFont, QImage, QPainter, QPen, QPixmap, QRadialGradient
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from app import theme
@@ -31,6 +31,7 @@ class TimbrePad(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setMinimumSize(260, 260)
+        self.setAttribute(Qt.WA_OpaquePaintEvent)   # paints every pixel: no parent repaint
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
         self.setAttribute(Qt.WA_AcceptTouchEvents, True)
         self.setAcceptDrops(True)
@@ -42,9 +43,10 @@ class TimbrePad(QWidget):
         self._colours = [QColor(c) for c in theme.CORNER_COLORS]
         self._progress = 1.0
         self._drop_corner = -1
-        self._dragging = False
-        self._bg: QImage | None = None
-        self.weights_fn = corner_weights  # (x, y) -> float [4]; the window may pass the mode
+        self.dragging = False
+        self._bg: QPixmap | None = None
+        self.mode = "nsynth"
+        self.weights_fn = corner_weights  # (x, y) -> float [4]
 
     # -- public state ---------------------------------------------------------------------------
     def position(self) -> tuple[float, float]:
@@ -61,6 +63,14 @@ class TimbrePad(QWidget):
     def set_names(self, names) -> None:
         self._names = [str(n) for n in list(names)[:4]] + ["—"] * (4 - len(list(names)[:4]))
         self.update()
+
+    def set_mode(self, mode: str) -> None:
+        """The engine's interpolation mode ("nsynth" or "bilinear") for weights and the map."""
+        if mode != self.mode:
+            self.mode = mode
+            self.weights_fn = lambda x, y: corner_weights(x, y, mode)
+            self._bg = None
+            self.update()
 
     def set_colours(self, colours) -> None:
         self._colours = [QColor(c) for c in list(colours)[:4]]
@@ -101,15 +111,15 @@ class TimbrePad(QWidget):
     # -- input ----------------------------------------------------------------------------------
     def mousePressEvent(self, event):
         if event.button() == Qt.LeftButton:
-            self._dragging = True
+            self.dragging = True
             self.set_position(*self._to_pad(event.position()), emit=True)
 
     def mouseMoveEvent(self, event):
-        if self._dragging:
+        if self.dragging:
             self.set_position(*self._to_pad(event.position()), emit=True)
 
     def mouseReleaseEvent(self, event):
-        self._dragging = False
+        self.dragging = False
 
     def keyPressEvent(self, event):
         step = 0.05 if not event.modifiers() & Qt.ShiftModifier else 0.01
@@ -164,34 +174,38 @@ class TimbrePad(QWidget):
         self._bg = None
         super().resizeEvent(event)
 
-    def _background(self, size: int) -> QImage:
-        """Corner colours blended by the pad weights, darkened: a map of the timbre space."""
-        if self._bg is not None and self._bg.width() == size:
+    def _static_layer(self) -> QPixmap:
+        """Panel, the blended-colour map of the timbre space, grid and border; cached per size."""
+        if self._bg is not None and self._bg.size() == self.size():
             return self._bg
-        n = 48
+        pixmap = QPixmap(self.size())
+        pixmap.fill(QColor(theme.PANEL))
+        sq = self._square()
+        p = QPainter(pixmap)
+        p.setRenderHint(QPainter.Antialiasing)
+        p.drawImage(sq, self._colour_map())
+        self._paint_grid(p, sq)
+        p.end()
+        self._bg = pixmap
+        return pixmap
+
+    def _colour_map(self, n: int = 48) -> QImage:
+        """Corner colours blended by the pad weights, darkened: RGBA [n, n]."""
         cols = np.array([[c.red(), c.green(), c.blue()] for c in self._colours], float)
         img = np.zeros((n, n, 3))
         for j in range(n):
             for i in range(n):
-                img[j, i] = corner_weights(i / (n - 1), 1 - j / (n - 1)) @ cols
+                img[j, i] = self.weights_fn(i / (n - 1), 1 - j / (n - 1)) @ cols
         base = np.array([29, 32, 39], float)
         img = (0.28 * img + 0.72 * base).clip(0, 255).astype(np.uint8)
-        rgb = np.ascontiguousarray(np.dstack([img, np.full((n, n, 1), 255, np.uint8)]))
-        small = QImage(rgb.data, n, n, 4 * n, QImage.Format_RGBA8888).copy()
-        self._bg = small.scaled(size, size, Qt.IgnoreAspectRatio, Qt.SmoothTransformation)
-        return self._bg
+        rgba = np.ascontiguousarray(np.dstack([img, np.full((n, n, 1), 255, np.uint8)]))
+        return QImage(rgba.data, n, n, 4 * n, QImage.Format_RGBA8888).copy()
 
     def paintEvent(self, event):
         p = QPainter(self)
+        p.drawPixmap(0, 0, self._static_layer())
         p.setRenderHint(QPainter.Antialiasing)
         sq = self._square()
-        p.fillRect(self.rect(), QColor(theme.PANEL))
-        p.save()
-        clip = QRectF(sq)
-        p.setClipRect(clip)
-        p.drawImage(sq.topLeft(), self._background(int(sq.width())))
-        p.restore()
-        self._paint_grid(p, sq)
         weights = self.weights()
         for i in range(4):
             self._paint_corner(p, sq, i, weights[i])

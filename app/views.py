@@ -38,7 +38,8 @@ class ScopeView(pg.PlotWidget):
         self.showGrid(x=False, y=True, alpha=0.15)
         self._x = np.arange(points, dtype=np.float32)
         self._y = np.zeros(points, np.float32)
-        self.curve = self.plot(self._x, self._y, pen=pg.mkPen(theme.ACCENT, width=1.5))
+        self.curve = self.plot(self._x, self._y, pen=pg.mkPen(theme.ACCENT, width=1),
+                               antialias=False)
         self.curve.setSkipFiniteCheck(True)
 
     def show_samples(self, samples: np.ndarray) -> None:
@@ -56,6 +57,7 @@ class LevelMeter(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setMinimumWidth(22)
+        self.setAttribute(Qt.WA_OpaquePaintEvent)   # paints every pixel: no parent repaint
         self.setSizePolicy(QSizePolicy.Fixed, QSizePolicy.Expanding)
         self.peak_db = METER_FLOOR_DB
         self.rms_db = METER_FLOOR_DB
@@ -118,6 +120,7 @@ class RainbowgramView(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setMinimumHeight(80)
+        self.setAttribute(Qt.WA_OpaquePaintEvent)   # paints every pixel: no parent repaint
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
         self._image: QImage | None = None
         self.title = "Rainbowgram: play a note"

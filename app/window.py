@@ -193,9 +193,10 @@ class MainWindow(QMainWindow):
         self.devices.midiChosen.connect(self.choose_midi)
         self.devices.rescanAudio.connect(self.rescan_audio)
         self.devices.rescanMidi.connect(self.rescan_midi)
-        self.sync_from_engine()
         if self.palette.count.value() and not self.palette.entries:
             self.palette.generate()
+        self._name_default_corners()
+        self.sync_from_engine()
         self.rescan_audio()
         self.rescan_midi()
         self.update_banner()
@@ -205,12 +206,22 @@ class MainWindow(QMainWindow):
         self.request_rainbowgram()
         self.ready.emit()
 
+    def _name_default_corners(self) -> None:
+        """The engine starts with corners `random_latents(4, seed)`: the palette's first four
+        entries of the same seed are those latents, so give the corners their names."""
+        timbre = self.session.instrument.timbre
+        for i, corner in enumerate(timbre.corners):
+            entry = self.palette.entry_at(i)
+            if entry is not None and corner.name.startswith("Random") \
+                    and np.array_equal(entry.latent, corner.latent):
+                self.session.instrument.set_corner(i, corner.latent, entry.name)
+
     def sync_from_engine(self) -> None:
         """Show the instrument's timbre and settings (after a preset load, a model swap...)."""
         timbre = self.session.instrument.timbre
         self.pad.set_names(timbre.names)
         self.pad.set_colours([c.colour for c in timbre.corners])
-        self.pad.weights_fn = lambda x, y, mode=timbre.mode: _weights(x, y, mode)
+        self.pad.set_mode(timbre.mode)
         self.pad.set_position(*timbre.pad)
         self.sound.set_values(self.session.instrument.settings.as_dict())
 
@@ -305,6 +316,8 @@ class MainWindow(QMainWindow):
         peak, rms = self.session.levels()
         self.scope.meter.set_level(peak, rms)
         self.keyboard.keys.set_sounding(self.session.sounding_notes())
+        if not self.pad.dragging:
+            self.pad.set_position(*self.session.instrument.timbre.pad)   # the mod wheel moves it too
         if self.session.recording:
             self.record.show_take(self.session.recording_seconds(), peak)
 
@@ -392,8 +405,3 @@ class MainWindow(QMainWindow):
             self.session.close()
         super().closeEvent(event)
 
-
-def _weights(x: float, y: float, mode: str) -> np.ndarray:
-    from engine.timbre import corner_weights
-
-    return corner_weights(x, y, mode)

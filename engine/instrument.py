@@ -169,6 +169,8 @@ class Instrument:
         event = ev.validate(event)
         if isinstance(event, ev.SetParam):
             value = check_param(event.name, event.value)
+            if event.name == "polyphony":
+                value = min(value, self.max_voices)
             event = ev.SetParam(event.name, value)
             self.settings._values[event.name] = value
             if event.name in TIMBRE_PARAMS:

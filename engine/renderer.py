@@ -89,6 +89,7 @@ class Renderer:
         self.loop_seconds = (self.loop[1] - self.loop[0]) / self.sample_rate
         self.threads = threads
         self._synth = synth
+        self.batch = self._batch_for(synth)
         self._model_gen = 0
         self._seq = 0  # publication counter
         self._published_seq = np.zeros(cache.slots, np.int64)
@@ -114,6 +115,13 @@ class Renderer:
         self.range_seconds = 0.0  # wall time the last complete range took
         self.idle = threading.Event()  # set when the current timbre is complete
         self.published = threading.Event()  # set after every publication (waiters clear it)
+
+    @staticmethod
+    def _batch_for(synth) -> int:
+        """Pitches per generate call: 1 on a CPU (batching is not faster on 2 cores and
+        would delay the held pitch), 8 on a GPU."""
+        device = getattr(synth, "device", None)
+        return 1 if device is None or device.type == "cpu" else 8
 
     # ------------------------------------------------------------ any thread
     @property
@@ -166,6 +174,8 @@ class Renderer:
         synth = _take(self._next_synth)
         if synth is not None:
             self._synth = synth
+            self.batch = self._batch_for(synth)
+            self.mixer.model_pitches = synth.pitch_range  # a tuple, replaced whole
             self._model_gen += 1
             self.cache.clear()
             self._timbre_key = None
@@ -179,14 +189,15 @@ class Renderer:
             self.progress = 0.0
 
     def step(self) -> bool:
-        """Do one job; False when the current timbre is complete (nothing to do)."""
+        """Do one job (one pitch; `batch` pitches on a GPU); False when the current timbre
+        is complete (nothing to do)."""
         self._take_mail()
         if self._timbre_key is None:
             return False
-        pitch = self._next_pitch()
-        if pitch is None:
+        todo = self._ordered_todo()
+        if not todo:
             return False
-        self._job(pitch)
+        self._jobs(todo[:self.batch])
         return True
 
     def render_now(self, pitches) -> None:
@@ -195,64 +206,80 @@ class Renderer:
         if self._timbre_key is None:
             return
         lo, hi = self.pitch_range
-        for p in pitches:
-            if lo <= p <= hi and p not in self._done:
-                self._job(int(p))
+        need = [int(p) for p in dict.fromkeys(pitches) if lo <= p <= hi and p not in self._done]
+        for i in range(0, len(need), self.batch):
+            self._jobs(need[i:i + self.batch])
 
     def run_until_idle(self) -> None:
         """Synchronously render the whole range of the newest timbre."""
         while self.step():
             pass
 
-    def _next_pitch(self) -> int | None:
+    def _ordered_todo(self) -> list[int]:
+        """Unrendered pitches of the current timbre, most urgent first."""
         lo, hi = self.pitch_range
-        todo = [p for p in range(lo, hi + 1) if p not in self._done]
-        if not todo:
-            return None
-        held = self.mixer.held_count
-        last_on = self.mixer.last_on
-        held_todo = [p for p in todo if held[p] > 0]
-        if held_todo:
-            return max(held_todo, key=lambda p: last_on[p])
-        played = [p for p in todo if last_on[p] > 0]
-        if played:
-            return max(played, key=lambda p: last_on[p])
+        held, last_on = self.mixer.held_count, self.mixer.last_on
         anchor = int(np.argmax(last_on)) if last_on.max() > 0 else (lo + hi) // 2
-        return min(todo, key=lambda p: (abs(p - anchor), p))
 
-    def _job(self, pitch: int) -> None:
-        key = (self._model_gen, self._timbre_key, pitch)
-        self._done.add(pitch)
+        def rank(p):
+            if held[p] > 0:
+                return (0, -int(last_on[p]), 0)  # held now, latest first
+            if last_on[p] > 0:
+                return (1, -int(last_on[p]), 0)  # played recently, latest first
+            return (2, abs(p - anchor), p)  # outward from the last played pitch
+        return sorted((p for p in range(lo, hi + 1) if p not in self._done), key=rank)
+
+    def _jobs(self, pitches: list[int]) -> None:
+        """Publish these pitches of the current timbre: cache hits at once, the rest rendered
+        in one generate call."""
+        keys = {p: (self._model_gen, self._timbre_key, p) for p in pitches}
+        self._done.update(pitches)
         self.rendered = tuple(sorted(self._done))
-        slot = self.cache.get(key)
-        if slot is None:
-            slot = self._render_into_slot(key, pitch)
-        if slot is not None:
-            self._publish(pitch, slot)
+        missing = []
+        for p in pitches:
+            slot = self.cache.get(keys[p])
+            if slot is not None:
+                self._publish(p, slot)
+            else:
+                missing.append(p)
+        if missing:
+            for p, slot in zip(missing, self._render_into_slots([keys[p] for p in missing], missing)):
+                if slot is not None:
+                    self._publish(p, slot)
         lo, hi = self.pitch_range
         self.progress = len(self._done) / (hi - lo + 1)
         if len(self._done) == hi - lo + 1:
             self.timbre_seq_done = self._timbre_seq
             self.range_seconds = time.perf_counter() - self._timbre_started
 
-    def _render_into_slot(self, key, pitch: int) -> int | None:
+    def _render_into_slots(self, keys: list, pitches: list[int]) -> list[int | None]:
         t0 = time.perf_counter()
+        synth = self._synth
         try:
-            synth = self._synth
             if synth.threads is None and self.threads is not None and synth.device.type == "cpu":
                 torch.set_num_threads(self.threads)
-            wave = synth.generate(self._latent[None], [pitch])[0]  # [num_samples] at synth.sample_rate
-            note, loop_len = self.prepare(wave, synth.sample_rate, pitch)
-        except Exception as exc:  # keep the previous note of this pitch
-            self.failures += 1
-            log.warning("render of pitch %d failed (%s: %s); keeping the previous note",
-                        pitch, type(exc).__name__, exc)
-            return None
-        slot = self._store(key, note, loop_len)
-        if slot is not None:
-            self.renders += 1
-            self.last_render_ms = (time.perf_counter() - t0) * 1000.0
-        return slot
+            z = np.repeat(self._latent[None], len(pitches), axis=0)
+            waves = synth.generate(z, pitches)  # [n, num_samples] at synth.sample_rate
+        except Exception as exc:  # keep the previous notes of these pitches
+            self.failures += len(pitches)
+            log.warning("render of pitch(es) %s failed (%s: %s); keeping the previous notes",
+                        pitches, type(exc).__name__, exc)
+            return [None] * len(pitches)
+        slots = []
+        for key, pitch, wave in zip(keys, pitches, waves):
+            try:
+                note, loop_len = self.prepare(wave, synth.sample_rate, pitch)
+            except ValueError as exc:
+                self.failures += 1
+                log.warning("render of pitch %d failed (%s); keeping the previous note", pitch, exc)
+                slots.append(None)
+                continue
+            slot = self._store(key, note, loop_len)
+            if slot is not None:
+                self.renders += 1
+            slots.append(slot)
+        self.last_render_ms = (time.perf_counter() - t0) * 1000.0 / len(pitches)
+        return slots
 
     def _store(self, key, note: np.ndarray, loop_len: int) -> int | None:
         slot = self.cache.allocate(self._pinned, keep=self._current_key)

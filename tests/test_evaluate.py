@@ -1,0 +1,88 @@
+"""gansynth eval: pitch tracker, k-means, NDB, spectral measures, and the command end to end."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from engine.cli import main
+from engine.training.evaluate import (PitchTracker, SpectralMeasures, assign_bins, kmeans, midi_to_hz,
+                                      ndb, pitch_correct)
+
+SR = 16000
+
+
+def _harmonic_tone(f0_hz: float, seconds: float = 4.0, partials: int = 8) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    wave = sum(np.sin(2 * np.pi * k * f0_hz * t) / k for k in range(1, partials + 1) if k * f0_hz < SR / 2)
+    return (0.3 * wave / np.abs(wave).max()).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def tracker():
+    return PitchTracker("tiny")
+
+
+def test_tracker_finds_the_pitch_of_harmonic_tones(tracker):
+    pitches = np.array([45, 57, 69, 81])
+    waves = np.stack([_harmonic_tone(f) for f in midi_to_hz(pitches)])
+    f0, voiced = tracker.f0(waves)
+    cents = 1200 * np.log2(f0 / midi_to_hz(pitches))
+    assert np.all(np.abs(cents) < 25), cents
+    assert np.all(voiced > 0.9)
+    assert pitch_correct(f0, pitches).all()
+    assert not pitch_correct(f0, pitches + 1).any()  # a semitone off is wrong
+    # Silence has no voiced frame: f0 is nan and the note counts as wrong.
+    f0_silent, voiced_silent = tracker.f0(np.zeros((1, 64000), np.float32))
+    assert np.isnan(f0_silent[0]) and voiced_silent[0] == 0.0
+    assert not pitch_correct(f0_silent, np.array([60])).any()
+
+
+def test_kmeans_and_ndb():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 16)) * 10
+    real = np.concatenate([c + rng.normal(size=(100, 16)) for c in centres])
+    c = kmeans(real, 4, seed=1)
+    bins = assign_bins(real, c)
+    assert sorted(np.bincount(bins, minlength=4).tolist()) == [100, 100, 100, 100]
+    same = np.concatenate([cc + rng.normal(size=(50, 16)) for cc in centres])
+    assert ndb(bins, assign_bins(same, c), 4)["ndb"] == 0
+    collapsed = centres[0] + rng.normal(size=(200, 16))  # mode collapse onto one cluster
+    result = ndb(bins, assign_bins(collapsed, c), 4)
+    assert result["ndb"] == 4 and result["ndb_fraction"] == 1.0
+
+
+def test_spectral_flatness_separates_noise_from_tones():
+    rng = np.random.default_rng(0)
+    noise = (0.1 * rng.standard_normal(64000)).astype(np.float32)
+    m = SpectralMeasures().measure(np.stack([_harmonic_tone(220.0), noise]))
+    assert m["flatness"][0] < 0.05 < 0.3 < m["flatness"][1]
+    assert m["ndb_features"].shape == (2, 32 * 128) and m["mean_logmel"].shape == (2, 1024)
+
+
+def test_eval_end_to_end(tiny_model_dir, tiny_nsynth_dir, tmp_path, capsys):
+    out = tmp_path / "report.json"
+    code = main(["eval", "--model", str(tiny_model_dir), "--data", str(tiny_nsynth_dir), "--latents", "2",
+                 "--pitches", "60,72", "--bins", "4", "--out", str(out)])
+    assert code == 0
+    table = capsys.readouterr().out
+    assert "generated" in table and "real (held-out)" in table and "NDB/4" in table
+    report = json.loads(out.read_text())
+    gen, real = report["generated"], report["real_heldout"]
+    assert report["pitches"] == [60, 72] and gen["count"] == real["count"] == 4
+    assert report["real_fit_count"] == 7 * 2 - 4  # 7 programs at the 2 pitches, minus held out
+    assert set(gen["pitch_accuracy_per_pitch"]) == {"60", "72"}
+    # FluidSynth notes are in tune; random-weight generator output is not.
+    assert real["pitch_accuracy_48_84"] >= 0.8
+    assert real["pitch_accuracy"] > gen["pitch_accuracy"]
+    assert 0 <= real["ndb"] <= 4 and 0 <= gen["ndb"] <= 4
+    assert real["log_spectrum_distance_db"] < gen["log_spectrum_distance_db"]
+    assert 0 < real["spectral_flatness"] < 1 and 0 < gen["spectral_flatness"] < 1
+
+
+def test_eval_bad_paths_are_clear_errors(tiny_model_dir, tmp_path, capsys):
+    assert main(["eval", "--model", str(tiny_model_dir), "--data", str(tmp_path)]) == 1
+    assert "examples.json" in capsys.readouterr().err
+    assert main(["eval", "--model", str(tmp_path / "nope"), "--data", str(tmp_path)]) == 1
+    assert "nope" in capsys.readouterr().err

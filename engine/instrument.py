@@ -155,6 +155,7 @@ class Instrument:
                              f"the model needs {synth.latent_size}")
         self._sync_timbre_settings(self._timbre)
         self._queues: tuple[collections.deque, ...] = ()
+        self._producers: list[tuple[threading.Thread, collections.deque]] = []
         self._queues_lock = threading.Lock()
         self._local = threading.local()
         self._request_render(self._timbre)
@@ -191,12 +192,17 @@ class Instrument:
         self.post(ev.PadMove(x, y))
 
     def _queue(self) -> collections.deque:
+        """This thread's own event queue (single producer), made on its first post."""
         q = getattr(self._local, "queue", None)
         if q is None:
             q = collections.deque()
             self._local.queue = q
             with self._queues_lock:
-                self._queues = self._queues + (q,)  # replaced whole: the audio thread never sees a half-built tuple
+                # drop drained queues of threads that have ended, add ours; the tuple is
+                # replaced whole, so the audio thread never sees a half-built one
+                self._producers = [(t, dq) for t, dq in self._producers if t.is_alive() or dq]
+                self._producers.append((threading.current_thread(), q))
+                self._queues = tuple(dq for _, dq in self._producers)
         return q
 
     # ------------------------------------------------------------------ audio thread

@@ -308,3 +308,23 @@ def test_mod_wheel_drives_a_pad_axis(synth):
     inst.settings.mod_axis = "x"
     inst.post(ev.ControlChange(1, 0))
     assert inst.timbre.pad == (0.0, 1.0)
+
+
+def test_events_from_many_threads_arrive_and_ended_threads_are_forgotten(synth):
+    inst = Instrument(synth, sample_rate=16000, cache_mb=32, max_voices=16)
+    inst.renderer.inject(60, sine(261.6), 16000)
+    inst.process(16)
+
+    def player(pitch):
+        inst.post(ev.NoteOn(pitch, 100))
+
+    threads = [threading.Thread(target=player, args=(48 + i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    inst.process(16)
+    assert inst.stats()["voices"] == 8
+    assert len(inst._queues) == 8
+    inst.post(ev.NoteOff(48))  # this thread's queue; the eight ended ones are dropped
+    assert len(inst._queues) == 1

@@ -328,3 +328,22 @@ def test_events_from_many_threads_arrive_and_ended_threads_are_forgotten(synth):
     assert len(inst._queues) == 8
     inst.post(ev.NoteOff(48))  # this thread's queue; the eight ended ones are dropped
     assert len(inst._queues) == 1
+
+
+def test_render_to_wav_writes_what_render_returns(synth, tmp_path):
+    import soundfile
+
+    events = [(0.0, ev.NoteOn(60, 100)), (0.3, ev.NoteOff(60))]
+    a = OfflineDriver(Instrument(synth, sample_rate=16000, cache_mb=32, max_voices=4)).render(events, tail_s=0.2)
+    path = OfflineDriver(Instrument(synth, sample_rate=16000, cache_mb=32, max_voices=4)).render_to_wav(
+        events, tmp_path / "take.wav", tail_s=0.2)
+    b, sr = soundfile.read(path, dtype="float32")
+    assert sr == 16000
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="render worker stopped"):
+        inst = Instrument(synth, sample_rate=16000, cache_mb=32, max_voices=4)
+        inst.start()
+        try:
+            OfflineDriver(inst)
+        finally:
+            inst.stop()

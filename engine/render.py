@@ -99,7 +99,10 @@ class RenderReport:
         return self.duration_s / self.elapsed_s if self.elapsed_s > 0 else float("inf")
 
     def summary(self) -> str:
-        return (f"{self.midi_summary}\n{self.notes} notes, {self.distinct_renders} distinct "
+        return f"{self.midi_summary}\n{self.render_line()}"
+
+    def render_line(self) -> str:
+        return (f"{self.notes} notes, {self.distinct_renders} distinct "
                 f"(latent, pitch) renders ({self.renders} made, at most {self.max_renders_held} held); "
                 f"{self.duration_s:.1f} s of audio in {self.elapsed_s:.1f} s "
                 f"({self.realtime_factor:.1f}x real time) -> {self.out_path}")
@@ -254,10 +257,10 @@ class _RenderCache:
         if self.used[job] >= self.count[job]:
             self.held.pop(job, None)
 
-    def make_room(self, needed: int, keep: set) -> None:
-        while len(self.held) + needed > self.capacity:
-            victim = max((j for j in self.held if j not in keep), key=self.next_use)
-            del self.held[victim]
+    def make_room(self, needed: int) -> None:
+        """Evict the held renders needed farthest in the future (Belady) until `needed` fit."""
+        while self.held and len(self.held) + needed > self.capacity:
+            del self.held[max(self.held, key=self.next_use)]
 
     def store(self, jobs: list[int], audio: np.ndarray) -> None:
         for j, a in zip(jobs, audio):
@@ -294,8 +297,8 @@ def render_notes(synth, notes: MidiNotes, palette: np.ndarray, anchor_ids: np.nd
                  progress=None, cancel=None) -> tuple[np.ndarray, dict]:
     """Mix of all notes at the model's rate: float32 [samples] (peak-normalised), stats dict.
 
-    progress(done_notes, total_notes) is called after every batch; `cancel`
-    (an Event or a callable returning True) raises `RenderCancelled`.
+    progress(done_notes, total_notes) is called every ~0.5 % of the notes; `cancel`
+    (an Event or a callable returning True) is polled as often and raises `RenderCancelled`.
     """
     settings.validate()
     cancelled = _cancel_fn(cancel)
@@ -316,14 +319,17 @@ def render_notes(synth, notes: MidiNotes, palette: np.ndarray, anchor_ids: np.nd
     done_reported, report_every = 0, max(1, n // 200)
     for i in range(n):
         job = int(job_of_note[i])
-        if progress is not None and i - done_reported >= report_every:
-            progress(i, n)
+        if i - done_reported >= report_every:
+            if cancelled():
+                raise RenderCancelled("render cancelled")
+            if progress is not None:
+                progress(i, n)
             done_reported = i
         if job not in cache.held:
             if cancelled():
                 raise RenderCancelled("render cancelled")
             batch = _upcoming_jobs(cache, i, settings.batch_size)
-            cache.make_room(len(batch), keep=set())
+            cache.make_room(len(batch))
             rows = uniq[batch]
             z = latents_for_keys(palette, rows[:, :3])
             audio = synth.generate(z, rows[:, 3].astype(np.int64))
@@ -533,7 +539,7 @@ def run(args) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; nothing written", file=sys.stderr)
         return 130
-    print(report.summary())
+    print(report.render_line())   # the MIDI summary went to stderr before rendering
     if report.plot_path:
         print(f"rainbowgram -> {report.plot_path}")
     return 0

@@ -216,10 +216,16 @@ class Renderer:
             pass
 
     def _ordered_todo(self) -> list[int]:
-        """Unrendered pitches of the current timbre, most urgent first."""
+        """Unrendered pitches of the current timbre, most urgent first. Notes played
+        outside the model's range count for the edge pitch they are resampled from."""
         lo, hi = self.pitch_range
-        held, last_on = self.mixer.held_count, self.mixer.last_on
-        anchor = int(np.argmax(last_on)) if last_on.max() > 0 else (lo + hi) // 2
+        held = self.mixer.held_count.astype(np.int64)  # copies: the audio thread writes these
+        last_on = self.mixer.last_on.copy()
+        held[lo] += held[:lo].sum()
+        held[hi] += held[hi + 1:].sum()
+        last_on[lo] = max(last_on[:lo + 1].max(), 0)
+        last_on[hi] = max(last_on[hi:].max(), 0)
+        anchor = min(max(int(np.argmax(last_on)), lo), hi) if last_on.max() > 0 else (lo + hi) // 2
 
         def rank(p):
             if held[p] > 0:

@@ -347,3 +347,12 @@ def test_render_to_wav_writes_what_render_returns(synth, tmp_path):
             OfflineDriver(inst)
         finally:
             inst.stop()
+
+
+def test_a_note_above_the_range_makes_the_top_pitch_urgent(synth):
+    inst = Instrument(synth, sample_rate=16000, cache_mb=32, max_voices=4)
+    inst.post(ev.NoteOn(100, 100))
+    inst.process(16)
+    assert inst.renderer.step() and inst.renderer.done_pitches() == [synth.pitch_range[1]]
+    inst.process(16)
+    assert inst.mixer.r_rate[0] == pytest.approx(2 ** ((100 - 84) / 12))  # now playing the render

@@ -15,6 +15,7 @@ import numpy as np
 
 from engine.audio import AudioOutput, OfflineClockOutput, OutputTap, list_output_devices
 from engine.events import NoteOff, NoteOn
+from engine.midi_input import RESCAN_S as MIDI_RESCAN_S
 from engine.midi_input import MidiInput
 from engine.recorder import Recorder
 
@@ -85,6 +86,7 @@ class Session:
         self.tap = OutputTap()
         self.output = None
         self.midi: MidiInput | None = None
+        self._midi_ports: list[str] = []
         self.recorder: Recorder | None = None
         self._errors: list[str] = []
         self._reported = ""
@@ -144,14 +146,31 @@ class Session:
     def open_midi(self, name: str | None) -> bool:
         """Listen to MIDI port `name` ("" or None: only the virtual input port)."""
         if self.midi is None:
-            self.midi = MidiInput(self, port_name=name or None)
+            self.midi = MidiInput(self, port_name=name or None, rescan_s=0)
             if not self.midi.start():
                 return False
+            if self.midi.api != "UNIX_JACK":
+                # Periodic rescans reconnect unplugged keyboards. On JACK each rescan
+                # creates a client, which stalled the JACK audio stream for over a second
+                # (measured on the dummy driver): there, rescan on demand only.
+                self.midi.rescan_s = MIDI_RESCAN_S
+                self.midi.start()
+            self._midi_ports = self.midi.list_ports()
             return self.midi.connected_name is not None or not name
         return self.midi.open(name or None)
 
+    def rescan_midi(self) -> None:
+        """List MIDI ports again and reconnect the wanted one (the user asked for it).
+
+        Open MIDI before the audio stream: on JACK, creating MIDI clients (listing ports
+        creates one) after the audio stream started stalled that stream (measured on
+        the dummy driver), so the list is cached and refreshed only on request."""
+        if self.midi is not None:
+            self.midi.rescan()
+            self._midi_ports = self.midi.list_ports()
+
     def midi_ports(self) -> list[str]:
-        return self.midi.list_ports() if self.midi is not None else []
+        return list(self._midi_ports)
 
     @property
     def midi_port_name(self) -> str:

@@ -198,7 +198,7 @@ class MainWindow(QMainWindow):
         self._name_default_corners()
         self.sync_from_engine()
         self.rescan_audio()
-        self.rescan_midi()
+        self.devices.set_midi_ports(session.midi_ports(), session.midi_port_name)
         self.update_banner()
         self._set_enabled(True)
         self.fast_timer.start()
@@ -272,6 +272,7 @@ class MainWindow(QMainWindow):
     def rescan_midi(self) -> None:
         if self.session is None:
             return
+        self.session.rescan_midi()
         self.devices.set_midi_ports(self.session.midi_ports(), self.session.midi_port_name)
         self.update_banner()
 

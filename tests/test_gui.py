@@ -36,7 +36,7 @@ def model_dir(tiny_model_dir):
     return default if default.is_dir() and is_model_dir(default) else Path(tiny_model_dir)
 
 
-def open_window(qtbot, qapp, settings_path, model_dir):
+def open_window(qtbot, qapp, settings_path, model_dir, audio_out=""):
     from app import theme
     from app.main import make_settings, open_instrument
     from app.window import MainWindow
@@ -46,7 +46,7 @@ def open_window(qtbot, qapp, settings_path, model_dir):
     qtbot.addWidget(win)
     win.show()
     with qtbot.waitSignal(win.ready, timeout=READY_MS):
-        open_instrument(win, model_dir, audio_out="", midi_in="")   # offline clock, no MIDI
+        open_instrument(win, model_dir, audio_out=audio_out, midi_in="")   # "": offline clock
     return win
 
 
@@ -185,6 +185,25 @@ def test_presets_and_settings_persist(qtbot, qapp, window, tmp_path, model_dir):
         assert again.height() == 760
     finally:
         again.close()
+
+
+@pytest.mark.realtime
+def test_plays_on_the_jack_dummy_device(qtbot, qapp, tmp_path, model_dir, jack_server):
+    win = open_window(qtbot, qapp, tmp_path / "settings.ini", model_dir, audio_out=None)  # default
+    try:
+        session = win.session
+        assert session.has_device and session.output_name == "system"
+        assert "No audio device" not in win.banner.text()
+        assert [win.devices.audio.itemData(i) for i in range(win.devices.audio.count())] == ["", "system"]
+        start = session.tap.frames
+        qtbot.keyPress(win.keyboard.keys, Qt.Key_Z)
+        qtbot.waitUntil(lambda: 60 in stats(win)["held_pitches"], timeout=5000)
+        rate = session.instrument.sample_rate
+        qtbot.waitUntil(lambda: session.tap.frames > start + rate, timeout=10000)   # a second played
+        assert session.output.meters()["mode"] == "device"     # the stream kept running
+        qtbot.keyRelease(win.keyboard.keys, Qt.Key_Z)
+    finally:
+        win.close()
 
 
 def test_render_midi_and_export_sfz_in_background(qtbot, window, tmp_path):

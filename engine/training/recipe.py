@@ -1,0 +1,220 @@
+"""Training recipes: one frozen `TrainConfig` stored inside every checkpoint.
+
+A recipe is a list of `Segment`s run in order. Each segment is one phase
+("glo" = generator fitted to per-instrument latents by L1 reconstruction,
+"gan" = progressive WGAN-GP with auxiliary pitch loss) over a progress range:
+a stable stage has start == end, a fade-in stage goes from k to k+1. Progress
+moves linearly with the images seen in the segment; G and D run only up to
+the block that progress needs (block = ceil(progress) + 1).
+
+Presets:
+- `paper`: Magenta's schedule (13 GAN stages x 800k images, batch 8, lr 8e-4).
+- `lite`:  the CPU recipe that trained the bundled default model (GLO warm
+  start over all stages, cheap images at low resolutions, then a short
+  low-LR adversarial fine-tune at full resolution).
+- `tiny`:  for tests (tiny widths, a few images per stage).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.config import PRESETS, ModelConfig, from_dict, to_dict
+
+PHASES = ("glo", "gan")
+PRECISIONS = ("bf16", "fp32")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One stage of the schedule. Images count real examples seen (global batch)."""
+
+    phase: str = "gan"
+    start_progress: float = 0.0
+    end_progress: float = 0.0
+    images: int = 800_000
+    batch_size: int = 8
+    lr: float = 8e-4
+
+    def __post_init__(self):
+        if self.phase not in PHASES:
+            raise ValueError(f"segment phase must be one of {PHASES}, not {self.phase!r}")
+        if self.images < 0 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError(f"segment needs images >= 0, batch_size >= 1, lr > 0: {self}")
+        if not (0.0 <= self.start_progress <= self.end_progress):
+            raise ValueError(f"segment progress must grow: {self}")
+
+    def progress_at(self, images_done: int) -> float:
+        """Linear progress inside the segment after `images_done` images."""
+        if self.images == 0 or self.start_progress == self.end_progress:
+            return self.end_progress
+        frac = min(1.0, images_done / self.images)
+        return self.start_progress + frac * (self.end_progress - self.start_progress)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run (saved in checkpoints; `--config FILE.json` takes this shape)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    segments: tuple[Segment, ...] = ()
+    precision: str = "bf16"            # autocast dtype on CPU; "fp32" for exactness tests
+    channels_last: bool = True
+    seed: int = 0
+    # GAN losses and optimiser (Magenta's values).
+    gp_weight: float = 10.0
+    drift_weight: float = 0.001
+    aux_weight: float = 10.0           # AC-GAN pitch CE, on D (real) and G (fake)
+    gan_betas: tuple[float, float] = (0.0, 0.99)
+    d_lr_scale: float = 1.0            # D lr = segment lr * d_lr_scale
+    micro_batches: int = 1             # GAN steps split each rank's batch into this many chunks (grads summed)
+    # EMA of G: decay, warmed up per segment as min(decay, (1 + s) / (ema_warmup + s)), s = step in segment.
+    ema_decay: float = 0.999
+    ema_warmup: float = 10.0
+    # GLO warm start: a learned latent per training instrument, kept on the sphere of radius sqrt(latent_size).
+    glo_betas: tuple[float, float] = (0.9, 0.99)
+    glo_latent_lr_scale: float = 10.0  # latent lr = segment lr * this
+    glo_latent_noise: float = 0.3      # N(0, noise^2) per dimension added to latents while fitting
+    glo_if_weight: float = 1.0         # L1 weight of the IF channel relative to log-magnitude
+    glo_per_velocity: bool = True      # one latent per (instrument, velocity) rather than per instrument
+    # Bookkeeping.
+    checkpoint_minutes: float = 10.0
+    log_every: int = 50                # steps between scalar logs
+    sample_every: int = 1000           # steps between spectrogram / audio summaries
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
+        for seg in self.segments:
+            if seg.end_progress > self.model.final_progress:
+                raise ValueError(f"segment {seg} goes past final progress {self.model.final_progress}")
+
+    @property
+    def uses_glo(self) -> bool:
+        return any(s.phase == "glo" for s in self.segments)
+
+    @property
+    def uses_gan(self) -> bool:
+        return any(s.phase == "gan" for s in self.segments)
+
+    @property
+    def total_images(self) -> int:
+        return sum(s.images for s in self.segments)
+
+
+def progressive_segments(phase: str, num_resolutions: int, images: list[int], batch_sizes: list[int],
+                         lrs: list[float]) -> tuple[Segment, ...]:
+    """Magenta-style stable/fade-in list: 2 * num_resolutions - 1 stages; stage s at block s // 2 + 1.
+
+    `images`, `batch_sizes` and `lrs` have one entry per stage; a stage with 0 images is dropped.
+    """
+    n = 2 * num_resolutions - 1
+    if not (len(images) == len(batch_sizes) == len(lrs) == n):
+        raise ValueError(f"need {n} entries per list for {num_resolutions} resolutions")
+    out = []
+    for s in range(n):
+        start = float(s // 2)
+        end = float(s // 2 + s % 2)
+        if images[s] > 0:
+            out.append(Segment(phase, start, end, images[s], batch_sizes[s], lrs[s]))
+    return tuple(out)
+
+
+def _paper() -> TrainConfig:
+    m = PRESETS["paper"]
+    n = 2 * m.num_resolutions - 1
+    segs = progressive_segments("gan", m.num_resolutions, [800_000] * (n - 1) + [1_400_000], [8] * n, [8e-4] * n)
+    return TrainConfig(model=m, segments=segs, precision="fp32", channels_last=False)
+
+
+# The default model's widths: lite's top blocks (32, 16, 8 channels: fast enough to render
+# 61 notes in ~1 s on one core) with wider cheap low blocks and a 64-d latent.
+DEFAULT_MODEL = ModelConfig(latent_size=64, fmap_base=1024, fmap_max=64)
+
+
+def _lite() -> TrainConfig:
+    m = DEFAULT_MODEL
+    # 13 stages: 2x16, fade, 4x32, fade, 8x64, fade, 16x128, fade, 32x256, fade, 64x512, fade, 128x1024.
+    # Image counts chosen for ~70 min on a shared 2-core machine; most images at the cheap stages.
+    glo_images = [20_000, 10_000, 20_000, 10_000, 20_000, 10_000, 10_000, 4_000, 6_000, 2_000, 3_000,
+                  1_000, 2_000]
+    glo_batch = [64, 64, 64, 32, 32, 32, 32, 16, 16, 16, 16, 8, 8]
+    glo_lr = [2e-3] * 11 + [1e-3, 1e-3]
+    segs = progressive_segments("glo", m.num_resolutions, glo_images, glo_batch, glo_lr)
+    segs += (Segment("gan", 6.0, 6.0, 20_000, 8, 1e-4),)
+    # bf16 without channels_last measured fastest for these narrow top blocks (benchmarks/train.py).
+    return TrainConfig(model=m, segments=segs, precision="bf16", channels_last=False, checkpoint_minutes=5.0,
+                       sample_every=500)
+
+
+def _tiny() -> TrainConfig:
+    m = ModelConfig(latent_size=8, fmap_base=64, fmap_max=8, start_shape=(2, 4), num_resolutions=3)
+    segs = progressive_segments("glo", 3, [32, 32, 32, 32, 32], [8] * 5, [1e-3] * 5)
+    segs += progressive_segments("gan", 3, [32, 32, 32, 32, 32], [8] * 5, [1e-3] * 5)
+    return TrainConfig(model=m, segments=segs, precision="fp32", channels_last=False,
+                       checkpoint_minutes=1e9, log_every=1, sample_every=4)
+
+
+CONFIG_PRESETS = {"paper": _paper, "lite": _lite, "tiny": _tiny}
+
+
+def config_to_dict(cfg: TrainConfig) -> dict:
+    d = dataclasses.asdict(cfg)
+    d["model"] = to_dict(cfg.model)
+    d["segments"] = [dataclasses.asdict(s) for s in cfg.segments]
+    return d
+
+
+def config_from_dict(d: dict, source: str = "train config") -> TrainConfig:
+    """Inverse of `config_to_dict`; unknown or mistyped fields raise ValueError naming `source`."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{source}: expected a JSON object")
+    d = dict(d)
+    model = from_dict(ModelConfig, d.pop("model", {}), f"{source}: field 'model'")
+    segs_raw = d.pop("segments", [])
+    if not isinstance(segs_raw, list):
+        raise ValueError(f"{source}: field 'segments' must be a list")
+    segs = tuple(from_dict(Segment, s, f"{source}: segment {i}") for i, s in enumerate(segs_raw))
+    rest = from_dict(_Flat, d, source)
+    return TrainConfig(model=model, segments=segs, **dataclasses.asdict(rest))
+
+
+@dataclass(frozen=True)
+class _Flat:
+    """TrainConfig's scalar fields, for validation by `engine.config.from_dict`."""
+
+    precision: str = "bf16"
+    channels_last: bool = True
+    seed: int = 0
+    gp_weight: float = 10.0
+    drift_weight: float = 0.001
+    aux_weight: float = 10.0
+    gan_betas: tuple[float, float] = (0.0, 0.99)
+    d_lr_scale: float = 1.0
+    micro_batches: int = 1
+    ema_decay: float = 0.999
+    ema_warmup: float = 10.0
+    glo_betas: tuple[float, float] = (0.9, 0.99)
+    glo_latent_lr_scale: float = 10.0
+    glo_latent_noise: float = 0.3
+    glo_if_weight: float = 1.0
+    glo_per_velocity: bool = True
+    checkpoint_minutes: float = 10.0
+    log_every: int = 50
+    sample_every: int = 1000
+
+
+def resolve_config(spec: str) -> TrainConfig:
+    """A preset name or a JSON file path -> TrainConfig."""
+    if spec in CONFIG_PRESETS:
+        return CONFIG_PRESETS[spec]()
+    path = Path(spec)
+    if not path.is_file():
+        raise ValueError(f"--config {spec!r}: not a preset ({', '.join(CONFIG_PRESETS)}) nor a file")
+    try:
+        data = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    return config_from_dict(data, str(path))

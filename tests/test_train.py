@@ -1,0 +1,221 @@
+"""Trainer: GLO and GAN steps learn on toy data, resume is exact, 2-process gloo DDP == 1 process,
+the CLI trains on a real (TimGM6mb) NSynth-format dataset and exports loadable model files."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import socket
+
+import numpy as np
+import pytest
+import torch
+
+from engine.config import PRESETS, SpectralConfig
+from engine.training import checkpoint as ckpt
+from engine.training.recipe import (CONFIG_PRESETS, Segment, TrainConfig, config_from_dict, config_to_dict,
+                                    progressive_segments)
+from engine.training.train import TrainData, Trainer, build_trainer
+
+TINY = CONFIG_PRESETS["tiny"]()
+TOY_SPECTRAL = SpectralConfig(num_samples=64, time_steps=8, freq_bins=16, representation="if")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster, and immune to a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def toy_data(n: int = 32, seed: int = 0) -> TrainData:
+    """Tiny 'notes': a bright line whose frequency row follows the pitch, level set by the instrument."""
+    rng = np.random.default_rng(seed)
+    pitches = rng.choice([36, 48, 60, 72], n)
+    instruments = np.arange(n) % 4
+    specs = np.full((n, 2, *TINY.model.output_shape), -0.8, np.float32)
+    for i, (p, inst) in enumerate(zip(pitches, instruments)):
+        specs[i, 0, :, (p - 24) // 4] = 0.2 + 0.1 * inst
+        specs[i, 1] = rng.uniform(-0.1, 0.1, specs[i, 1].shape)
+    return TrainData(specs.astype(np.float16), pitches, instruments, TOY_SPECTRAL)
+
+
+def config(*segments, **kw) -> TrainConfig:
+    return dataclasses.replace(TINY, segments=tuple(segments), **kw)
+
+
+def run_steps(trainer: Trainer, n: int) -> list[dict]:
+    return [trainer.train_step() for _ in range(n)]
+
+
+def test_presets_and_config_round_trip():
+    paper = CONFIG_PRESETS["paper"]()
+    assert len(paper.segments) == 13 and paper.total_images == 11_000_000
+    assert [(s.start_progress, s.end_progress) for s in paper.segments[:3]] == [(0, 0), (0, 1), (1, 1)]
+    lite = CONFIG_PRESETS["lite"]()
+    assert lite.uses_glo and lite.uses_gan and lite.segments[-1].end_progress == lite.model.final_progress
+    for cfg in (paper, lite, TINY):
+        assert config_from_dict(json.loads(json.dumps(config_to_dict(cfg)))) == cfg
+    with pytest.raises(ValueError, match="unknown field"):
+        config_from_dict(dict(config_to_dict(TINY), bogus=1))
+    assert Segment("gan", 2.0, 3.0, 100).progress_at(25) == 2.25
+
+
+def test_glo_reduces_reconstruction_error():
+    trainer = Trainer(config(Segment("glo", 2.0, 2.0, 10_000, 8, 3e-3)), toy_data(), "unused", log=False)
+    losses = [s["glo/l1"] for s in run_steps(trainer, 80)]
+    assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10])
+
+
+def test_gan_steps_reduce_discriminator_loss():
+    trainer = Trainer(config(Segment("gan", 2.0, 2.0, 10_000, 8, 2e-3)), toy_data(), "unused", log=False)
+    stats = run_steps(trainer, 40)
+    d_loss = [s["d/loss"] for s in stats]
+    assert np.mean(d_loss[-8:]) < np.mean(d_loss[:8])
+    assert all(np.isfinite(s["d/gp"]) and np.isfinite(s["g/loss"]) for s in stats)
+
+
+def _schedule() -> TrainConfig:
+    return config(Segment("glo", 0.0, 0.0, 16, 8), Segment("glo", 0.0, 1.0, 16, 8),
+                  Segment("gan", 1.0, 1.0, 16, 8), Segment("gan", 1.0, 2.0, 16, 8), Segment("gan", 2.0, 2.0, 16, 8))
+
+
+def _all_tensors(trainer: Trainer) -> dict[str, torch.Tensor]:
+    tensors, _ = trainer.state()
+    return {k: v for k, v in tensors.items() if not k.startswith("rng.")}
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    data = toy_data()
+    whole = build_trainer(_schedule(), data, tmp_path / "whole", log=False)
+    whole.run(progress_bar=False)
+    assert whole.done and whole.step == 10
+
+    part = build_trainer(_schedule(), data, tmp_path / "part", log=False)
+    part.run(max_steps=3, progress_bar=False)       # stops inside the fade-in segment
+    assert (part.segment, part.seg_images) == (1, 8)
+    part2 = build_trainer(_schedule(), data, tmp_path / "part", resume=True, log=False)
+    assert (part2.segment, part2.seg_images, part2.step) == (1, 8, 3)
+    part2.run(max_steps=4, progress_bar=False)       # stops inside the GAN segments
+    part3 = build_trainer(_schedule(), data, tmp_path / "part", resume=True, log=False)
+    part3.run(progress_bar=False)
+    assert part3.done and part3.step == 10
+    a, b = _all_tensors(whole), _all_tensors(part3)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+
+
+def test_checkpoint_exports_model_with_latent_prior(tmp_path):
+    from engine.modelfile import load_model_dir
+
+    trainer = build_trainer(_schedule(), toy_data(), tmp_path, log=False)
+    trainer.run(max_steps=3, progress_bar=False)
+    generator, cfg, spectral, meta = load_model_dir(tmp_path / "model")
+    assert cfg == TINY.model and spectral == TOY_SPECTRAL
+    prior = meta["provenance"]["latent_prior"]
+    assert len(prior["mean"]) == cfg.latent_size and len(prior["basis"]) == 4  # 4 toy instruments
+    torch.testing.assert_close(generator.state_dict()["blocks.0.conv0.weight"],
+                               trainer.ema.state_dict()["blocks.0.conv0.weight"])
+
+
+def test_corrupt_or_mismatched_checkpoint_is_a_clear_error(tmp_path):
+    trainer = build_trainer(_schedule(), toy_data(), tmp_path, log=False)
+    trainer.run(max_steps=1, progress_bar=False)
+    path = tmp_path / ckpt.CHECKPOINT_FILE
+    other = dataclasses.replace(_schedule(), model=dataclasses.replace(TINY.model, latent_size=4))
+    with pytest.raises(ckpt.CheckpointError, match="model config"):
+        build_trainer(other, toy_data(), tmp_path, resume=True, log=False)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ckpt.CheckpointError, match="checkpoint.safetensors"):
+        build_trainer(_schedule(), toy_data(), tmp_path, resume=True, log=False)
+
+
+def test_compact_state_resumes_the_schedule(tmp_path):
+    trainer = build_trainer(_schedule(), toy_data(), tmp_path, log=False)
+    trainer.run(max_steps=5, progress_bar=False)
+    tensors, header = trainer.state(compact=True)
+    assert all(t.dtype in (torch.bfloat16, torch.uint8, torch.float32) for t in tensors.values())
+    assert not any(k.endswith(".exp_avg") for k in tensors)
+    ckpt.save(tmp_path / "compact" / ckpt.CHECKPOINT_FILE, tensors, header)
+    resumed = build_trainer(_schedule(), toy_data(), tmp_path / "compact", resume=True, log=False)
+    assert (resumed.segment, resumed.step) == (trainer.segment, trainer.step)
+    torch.testing.assert_close(resumed.G.state_dict()["blocks.0.conv1.weight"],
+                               trainer.G.state_dict()["blocks.0.conv1.weight"], rtol=1e-2, atol=1e-2)
+    resumed.run(max_steps=2, progress_bar=False)
+    assert resumed.step == 7
+
+
+# ----------------------------------------------------------------------------- DDP (2 gloo processes)
+
+def _ddp_config(micro_batches: int) -> TrainConfig:
+    return config(Segment("glo", 2.0, 2.0, 8, 8, 3e-3), Segment("gan", 2.0, 2.0, 8, 8, 3e-3),
+                  micro_batches=micro_batches)
+
+
+def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    from engine.training.train import Dist
+
+    torch.set_num_threads(1)
+    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                                         world_size=world)
+    try:
+        trainer = Trainer(_ddp_config(1), toy_data(), out_dir, dist=Dist(rank, world), log=False)
+        run_steps(trainer, 2)  # one GLO step, one GAN step
+        if rank == 0:
+            tensors, _ = trainer.state()
+            ckpt.save(os.path.join(out_dir, "ddp.safetensors"), tensors, {})
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_gloo_processes_match_one_process_with_same_global_batch(tmp_path):
+    torch.multiprocessing.start_processes(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2,
+                                          join=True, start_method="spawn")
+    ddp, _ = ckpt.load(tmp_path / "ddp.safetensors")
+    single = Trainer(_ddp_config(2), toy_data(), tmp_path, log=False)  # 2 chunks of 4 == 2 ranks of 4
+    run_steps(single, 2)
+    ref = _all_tensors(single)
+    assert any(not torch.equal(ref[k], Trainer(_ddp_config(2), toy_data(), tmp_path, log=False).state()[0][k])
+               for k in ("g.blocks.0.conv0.weight",))  # the step changed the weights
+    for k in ref:
+        if k.startswith(("g.", "d.", "ema.", "latents")):
+            torch.testing.assert_close(ddp[k], ref[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+# ----------------------------------------------------------------------------- CLI on a real dataset
+
+def test_cli_trains_resumes_and_exports(tmp_path, tiny_nsynth_dir):
+    from engine.cli import main
+    from engine.synth import load_synth
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_nsynth_dir, data)
+    model = PRESETS["tiny"]  # full 128x1024 output, narrow: stages 0-1 run on pooled 2x16 / 4x32 data
+    segs = progressive_segments("glo", 7, [16, 16] + [0] * 11, [8] * 13, [1e-3] * 13)
+    segs += (Segment("gan", 1.0, 1.0, 16, 8, 1e-3),)
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(json.dumps(config_to_dict(TrainConfig(model=model, segments=segs, precision="fp32",
+                                                              channels_last=False, log_every=1,
+                                                              sample_every=2))))
+    run = tmp_path / "run"
+    args = ["train", "--data", str(data), "--out", str(run), "--config", str(cfg_file), "--threads", "1"]
+    assert main(args + ["--max-minutes", "0"]) == 0      # stops at once, still checkpoints
+    assert main(args) == 2                               # refuses to overwrite a run
+    assert main(args + ["--resume"]) == 0
+    _, header = ckpt.load(run / ckpt.CHECKPOINT_FILE)
+    assert header["step"] == 6 and header["images_per_segment"] == [16, 16, 16]
+    assert any(p.name.startswith("events.out.tfevents") for p in (run / "logs").iterdir())
+    synth = load_synth(run / "model", device="cpu")
+    audio = synth.generate(synth.random_latents(1, seed=0), [60])
+    assert audio.shape == (1, 64000) and np.isfinite(audio).all()
+    assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r2")]) == 2

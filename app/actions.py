@@ -88,9 +88,14 @@ class FileActions:
         return w.jobs.start(job, on_done=done, on_failed=failed, on_progress=w.progress.setValue)
 
     # -- model ----------------------------------------------------------------------------------
-    def open_model(self, path: str = "") -> None:
-        path = path or QFileDialog.getExistingDirectory(self.w, "Open model directory",
-                                                        str(resources.default_model_path()))
+    def open_model(self, path: str = "", zip_file: bool = False) -> None:
+        """Load a model directory (ours or Magenta's) or a Magenta .zip in a worker and
+        swap it in while playing."""
+        start = str(resources.default_model_path().parent)
+        if not path and zip_file:
+            path = _ask_open(self.w, "Open Magenta checkpoint", start, "Checkpoints (*.zip)")
+        elif not path:
+            path = QFileDialog.getExistingDirectory(self.w, "Open model directory", start)
         if not path:
             return
         if self.w.session is None:
@@ -101,10 +106,17 @@ class FileActions:
         from engine import load_synth
 
         def swap(synth):
-            self.w.session.instrument.swap_model(synth)
-            self.settings.setValue("model/last", path)
-            self.w.sync_from_engine()
-            self.w.statusBar().showMessage(f"model {Path(path).name} loaded", 5000)
+            inst = self.w.session.instrument
+            resized = synth.latent_size != inst.timbre.latent_size
+            try:
+                inst.swap_model(synth)
+            except ValueError as exc:
+                self.w.notify(f"Could not use {path}: {exc}")
+                return
+            if resized:     # palette latents belong to the old model
+                self.w.palette.latent_fn = lambda n, seed: synth.random_latents(n, seed)
+                self.w.palette.generate()
+            self.w.model_changed(synth, Path(path).name)
 
         self.run_job(f"Loading model {Path(path).name}", load_synth, path, progress=False,
                      on_done=swap, threads=1)

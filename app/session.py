@@ -82,6 +82,7 @@ class Session:
 
     def __init__(self, instrument):
         self.instrument = instrument
+        self.model_name = ""
         self.audition = Audition(instrument)
         self.tap = OutputTap()
         self.output = None

@@ -133,6 +133,7 @@ class MainWindow(QMainWindow):
         a = self.actions_
         file_menu = bar.addMenu("&File")
         self.act_open_model = self._action(file_menu, "Open model…", a.open_model, QKeySequence.Open)
+        self._action(file_menu, "Open Magenta checkpoint (.zip)…", lambda: a.open_model(zip_file=True), None)
         file_menu.addSeparator()
         self._action(file_menu, "Load preset…", a.load_preset, "Ctrl+L")
         self._action(file_menu, "Save preset…", a.save_preset, QKeySequence.Save)
@@ -175,9 +176,7 @@ class MainWindow(QMainWindow):
         self.session = session
         inst = session.instrument
         self.palette.latent_fn = lambda n, seed: inst.synth.random_latents(n, seed)
-        lo, hi = inst.synth.pitch_range
-        self.keyboard.keys.model_range = (lo, hi)
-        self.palette.pitch.setRange(lo, hi)
+        self.model_changed(inst.synth, getattr(session, "model_name", ""))
         self.pad.moved.connect(self.on_pad)
         self.pad.cornerDropped.connect(self.on_corner_drop)
         self.palette.assign.connect(self.assign_corner)
@@ -205,6 +204,18 @@ class MainWindow(QMainWindow):
         self.slow_timer.start()
         self.request_rainbowgram()
         self.ready.emit()
+
+    def model_changed(self, synth, name: str) -> None:
+        """Show a (new) model: its pitch range on the keyboard and palette, its name."""
+        lo, hi = synth.pitch_range
+        self.keyboard.keys.model_range = (lo, hi)
+        self.keyboard.keys.update()
+        self.palette.pitch.setRange(lo, hi)
+        self.setWindowTitle(f"GANSynth Instrument — {name}" if name else "GANSynth Instrument")
+        if self.session is not None:
+            self.sync_from_engine()
+            self._rainbow_key = None
+            self.rainbow_timer.start(300)
 
     def _name_default_corners(self) -> None:
         """The engine starts with corners `random_latents(4, seed)`: the palette's first four

@@ -187,6 +187,24 @@ def test_presets_and_settings_persist(qtbot, qapp, window, tmp_path, model_dir):
         again.close()
 
 
+def test_open_another_model_while_playing(qtbot, window, tmp_path):
+    from tests.conftest import make_tiny_model_dir
+
+    inst = window.session.instrument
+    old_synth = inst.synth
+    other = make_tiny_model_dir(tmp_path / "other_model", seed=5)
+    qtbot.keyPress(window.keyboard.keys, Qt.Key_Z)                  # a note held across the swap
+    window.actions_.open_model(str(other))
+    qtbot.waitUntil(lambda: "other_model" in window.windowTitle(), timeout=READY_MS)
+    qtbot.waitUntil(lambda: inst.synth is not old_synth, timeout=10000)   # worker swapped it in
+    assert inst.synth.meta["provenance"]["seed"] == 5
+    assert 60 in stats(window)["held_pitches"]
+    qtbot.keyRelease(window.keyboard.keys, Qt.Key_Z)
+    window.actions_.open_model(str(tmp_path / "no_such_model"))    # reported, the window goes on
+    qtbot.waitUntil(lambda: "no_such_model" in window.banner.text(), timeout=10000)
+    assert inst.synth.meta["provenance"]["seed"] == 5
+
+
 @pytest.mark.realtime
 def test_plays_on_the_jack_dummy_device(qtbot, qapp, tmp_path, model_dir, jack_server):
     win = open_window(qtbot, qapp, tmp_path / "settings.ini", model_dir, audio_out=None)  # default

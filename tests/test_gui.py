@@ -96,6 +96,22 @@ def test_pad_drag_changes_timbre(qtbot, window):
     assert pad.weights()[2] == pytest.approx(max(pad.weights()))
 
 
+def test_touch_drag_on_pad(qtbot, window):
+    from PySide6.QtTest import QTest
+
+    device = QTest.createTouchDevice()
+    pad = window.pad
+    sq = pad._square()
+    first = QPoint(int(sq.left() + 0.8 * sq.width()), int(sq.top() + 0.2 * sq.height()))
+    second = QPoint(int(sq.left() + 0.9 * sq.width()), int(sq.top() + 0.6 * sq.height()))
+    first, second = pad.mapTo(window, first), pad.mapTo(window, second)   # window coordinates
+    QTest.touchEvent(window, device).press(0, first).commit()
+    QTest.touchEvent(window, device).move(0, second).commit()
+    QTest.touchEvent(window, device).release(0, second).commit()
+    x, y = window.session.instrument.timbre.pad
+    assert x == pytest.approx(0.9, abs=0.02) and y == pytest.approx(0.4, abs=0.02)
+
+
 def test_computer_key_reaches_mixer(qtbot, window):
     held = lambda: stats(window)["held_pitches"]  # noqa: E731
     assert 60 not in held()

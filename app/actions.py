@@ -160,11 +160,11 @@ class FileActions:
     def toggle_recording(self, on: bool, path: str = "") -> bool:
         session, w = self.w.session, self.w
         if not on:
-            if session.recording:
-                written = session.stop_recording()
+            written = session.stop_recording() if session.recording else None
+            if written:
                 w.statusBar().showMessage(f"recorded {written}", 8000)
             w.record.set_recording(False)
-            return True
+            return written is not None
         if not path:
             start = self.settings.value("record/dir", str(Path.home()))
             stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -152,9 +152,14 @@ def test_record_writes_wav_with_notes(qtbot, window, tmp_path):
     silent_until = session.recording_seconds()
     qtbot.keyPress(window.keyboard.keys, Qt.Key_Z)
     qtbot.waitUntil(lambda: session.recording_seconds() > silent_until + 1.0, timeout=10000)
+    qtbot.waitUntil(lambda: window.record.level.value() > 0, timeout=5000)   # the take's meter
     qtbot.keyRelease(window.keyboard.keys, Qt.Key_Z)
     qtbot.waitUntil(lambda: session.recording_seconds() > silent_until + 1.6, timeout=10000)
+    assert window.record.record.isChecked()
+    qtbot.waitUntil(lambda: window.record.elapsed.text().startswith("00:01")
+                    or window.record.elapsed.text().startswith("00:02"), timeout=5000)
     assert window.actions_.toggle_recording(False)
+    assert not window.record.record.isChecked()
     assert not session.recording
     audio, sample_rate = sf.read(path, dtype="float32")
     assert sample_rate == session.instrument.sample_rate

@@ -77,6 +77,28 @@ def test_window_opens_with_model(window, model_dir):
     assert window.windowTitle().startswith("GANSynth")
 
 
+def test_corrupt_model_is_reported_and_the_window_stays(qtbot, qapp, tmp_path):
+    from app import theme
+    from app.main import make_settings, open_instrument
+    from app.window import MainWindow
+
+    bad = tmp_path / "broken_model"
+    bad.mkdir()
+    (bad / "config.json").write_text("{ not json")
+    (bad / "generator.safetensors").write_bytes(b"garbage")
+    theme.apply_theme(qapp)
+    win = MainWindow(make_settings(tmp_path / "settings.ini"))
+    qtbot.addWidget(win)
+    win.show()
+    errors = []
+    open_instrument(win, bad, audio_out="", midi_in="", on_error=errors.append)
+    qtbot.waitUntil(lambda: bool(errors), timeout=30000)
+    assert "broken_model" in errors[0]
+    assert win.banner.isVisibleTo(win) and "broken_model" in win.banner.text()
+    assert win.session is None and not win.pad.isEnabled() and win.isVisible()
+    win.close()
+
+
 def test_pad_drag_changes_timbre(qtbot, window):
     inst = window.session.instrument
     before = inst.timbre.latent.copy()

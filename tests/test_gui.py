@@ -148,6 +148,18 @@ def test_computer_key_reaches_mixer(qtbot, window):
     qtbot.keyRelease(window.keyboard.keys, Qt.Key_Q)
 
 
+def test_midi_notes_light_the_keys(qtbot, window):
+    from engine.midi_input import message_to_event
+
+    keys = window.keyboard.keys
+    post = window.session.post              # what the MIDI callback calls (via MidiInput.target)
+    post(message_to_event(mido.Message("note_on", note=64, velocity=80)))
+    qtbot.waitUntil(lambda: 64 in keys._sounding, timeout=5000)   # pulled by the meter timer
+    assert 64 not in keys._held
+    post(message_to_event(mido.Message("note_on", note=64, velocity=0)))   # = note off
+    qtbot.waitUntil(lambda: 64 not in keys._sounding, timeout=5000)
+
+
 def test_mouse_on_keyboard_plays_with_velocity(qtbot, window):
     keys = window.keyboard.keys
     seen = []

@@ -160,6 +160,18 @@ def test_midi_notes_light_the_keys(qtbot, window):
     qtbot.waitUntil(lambda: 64 not in keys._sounding, timeout=5000)
 
 
+def test_palette_preview_plays_and_shows_rainbowgram(qtbot, window):
+    session = window.session
+    assert stats(window)["voices"] == 0 and np.abs(session.scope(4096)).max() == 0.0
+    window.palette.list.setCurrentRow(2)
+    window.palette.pitch.setValue(67)
+    window.palette.preview_button.click()
+    qtbot.waitUntil(lambda: "preview" in window.rainbow.title, timeout=READY_MS)
+    assert window.palette.entries[2].name in window.rainbow.title and window.rainbow.has_image()
+    qtbot.waitUntil(lambda: np.abs(session.scope(4096)).max() > 0.01, timeout=5000)  # heard
+    assert stats(window)["voices"] == 0         # played by the audition, not as a note
+
+
 def test_mouse_on_keyboard_plays_with_velocity(qtbot, window):
     keys = window.keyboard.keys
     seen = []

@@ -239,7 +239,12 @@ class TimbrePad(QWidget):
         p.drawEllipse(centre, radius, radius)
         p.setBrush(colour)
         p.drawEllipse(centre, 6, 6)
-        # label: "A  Name  42%" outside the square
+        self._paint_label(p, sq, i, weight)
+
+    def _paint_label(self, p: QPainter, sq: QRectF, i: int, weight: float) -> None:
+        """"A  Name  42%" and a weight bar outside the square, by the corner."""
+        colour = self._colours[i]
+        cx, cy = CORNER_XY[i]
         font = QFont(self.font())
         font.setBold(True)
         p.setFont(font)

@@ -22,6 +22,8 @@ def main(argv=None) -> int:
     parser.add_argument("-o", "--out", type=Path, required=True)
     parser.add_argument("--screen", action="store_true", help="grab the whole screen")
     parser.add_argument("--settle-ms", type=int, default=2500, help="play this long before grabbing")
+    parser.add_argument("--render-wait-s", type=float, default=0.0,
+                        help="first wait up to this long for the timbre to be rendered")
     parser.add_argument("--timeout-s", type=float, default=120.0)
     args = parser.parse_args(argv)
 
@@ -40,8 +42,20 @@ def main(argv=None) -> int:
     window.show()
     status = {"code": 1}
 
+    waited = {"ms": 0}
+
+    def wait_rendered():
+        """Poll (GUI timer) until the timbre is rendered, at most `--render-wait-s`."""
+        progress = window.session.instrument.stats()["render_progress"]
+        if progress >= 0.99 or waited["ms"] >= args.render_wait_s * 1000:
+            play()
+        else:
+            waited["ms"] += 200
+            QTimer.singleShot(200, wait_rendered)
+
     def play():
-        window.pad.set_position(0.3, 0.62, emit=True)
+        window.last_pitch = CHORD[2]
+        window.request_rainbowgram()
         for pitch in CHORD:
             window.keyboard.keys.press(pitch, 96)
         QTimer.singleShot(args.settle_ms, grab)
@@ -61,7 +75,11 @@ def main(argv=None) -> int:
         print(f"screenshot: {message}", file=sys.stderr)
         app.quit()
 
-    window.ready.connect(play)
+    def start():
+        window.pad.set_position(0.3, 0.62, emit=True)
+        wait_rendered()
+
+    window.ready.connect(start)
     open_instrument(window, args.model, on_error=failed)
     QTimer.singleShot(int(args.timeout_s * 1000), app.quit)
     app.exec()

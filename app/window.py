@@ -97,7 +97,9 @@ class MainWindow(QMainWindow):
         self.statusBar().addPermanentWidget(self.progress)
         self.statusBar().addPermanentWidget(self.cancel_button)
         self.status = StatusLine(self.statusBar())
+        self._layout()
 
+    def _layout(self) -> None:
         # left: palette over the rainbowgram; centre: the pad; right: controls over the scope
         left = QSplitter(Qt.Vertical)
         left.addWidget(group("Instruments", self.palette))

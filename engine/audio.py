@@ -18,9 +18,11 @@ Thread model (the whole engine's; see also engine/instrument.py):
   no file I/O, no Qt; an exception becomes silence plus `callback_errors`.
 - MIDI callback (rtmidi's thread): translates messages and calls `post`; nothing else.
 - Recorder writer: drains the recorder ring to disk (engine/recorder.py).
-- Watchdog (one per AudioOutput): every 0.25 s checks the stream is alive; a lost or
-  stalled device is reported in `last_error` and, with `fallback=True`, the clock takes
-  over so the instrument (and a recording) keeps running. `reopen()` tries a device again.
+- Watchdog (one per AudioOutput): every 0.25 s checks the stream is alive. A stall (no
+  callback for `stall_s`) is counted and shown in `last_error` while it lasts; a stream
+  that stopped by itself, or stalled for `lost_s`, is lost: reported in `last_error` and,
+  with `fallback=True`, the clock takes over so the instrument (and a recording) keeps
+  running. `reopen()` tries a device again.
 
 Cross-thread data: events go through the instrument's queue; meters are plain attributes
 (latest-value); the scope is a ring guarded by a sequence counter; the recorder ring is a
@@ -29,6 +31,7 @@ which the next block starts, i.e. exact to one block.
 """
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -39,7 +42,9 @@ DEFAULT_SAMPLE_RATE = 48000
 CLOCK_BLOCK = 256
 SCOPE_SIZE = 16384
 MAX_BLOCK = 1 << 16     # largest block the tap accepts (the mixer's own limit)
-STALL_S = 1.0          # no callback for this long while active: the device is lost
+GIL_SWITCH_S = 0.0005  # the GIL hand-over interval while a stream runs (Python's default: 5 ms)
+STALL_S = 0.5          # no callback for this long: reported as a stall (the stream is kept)
+LOST_S = 3.0           # no callback (or only underflows) for this long: the device is lost
 WATCHDOG_S = 0.25
 REAP_WAIT_S = 2.0      # reopen waits this long for a lost stream's close to return
 
@@ -386,6 +391,9 @@ class AudioOutput(_OutputBase):
         self.device_name = ""
         self.last_error = ""
         self.device_losses = 0
+        self.stalls = 0               # callback gaps longer than stall_s
+        self.stall_s = STALL_S
+        self.lost_s = LOST_S
         self._xruns = 0
         self._underflow_run = 0
         self._last_frames = 0
@@ -432,11 +440,18 @@ class AudioOutput(_OutputBase):
         return {"mode": self.mode, "device": self.device_name, "sample_rate": self.sample_rate,
                 "block_size": self.block_frames, "latency_ms": self.latency_ms, "xruns": self.xruns,
                 "cpu_load": self.cpu_load, "last_error": self.last_error,
-                "callback_errors": self.callback_errors, "device_losses": self.device_losses}
+                "callback_errors": self.callback_errors, "device_losses": self.device_losses,
+                "stalls": self.stalls}
 
     # ---- control (GUI thread) ----
     def open(self) -> bool:
-        """Open the device; True if it plays. Otherwise (fallback) the clock runs: see last_error."""
+        """Open the device; True if it plays. Otherwise (fallback) the clock runs: see last_error.
+
+        Also shortens the interpreter's GIL switch interval to GIL_SWITCH_S: the callback
+        needs the GIL, and with the default 5 ms a busy render thread can hold it for a
+        whole 5.3 ms period (measured: p99 process() 5.4 ms -> xruns)."""
+        if sys.getswitchinterval() > GIL_SWITCH_S:
+            sys.setswitchinterval(GIL_SWITCH_S)
         with self._lock:
             self._shut()
             try:
@@ -605,19 +620,30 @@ class AudioOutput(_OutputBase):
 
     def _watch(self) -> None:
         last_frames, last_change = self.tap.frames, time.monotonic()
+        stalled = False
         while not self._watch_stop.wait(WATCHDOG_S):
             now, frames = time.monotonic(), self.tap.frames
             if frames != last_frames or self.mode != "device":
                 last_frames, last_change = frames, now
             if self.mode != "device":
                 continue
+            quiet_s = now - last_change
+            if stalled and quiet_s == 0.0:
+                stalled = False
+                if self.last_error.startswith("audio output stalled"):
+                    self.last_error = ""
             block_s = max(self._last_frames, 1) / self.sample_rate
             if self._finished_gen == self._gen:
                 self._lost("its stream stopped")
-            elif now - last_change > STALL_S:
-                self._lost(f"no audio callback for {STALL_S:.0f} s")
-            elif self._underflow_run * block_s > STALL_S:
-                self._lost(f"every block underflowed for {STALL_S:.0f} s")
+            elif quiet_s > self.lost_s:
+                self._lost(f"no audio callback for {quiet_s:.1f} s")
+            elif self._underflow_run * block_s > self.lost_s:
+                self._lost(f"every block underflowed for {self.lost_s:.1f} s")
+            elif quiet_s > self.stall_s and not stalled:
+                stalled = True
+                self.stalls += 1
+                self.last_error = (f"audio output stalled: no callback from {self.device_name!r} "
+                                   f"for {quiet_s:.1f} s")
 
     def _lost(self, why: str) -> None:
         with self._lock:

@@ -11,8 +11,11 @@ The `jack_server` fixture (session scope) is registered in tests/conftest.py.
 """
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import subprocess
+import tempfile
 import time
 
 import pytest
@@ -30,16 +33,20 @@ class JackServer:
         self._saved_env: dict = {}
 
     def start(self, timeout: float = 10.0) -> "JackServer":
+        # A log file, not a pipe: a full pipe would block jackd (it reports every xrun).
+        self._log = tempfile.TemporaryFile()
         for key, value in (("JACK_DEFAULT_SERVER", self.name), ("JACK_NO_START_SERVER", "1")):
             self._saved_env[key] = os.environ.get(key)
             os.environ[key] = value
         self.proc = subprocess.Popen(
             ["jackd", "-n", self.name, "--no-realtime", "-d", "dummy", "-r", str(self.sample_rate),
-             "-p", str(self.period)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             "-p", str(self.period)], stdout=self._log, stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout
         while not self.ready():
             if self.proc.poll() is not None:
-                raise RuntimeError(f"jackd exited: {self.proc.stderr.read().decode(errors='replace')}")
+                self._log.seek(0)
+                raise RuntimeError(f"jackd exited: {self._log.read().decode(errors='replace')}")
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"jackd did not come up within {timeout} s")
@@ -76,6 +83,9 @@ class JackServer:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
         self.proc = None
+        if getattr(self, "_log", None) is not None:
+            self._log.close()
+            self._log = None
         for key, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -89,9 +99,19 @@ class JackServer:
     def __exit__(self, *exc) -> None:
         import sounddevice as sd
 
+        from engine.audio import stuck_hostapis
+
+        if stuck_hostapis():     # PortAudio would wait (10 min) on a stream it cannot close
+            self.stop()
+            return
         sd._terminate()          # while the server still answers (else PortAudio asserts)
         self.stop()
         sd._initialize()
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the process that started it dies (a crashed test run)."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
 
 
 def _reinit_portaudio() -> None:

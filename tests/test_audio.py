@@ -198,6 +198,7 @@ def test_stalled_device_is_reported_and_the_stream_reopens(synth):
     probe = Probe(make_instrument(synth))
     with JackServer() as jack:                  # its own server: this test freezes it
         out = AudioOutput(probe, device="system")
+        out.stall_s, out.lost_s = 0.3, 1.0          # shorter than the defaults: a quick test
         try:
             assert out.open()
             assert probe.reached(RATE // 10).wait(10)
@@ -205,6 +206,7 @@ def test_stalled_device_is_reported_and_the_stream_reopens(synth):
             try:
                 assert out.wait_mode("clock", timeout=15)
                 assert "'system' was lost" in out.last_error and out.device_losses == 1
+                assert out.stalls == 1                              # reported as a stall first
                 assert probe.reached(RATE // 10).wait(10)       # the clock took over
             finally:
                 os.kill(jack.proc.pid, signal.SIGCONT)

@@ -1,0 +1,333 @@
+"""Live I/O benchmark on a real, paced JACK dummy device (48 kHz, 256-frame periods).
+
+    python -m benchmarks.live [--model PATH | --config paper] [--seconds 60] [--take-minutes 10]
+
+1. MIDI note-on -> first sample of that note in the recorded output, on a cache hit.
+   A JACK MIDI port (rtmidi UNIX_JACK) plays our MidiInput; the audio callback's start
+   times are logged (monotonic clock) per block, so a sample's time is its block's callback
+   time plus its offset in the block, plus the device's reported output latency.
+   Target: at most one block beyond the device's own latency.
+2. Xruns over N s (default 60) of 16-voice playing while the render worker re-renders
+   continuously (the pad moves every 250 ms), against a baseline of the same device idle
+   for N/4 s in this run. Target 0. The take is recorded and compared with the samples the
+   callback produced (bit-identical).
+3. A 10-minute take (same 16-voice playing with pad moves) produced by the offline clock
+   FASTER than real time (stepped in this thread, writer on its own thread): the WAV read
+   back must be bit-identical (sha256 and length) to the samples `process` produced.
+
+Without --model the instrument uses random weights of the `paper` configuration (the full
+GANSynth size; the renders cost what a trained model's do). Prints figures, then one JSON line.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+RATE = 48000
+PERIOD = 256
+
+
+class TimedProbe:
+    """Around the real Instrument: logs each block's start frame, callback time and process time,
+    keeps a copy of the samples (or a running sha256) — benchmark instrumentation only."""
+
+    def __init__(self, instrument, max_blocks: int, copy_frames: int = 0):
+        self.instrument = instrument
+        self.sample_rate = instrument.sample_rate
+        self.t_start = np.zeros(max_blocks)
+        self.frame0 = np.zeros(max_blocks, np.int64)
+        self.busy_s = np.zeros(max_blocks)
+        self.blocks = 0
+        self.frames = 0
+        self.copy = np.zeros(copy_frames, np.float32) if copy_frames else None
+        self.sha = None
+
+    def post(self, event):
+        self.instrument.post(event)
+
+    def process(self, frames):
+        t0 = time.monotonic()
+        block = self.instrument.process(frames)
+        i = self.blocks
+        if i < self.t_start.shape[0]:
+            self.t_start[i] = t0
+            self.frame0[i] = self.frames
+            self.busy_s[i] = time.monotonic() - t0
+            self.blocks = i + 1
+        if self.copy is not None and self.frames + frames <= self.copy.shape[0]:
+            self.copy[self.frames:self.frames + frames] = block
+        if self.sha is not None:
+            self.sha.update(block.tobytes())
+        self.frames += frames
+        return block
+
+
+def build_synth(args):
+    from engine.synth import load_synth
+
+    if args.model:
+        return load_synth(args.model, threads=1), args.model
+    import torch
+
+    from engine.config import PRESETS, SpectralConfig
+    from engine.model import Generator
+    from engine.modelfile import save_model_dir
+
+    torch.manual_seed(0)
+    path = Path(tempfile.mkdtemp(prefix="bench-live-")) / args.config
+    save_model_dir(path, Generator(PRESETS[args.config]), SpectralConfig(),
+                   provenance={"note": "random weights for benchmarks"})
+    return load_synth(path, threads=1), f"random {args.config}"
+
+
+def chord_pitches(synth, n=16):
+    lo, hi = synth.pitch_range
+    return [int(p) for p in np.linspace(lo + 6, hi - 6, n).round()]
+
+
+# ---------------------------------------------------------------------------- 1. latency
+
+def bench_latency(synth, tmp: Path, trials: int) -> dict:
+    import mido
+
+    from engine.audio import AudioOutput
+    from engine.events import NoteOff, NoteOn, SetParam
+    from engine.instrument import Instrument
+    from engine.midi_input import MidiInput
+    from engine.recorder import Recorder
+
+    inst = Instrument(synth, sample_rate=RATE, cache_mb=64)
+    pitch = 60
+    inst.renderer.render_now([pitch])                       # cache hit
+    inst.post(SetParam("release_s", 0.005))
+    probe = TimedProbe(inst, max_blocks=RATE * 60 // PERIOD)
+    out = AudioOutput(probe, device="system")
+    if not out.open():
+        raise RuntimeError(out.last_error)
+    backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK", load=True)
+    keys = backend.open_output("Bench Keys", virtual=True)
+    midi = MidiInput(out, port_name="Bench Keys", api="UNIX_JACK", virtual=False, rescan_s=0)
+    midi.start()
+    rec = Recorder(out)
+    rec.start(tmp / "latency.wav")
+    time.sleep(0.3)
+    rng = np.random.default_rng(2)
+    sends = {"midi": [], "post": []}
+    for i in range(2 * trials):
+        time.sleep(0.1 + 0.0137 * rng.random())             # random phase against the period
+        how = "midi" if i % 2 == 0 else "post"
+        sends[how].append(time.monotonic())
+        if how == "midi":
+            keys.send(mido.Message("note_on", note=pitch, velocity=100))
+            time.sleep(0.08)
+            keys.send(mido.Message("note_off", note=pitch))
+        else:
+            out.post(NoteOn(pitch, 100))
+            time.sleep(0.08)
+            out.post(NoteOff(pitch))
+    time.sleep(0.2)
+    rec.stop()
+    device_ms = out.latency_ms
+    losses = out.device_losses
+    loss_error = out.last_error
+    midi.close()
+    keys.close()
+    out.close()
+    audio, _ = sf.read(tmp / "latency.wav", dtype="float32")
+    block_ms = 1000 * PERIOD / RATE
+    result = {"device_latency_ms": device_ms, "block_ms": block_ms, "target_ms": device_ms + block_ms,
+              "device_losses": losses, "last_error": loss_error}
+    for how, times in sends.items():
+        engine_ms = _onset_delays(audio, rec.start_frame, probe, times)
+        total = [e + device_ms for e in engine_ms]
+        result[how] = {"trials": len(engine_ms), "to_callback_median_ms": statistics.median(engine_ms),
+                       "to_callback_max_ms": max(engine_ms),
+                       "to_dac_median_ms": statistics.median(total), "to_dac_max_ms": max(total),
+                       "within_target": int(sum(e <= block_ms for e in engine_ms))}
+    return result
+
+
+def _onset_delays(audio, start: int, probe, sends) -> list[float]:
+    """For each send time: ms until the callback produced the note's first sample."""
+    blocks = probe.blocks
+    frame0, t_start = probe.frame0[:blocks], probe.t_start[:blocks]
+    delays = []
+    for t_send in sends:
+        # the note cannot be in a block whose callback started before the send
+        first_block = min(int(np.searchsorted(t_start, t_send)), blocks - 1)
+        search_from = max(int(frame0[first_block]) - start, 0)
+        nz = np.flatnonzero(audio[search_from:])
+        if nz.size == 0:
+            continue
+        onset = search_from + int(nz[0]) + start              # output frame of the first sample
+        b = int(np.searchsorted(frame0, onset, side="right")) - 1
+        delays.append(1000 * (t_start[b] + (onset - frame0[b]) / RATE - t_send))
+    return delays
+
+
+# ---------------------------------------------------------------------------- playing pattern
+
+def play_pattern(post, synth, step: int, rng) -> None:
+    """Step `step` (every 250 ms): 16 held notes, one retriggered per step; the pad moves."""
+    from engine.events import NoteOff, NoteOn, PadMove
+
+    pitches = chord_pitches(synth)
+    if step == 0:
+        for p in pitches:
+            post(NoteOn(p, 90))
+    else:
+        p = pitches[step % len(pitches)]
+        post(NoteOff(p))
+        post(NoteOn(p, int(rng.integers(40, 127))))
+    post(PadMove(float(rng.random()), float(rng.random())))
+
+
+# ---------------------------------------------------------------------------- 2. xruns
+
+def bench_xruns(synth, tmp: Path, seconds: float) -> dict:
+    from engine.audio import AudioOutput
+    from engine.instrument import Instrument
+    from engine.recorder import Recorder
+
+    inst = Instrument(synth, sample_rate=RATE, cache_mb=256)
+    inst.renderer.render_now(chord_pitches(synth))
+    total_blocks = int((seconds * 1.25 + 10) * RATE / PERIOD)
+    probe = TimedProbe(inst, max_blocks=total_blocks, copy_frames=int((seconds + 5) * RATE))
+    out = AudioOutput(probe, device="system")
+    if not out.open():
+        raise RuntimeError(out.last_error)
+    baseline_s = seconds / 4
+    time.sleep(baseline_s)                              # idle device, no renders: baseline
+    xruns_idle = out.xruns
+    inst.start()                                         # render worker
+    rec = Recorder(out)
+    rec.start(tmp / "xruns.wav")
+    rng = np.random.default_rng(0)
+    b0 = probe.blocks
+    t0 = time.monotonic()
+    step = 0
+    renders0 = inst.stats()["renders"]
+    while time.monotonic() - t0 < seconds:
+        play_pattern(out.post, synth, step, rng)
+        step += 1
+        time.sleep(max(0.0, t0 + step * 0.25 - time.monotonic()))
+    stats = inst.stats()
+    rec.stop()
+    xruns_load = out.xruns - xruns_idle
+    meters = out.meters()
+    out.close()
+    inst.stop()
+    busy_ms = 1000 * probe.busy_s[b0:probe.blocks]
+    played, _ = sf.read(tmp / "xruns.wav", dtype="float32")
+    s = rec.start_frame
+    identical = bool(played.shape[0] > 0 and s + played.shape[0] <= probe.copy.shape[0]
+                     and np.array_equal(played, probe.copy[s:s + played.shape[0]]))
+    return {"seconds": seconds, "baseline_idle_s": baseline_s, "xruns_idle": xruns_idle,
+            "xruns_playing": xruns_load, "voices": stats["voices"], "renders": stats["renders"] - renders0,
+            "pad_moves": step, "process_ms_p50": float(np.percentile(busy_ms, 50)),
+            "process_ms_p99": float(np.percentile(busy_ms, 99)), "process_ms_max": float(busy_ms.max()),
+            "block_ms": 1000 * PERIOD / RATE, "cpu_load_last": meters["cpu_load"],
+            "recorded_s": played.shape[0] / RATE, "recording_bit_identical": identical,
+            "recorder_overruns": rec.overruns, "device_losses": meters["device_losses"],
+            "last_error": meters["last_error"]}
+
+
+# ---------------------------------------------------------------------------- 3. long take
+
+def bench_take(synth, tmp: Path, minutes: float) -> dict:
+    from engine.audio import OfflineClockOutput
+    from engine.instrument import Instrument
+    from engine.recorder import Recorder
+
+    inst = Instrument(synth, sample_rate=RATE, cache_mb=256)
+    inst.renderer.render_now(chord_pitches(synth))
+    inst.start()
+    probe = TimedProbe(inst, max_blocks=1)
+    probe.sha = hashlib.sha256()
+    clock = OfflineClockOutput(probe, block_size=PERIOD, realtime=False)
+    rec = Recorder(clock)
+    path = tmp / "take.wav"
+    rec.start(path)
+    rng = np.random.default_rng(1)
+    total = int(minutes * 60 * RATE)
+    blocks_per_step = int(0.25 * RATE / PERIOD)
+    t0 = time.monotonic()
+    step = 0
+    while clock.tap.frames < total:
+        play_pattern(clock.post, synth, step, rng)
+        step += 1
+        clock.run_blocks(min(blocks_per_step, (total - clock.tap.frames + PERIOD - 1) // PERIOD))
+    produce_s = time.monotonic() - t0
+    rec.stop()
+    inst.stop()
+    wall_s = time.monotonic() - t0
+    sha = hashlib.sha256()
+    frames = 0
+    with sf.SoundFile(path) as f:
+        for chunk in f.blocks(blocksize=1 << 16, dtype="float32"):
+            sha.update(chunk.tobytes())
+            frames += chunk.shape[0]
+    return {"minutes": minutes, "frames_played": probe.frames, "frames_in_wav": frames,
+            "bit_identical": frames == probe.frames and sha.hexdigest() == probe.sha.hexdigest(),
+            "overruns": rec.overruns, "wall_s": wall_s, "produce_s": produce_s,
+            "speed_x_realtime": minutes * 60 / wall_s, "file_mb": path.stat().st_size / 2**20}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=None)
+    p.add_argument("--config", default="paper", choices=("paper", "lite", "tiny"))
+    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--take-minutes", type=float, default=10.0)
+    p.add_argument("--trials", type=int, default=30)
+    args = p.parse_args(argv)
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.jack import JackServer
+
+    synth, model = build_synth(args)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-live-"))
+    print(f"model: {model}; JACK dummy {RATE} Hz, {PERIOD}-frame periods; files in {tmp}")
+    with JackServer(RATE, PERIOD):
+        lat = bench_latency(synth, tmp, args.trials)
+        for how, label in (("midi", "JACK MIDI note-on"), ("post", "output.post(NoteOn)")):
+            r = lat[how]
+            print(f"[1] {label} -> first sample at the DAC (cache hit, {r['trials']} notes): median "
+                  f"{r['to_dac_median_ms']:.2f} ms, max {r['to_dac_max_ms']:.2f} ms = device latency "
+                  f"{lat['device_latency_ms']:.2f} ms + to the callback median {r['to_callback_median_ms']:.2f}"
+                  f" / max {r['to_callback_max_ms']:.2f} ms; target <= {lat['target_ms']:.2f} ms "
+                  f"(device + one {lat['block_ms']:.2f} ms block): {r['within_target']}/{r['trials']} met")
+        xr = bench_xruns(synth, tmp, args.seconds)
+        print(f"[2] xruns: {xr['xruns_playing']} in {xr['seconds']:.0f} s of 16 voices with the pad moving "
+              f"({xr['pad_moves']} moves, {xr['renders']} notes re-rendered) vs {xr['xruns_idle']} in "
+              f"{xr['baseline_idle_s']:.0f} s idle (target 0); process() p50 {xr['process_ms_p50']:.3f} ms, "
+              f"p99 {xr['process_ms_p99']:.3f} ms, max {xr['process_ms_max']:.2f} ms per "
+              f"{xr['block_ms']:.2f} ms block; recording bit-identical: {xr['recording_bit_identical']} "
+              f"({xr['recorded_s']:.1f} s, {xr['recorder_overruns']} overruns); device losses "
+              f"{xr['device_losses']} {xr['last_error']}")
+    take = bench_take(synth, tmp, args.take_minutes)
+    print(f"[3] {take['minutes']:.0f}-minute take on the offline clock, {take['speed_x_realtime']:.1f}x real "
+          f"time ({take['wall_s']:.0f} s): WAV bit-identical to the produced samples: {take['bit_identical']} "
+          f"({take['frames_in_wav']} / {take['frames_played']} frames, {take['overruns']} overruns, "
+          f"{take['file_mb']:.0f} MB)")
+    for f in tmp.glob("*.wav"):
+        f.unlink()
+    print(json.dumps({"benchmark": "live", "model": model, "latency": lat, "xruns": xr, "take": take},
+                     default=lambda o: o.item() if hasattr(o, "item") else str(o)), flush=True)
+    sys.stderr.flush()
+    os._exit(0)   # a stream PortAudio could not close must not hold the process at exit
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -49,6 +49,7 @@ class Synth:
         self.threads = threads
         self.precision = precision
         self.meta = meta or {}
+        _latent_prior(self.meta, self.config.latent_size)  # a malformed prior fails at load time
         memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
         self.generator = generator.to(self.device).to(memory_format=memory_format).eval()
         self.generator.requires_grad_(False)
@@ -73,9 +74,18 @@ class Synth:
         return (self.config.lowest_pitch, self.config.highest_pitch)
 
     def random_latents(self, n: int, seed: int | None = None) -> np.ndarray:
-        """z ~ N(0, I): float32 [n, latent_size]; the same seed gives the same instruments."""
+        """float32 [n, latent_size]; the same seed gives the same instruments.
+
+        z ~ N(0, I), or, when the model file carries `provenance.latent_prior`
+        ({"mean": [d], "basis": [k][d]}, written by GLO-trained models),
+        z = mean + eps @ basis with eps ~ N(0, I_k): the Gaussian of the learned latents.
+        """
         rng = np.random.default_rng(seed)
-        return rng.standard_normal((n, self.latent_size)).astype(np.float32)
+        prior = _latent_prior(self.meta, self.latent_size)
+        if prior is None:
+            return rng.standard_normal((n, self.latent_size)).astype(np.float32)
+        mean, basis = prior
+        return (mean + rng.standard_normal((n, basis.shape[0])) @ basis).astype(np.float32)
 
     def _check(self, z, pitches) -> tuple[torch.Tensor, torch.Tensor]:
         z = np.asarray(z, np.float32)
@@ -123,6 +133,22 @@ class Synth:
             waves = self.helper.specgrams_to_waves(spec.float().contiguous())
             out.append(waves.cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, self.num_samples), np.float32)
+
+
+def _latent_prior(meta: dict, latent_size: int):
+    """(mean [d], basis [k, d]) from model provenance, or None; malformed priors raise ModelFileError."""
+    prior = (meta.get("provenance") or {}).get("latent_prior")
+    if prior is None:
+        return None
+    try:
+        mean = np.asarray(prior["mean"], np.float64)
+        basis = np.asarray(prior["basis"], np.float64)
+    except (KeyError, TypeError, ValueError):
+        raise ModelFileError("config.json: provenance.latent_prior needs 'mean' [d] and 'basis' [k][d]") from None
+    if mean.shape != (latent_size,) or basis.ndim != 2 or basis.shape[1] != latent_size \
+            or not (np.isfinite(mean).all() and np.isfinite(basis).all()):
+        raise ModelFileError(f"config.json: provenance.latent_prior does not match latent size {latent_size}")
+    return mean, basis
 
 
 def load_synth(path, device: str = "auto", threads: int | None = None, precision: str = "fp32",

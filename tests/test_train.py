@@ -120,6 +120,32 @@ def test_checkpoint_exports_model_with_latent_prior(tmp_path):
     assert len(prior["mean"]) == cfg.latent_size and len(prior["basis"]) == 4  # 4 toy instruments
     torch.testing.assert_close(generator.state_dict()["blocks.0.conv0.weight"],
                                trainer.ema.state_dict()["blocks.0.conv0.weight"])
+    # Synth.random_latents samples the learned latents' Gaussian: z - mean lies in the basis' span.
+    from engine.synth import load_synth
+
+    synth = load_synth(tmp_path / "model", device="cpu")
+    z = synth.random_latents(50, seed=3).astype(np.float64) - np.asarray(prior["mean"])
+    basis = np.asarray(prior["basis"])
+    coef, *_ = np.linalg.lstsq(basis.T, z.T, rcond=None)
+    np.testing.assert_allclose(basis.T @ coef, z.T, atol=1e-4)
+    assert np.linalg.norm(z, axis=1).std() > 0  # not one constant latent
+    np.testing.assert_array_equal(synth.random_latents(2, seed=3), synth.random_latents(2, seed=3))
+    from engine.modelfile import ModelFileError
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tmp_path / "model", bad)
+    meta = json.loads((bad / "config.json").read_text())
+    meta["provenance"]["latent_prior"]["mean"] = [0.0, 1.0]
+    (bad / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match="latent_prior"):
+        load_synth(bad, device="cpu")
+    # The same model files come out of the checkpoint alone (no data), optionally as float16.
+    from engine.training.train import export_checkpoint
+
+    export_checkpoint(tmp_path, tmp_path / "fp16", torch.float16)
+    g16, *_ = load_model_dir(tmp_path / "fp16")
+    torch.testing.assert_close(g16.state_dict()["blocks.0.conv0.weight"], generator.state_dict()["blocks.0.conv0.weight"],
+                               rtol=1e-3, atol=1e-3)
 
 
 def test_corrupt_or_mismatched_checkpoint_is_a_clear_error(tmp_path):

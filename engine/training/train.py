@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from engine.config import SpectralConfig
+from engine.config import SpectralConfig, from_dict, to_dict
 from engine.model import Discriminator, Generator, blocks_for_progress, ema_update, make_ema
 from engine.modelfile import save_model_dir
 from engine.training import checkpoint as ckpt
@@ -390,7 +390,7 @@ class Trainer:
         return {"config": config_to_dict(self.cfg), "segment": self.segment, "seg_images": self.seg_images,
                 "seg_steps": self.seg_steps, "step": self.step, "images_total": self.images_total,
                 "seconds": self.seconds, "images_per_segment": self.images_per_segment,
-                "num_instruments": int(self.latents.shape[0])}
+                "num_instruments": int(self.latents.shape[0]), "spectral": to_dict(self.spectral)}
 
     def state(self, compact: bool = False) -> tuple[dict, dict]:
         return ckpt.pack({"g": self.G, "ema": self.ema, "d": self.D}, {"latents": self.latents.data},
@@ -545,10 +545,25 @@ def build_trainer(cfg: TrainConfig, data: TrainData, out_dir, resume: bool = Fal
     return trainer
 
 
+def export_checkpoint(run_dir, out_dir, dtype: torch.dtype = torch.float32) -> Path:
+    """Model files (EMA generator + latent prior) from RUN/checkpoint.safetensors, no data needed."""
+    path = Path(run_dir) / ckpt.CHECKPOINT_FILE
+    tensors, header = ckpt.load(path)
+    cfg = config_from_dict(header["config"], f"{path}: config")
+    spectral = from_dict(SpectralConfig, header.get("spectral", {}), f"{path}: spectral")
+    n = int(header["num_instruments"])
+    fake = TrainData(np.broadcast_to(np.zeros((1, 2, *cfg.model.output_shape), np.float16),
+                                     (n, 2, *cfg.model.output_shape)),
+                     [cfg.model.lowest_pitch] * n, np.arange(n), spectral)  # only sizes the latents
+    trainer = Trainer(cfg, fake, run_dir, log=False)
+    trainer.load_state(tensors, header, path)
+    return trainer.export_model(out_dir, dtype=dtype)
+
+
 # ----------------------------------------------------------------------------- CLI
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--data", required=True, help="dataset directory (NSynth json/wav layout)")
+    parser.add_argument("--data", help="dataset directory (NSynth json/wav layout)")
     parser.add_argument("--out", required=True, help="run directory (checkpoint, logs, model/)")
     parser.add_argument("--config", default=None,
                         help="paper | lite | tiny | FILE.json (default lite; with --resume: a new schedule "
@@ -557,6 +572,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after M minutes")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
     parser.add_argument("--representation", default="mel_if", choices=("mel_if", "if"))
+    parser.add_argument("--export", metavar="DIR", help="only write model files from --out's checkpoint to DIR")
+    parser.add_argument("--fp16", action="store_true", help="with --export: store the weights as float16")
 
 
 def run(args) -> int:
@@ -564,6 +581,17 @@ def run(args) -> int:
 
     out = Path(args.out)
     ck = out / ckpt.CHECKPOINT_FILE
+    if args.export:
+        try:
+            path = export_checkpoint(out, args.export, torch.float16 if args.fp16 else torch.float32)
+        except (ValueError, ckpt.CheckpointError, OSError) as e:
+            print(f"gansynth train: {e}", file=sys.stderr)
+            return 2
+        print(f"exported {path}")
+        return 0
+    if not args.data:
+        print("gansynth train: --data is required to train", file=sys.stderr)
+        return 2
     try:
         if args.resume:
             _, header = ckpt.load(ck)

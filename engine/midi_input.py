@@ -147,6 +147,7 @@ class MidiInput:
         self._api_wanted = api
         self._port = None
         self._virtual_port = None
+        self._scanner = None                    # rtmidi client used only to list ports
         self._lock = threading.RLock()          # open/close/rescan (never the callback)
         self._changed = threading.Condition()
         self._stop = threading.Event()
@@ -193,11 +194,24 @@ class MidiInput:
         if self._backend is None:
             return []
         try:
-            names = self._backend.get_input_names()
+            names = self._port_names()
         except Exception as e:
+            self._scanner = None
             self.last_error = f"cannot list MIDI ports ({self.api}): {e}"
             return []
         return [n for n in names if not n.endswith(self.virtual_name)]
+
+    def _port_names(self) -> list[str]:
+        # One long-lived rtmidi client for listing: mido's get_input_names() makes a new
+        # client per call, and on JACK every new client stalls the audio graph briefly.
+        if self._scanner is None and getattr(self._backend, "name", "").startswith("mido.backends.rtmidi"):
+            import rtmidi
+
+            self._scanner = rtmidi.MidiIn(rtapi=getattr(rtmidi, f"API_{self.api}"),
+                                          name=f"{CLIENT_NAME} scan")
+        if self._scanner is not None:
+            return self._scanner.get_ports()
+        return self._backend.get_input_names()
 
     def open(self, name: str | None) -> bool:
         """Listen to port `name` (None or "" = none); True if connected now.
@@ -229,6 +243,12 @@ class MidiInput:
             if self._virtual_port is not None:
                 _close_quietly(self._virtual_port)
                 self._virtual_port = None
+            if self._scanner is not None:
+                try:
+                    self._scanner.delete()
+                except Exception:
+                    pass
+                self._scanner = None
 
     def rescan(self) -> None:
         """One rescan pass: drop a vanished port, reopen the wanted one when it is back."""

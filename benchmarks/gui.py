@@ -151,8 +151,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    # Skip interpreter finalization: after long runs PySide6 6.12 sometimes aborted in its
-    # garbage collection at exit ("none_dealloc"), after all figures were printed.
-    os._exit(code)
+    sys.exit(main())

@@ -99,6 +99,16 @@ def test_corrupt_model_is_reported_and_the_window_stays(qtbot, qapp, tmp_path):
     win.close()
 
 
+def test_painting_keeps_none_alive(window):
+    """PySide6 6.12.0 on Python 3.11 dropped a reference to None on every void Qt call, so
+    the window aborted ("deallocating None") after some seconds of painting."""
+    before = sys.getrefcount(None)
+    for _ in range(30):
+        window.keyboard.keys.repaint()
+        window.pad.repaint()
+    assert sys.getrefcount(None) > before - 500      # thousands of void calls were made
+
+
 def test_pad_drag_changes_timbre(qtbot, window):
     inst = window.session.instrument
     before = inst.timbre.latent.copy()

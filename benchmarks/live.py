@@ -233,7 +233,10 @@ def bench_xruns(synth, tmp: Path, seconds: float) -> dict:
     s = rec.start_frame
     identical = bool(played.shape[0] > 0 and s + played.shape[0] <= probe.copy.shape[0]
                      and np.array_equal(played, probe.copy[s:s + played.shape[0]]))
+    budget_ms = 1000 * PERIOD / RATE
     return {"seconds": seconds, "baseline_idle_s": baseline_s, "xruns_idle": xruns_idle,
+            "blocks": int(busy_ms.shape[0]), "blocks_over_budget": int((busy_ms > budget_ms).sum()),
+            "device_seconds_per_wall_second": played.shape[0] / RATE / seconds,
             "xruns_playing": xruns_load, "voices": stats["voices"], "renders": stats["renders"] - renders0,
             "pad_moves": step, "process_ms_p50": float(np.percentile(busy_ms, 50)),
             "process_ms_p99": float(np.percentile(busy_ms, 99)), "process_ms_max": float(busy_ms.max()),
@@ -298,7 +301,8 @@ def main(argv=None) -> int:
 
     synth, model = build_synth(args)
     tmp = Path(tempfile.mkdtemp(prefix="bench-live-"))
-    print(f"model: {model}; JACK dummy {RATE} Hz, {PERIOD}-frame periods; files in {tmp}")
+    print(f"model: {model}; JACK dummy {RATE} Hz, {PERIOD}-frame periods; files in {tmp}; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     with JackServer(RATE, PERIOD):
         lat = bench_latency(synth, tmp, args.trials)
         for how, label in (("midi", "JACK MIDI note-on"), ("post", "output.post(NoteOn)")):
@@ -313,7 +317,8 @@ def main(argv=None) -> int:
               f"({xr['pad_moves']} moves, {xr['renders']} notes re-rendered) vs {xr['xruns_idle']} in "
               f"{xr['baseline_idle_s']:.0f} s idle (target 0); process() p50 {xr['process_ms_p50']:.3f} ms, "
               f"p99 {xr['process_ms_p99']:.3f} ms, max {xr['process_ms_max']:.2f} ms per "
-              f"{xr['block_ms']:.2f} ms block; recording bit-identical: {xr['recording_bit_identical']} "
+              f"{xr['block_ms']:.2f} ms block ({xr['blocks_over_budget']} of {xr['blocks']} blocks over it); "
+              f"the device ran {xr['device_seconds_per_wall_second']:.2f} s per wall second; recording bit-identical: {xr['recording_bit_identical']} "
               f"({xr['recorded_s']:.1f} s, {xr['recorder_overruns']} overruns); device losses "
               f"{xr['device_losses']} {xr['last_error']}")
     take = bench_take(synth, tmp, args.take_minutes)
@@ -323,7 +328,7 @@ def main(argv=None) -> int:
           f"{take['file_mb']:.0f} MB)")
     for f in tmp.glob("*.wav"):
         f.unlink()
-    print(json.dumps({"benchmark": "live", "model": model, "latency": lat, "xruns": xr, "take": take},
+    print(json.dumps({"benchmark": "live", "model": model, "loadavg_1min": os.getloadavg()[0], "latency": lat, "xruns": xr, "take": take},
                      default=lambda o: o.item() if hasattr(o, "item") else str(o)), flush=True)
     sys.stderr.flush()
     os._exit(0)   # a stream PortAudio could not close must not hold the process at exit

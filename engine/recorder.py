@@ -233,6 +233,10 @@ class Recorder:
             self._done.wait(POLL_S)
         return self.frames_written >= frames
 
+    def wait_done(self, timeout: float) -> bool:
+        """Block until the take has ended (stopped, or ended by itself on an error)."""
+        return self._done.wait(timeout)
+
     def log_event(self, frame: int, event) -> None:
         """Remember `event` applied at output frame `frame` (any thread)."""
         if self.recording:

@@ -230,3 +230,32 @@ def test_clock_output_paces_and_steps(synth):
     peak, rms = clock.tap.levels()
     assert peak == 0.0 and rms == 0.0                   # nothing played: silence
     assert clock.tap.scope(256).shape == (256,)
+
+
+def test_play_command_runs_headless_and_records(jack_server, tiny_model_dir, tmp_path, capsys):
+    import argparse
+
+    from engine import play
+
+    parser = argparse.ArgumentParser()
+    play.add_arguments(parser)
+    args = parser.parse_args(["--model", str(tiny_model_dir), "--audio-out", "system", "--seconds", "0.5",
+                              "--record", str(tmp_path / "play.wav"), "--cache-mb", "16"])
+    assert play.run(args) == 0
+    text = capsys.readouterr().out
+    assert "audio: system at 48000 Hz" in text and "MIDI (UNIX_JACK)" in text
+    assert "GANSynth Instrument In" in text and "recorded" in text
+    info = sf.info(tmp_path / "play.wav")
+    assert info.samplerate == RATE and info.frames > RATE // 4
+    assert (tmp_path / "play.mid").exists()
+
+
+def test_play_command_reports_a_bad_model_path(tmp_path, capsys):
+    import argparse
+
+    from engine import play
+
+    parser = argparse.ArgumentParser()
+    play.add_arguments(parser)
+    assert play.run(parser.parse_args(["--model", str(tmp_path / "nope")])) == 1
+    assert str(tmp_path / "nope") in capsys.readouterr().err

@@ -188,10 +188,7 @@ def test_file_removed_mid_take_is_saved_again_in_the_temp_folder(tmp_path, monke
     clock.run_blocks(200)
     assert rec.wait_written(200 * 256, timeout=10)
     shutil.rmtree(folder)                 # the folder goes away while recording
-    for _ in range(100):                  # keep playing until the writer notices
-        clock.run_blocks(10)
-        if not rec.recording:
-            break
+    assert rec.wait_done(timeout=10)      # the writer notices and ends the take by itself
     saved = rec.stop()
     assert saved == rescue_dir / "take.wav"
     assert "was removed" in rec.error and str(saved) in rec.error
@@ -209,10 +206,7 @@ def test_file_deleted_but_folder_kept_is_saved_at_the_same_path(tmp_path):
     clock.run_blocks(50)
     assert rec.wait_written(50 * 256, timeout=10)
     os.remove(tmp_path / "take.wav")
-    for _ in range(100):
-        clock.run_blocks(10)
-        if not rec.recording:
-            break
+    assert rec.wait_done(timeout=10)
     assert rec.stop() == tmp_path / "take.wav"
     audio, _ = sf.read(tmp_path / "take.wav", dtype="float32")
     assert np.array_equal(audio, ramp(0, audio.shape[0])) and audio.shape[0] >= 50 * 256

@@ -181,7 +181,7 @@ class MidiInput:
             self.api = backend_api(self._backend)
             if self.virtual and self._virtual_port is None:
                 self._open_virtual()
-            if self.port_name:
+            if self.port_name and self.connected_name is None:
                 self._connect()
         if self.rescan_s and (self._thread is None or not self._thread.is_alive()):
             self._stop.clear()

@@ -78,6 +78,7 @@ class MemoryBackend:
     def __init__(self, names=()):
         self.names = list(names)
         self.opened: dict[str, MemoryPort] = {}
+        self.opens = 0
 
     def get_input_names(self):
         return list(self.names)
@@ -87,6 +88,7 @@ class MemoryBackend:
             raise OSError(f"unknown port {name!r}")
         port = MemoryPort(name, callback, self)
         self.opened[name] = port
+        self.opens += 1
         return port
 
     def unplug(self, name):
@@ -102,6 +104,7 @@ def test_in_memory_port_events_reach_the_target_and_filter_by_channel():
     midi = MidiInput(target, port_name="Keys", backend=backend, rescan_s=0)
     assert midi.start() and midi.connected_name == "Keys 20:0"
     assert VIRTUAL_PORT_NAME in backend.opened                    # the virtual port is open too
+    assert midi.start() and backend.opens == 2                    # starting again opens nothing new
     keys = backend.opened["Keys 20:0"]
     keys.feed(mido.Message("note_on", note=60, velocity=100))
     keys.feed(mido.Message("note_on", note=60, velocity=0))

@@ -6,6 +6,7 @@ in a worker, then hand the window a started `Session`.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -17,7 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model directory, Magenta checkpoint dir or .zip "
                              f"(default: {resources.default_model_path()})")
     parser.add_argument("--preset", type=Path, default=None, help="preset JSON to load at start")
-    parser.add_argument("--audio-out", default=None, help="audio output device name (default: last used)")
+    parser.add_argument("--audio-out", default=None,
+                        help='audio output device name or part of it ("" = none: the offline clock; '
+                             'default: the last used, else the system default)')
     parser.add_argument("--midi-in", default=None, help="MIDI input port name (default: last used)")
     parser.add_argument("--sample-rate", type=int, default=None,
                         help="output sample rate in Hz (default: the device's, 48000 without one)")
@@ -90,7 +93,21 @@ def _restore_sound(window, settings) -> None:
         slider.set_value(value, emit=True)
 
 
+def _no_display() -> str:
+    """A message when Qt would find no display to open the window on (Linux), else ''."""
+    if not sys.platform.startswith("linux") or os.environ.get("QT_QPA_PLATFORM"):
+        return ""
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"):
+        return ""
+    return ("gansynth gui: no display (DISPLAY and WAYLAND_DISPLAY are unset). Run it on a desktop, "
+            "or headless with `xvfb-run`, or try `gansynth play` for the instrument without a window.")
+
+
 def run(args) -> int:
+    problem = _no_display()
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     from PySide6.QtWidgets import QApplication
 
     from app import theme

@@ -63,8 +63,10 @@ def loop_length(pitch: int, sample_rate: int, target_s: float = 1.0) -> int:
 
 def loop_points(note_frames: int, sample_rate: int) -> tuple[int, int, int]:
     """(loop_start, loop_end, xfade) in frames: loop the stretch just before the
-    note's last 5 % (up to 1 s long), crossfading up to 100 ms."""
-    loop_end = int(note_frames * 0.95)
+    note's last 15 % (up to 1 s long), crossfading up to 100 ms. The very end is never
+    played: generated notes can carry edge artefacts there (inverse-STFT edge, an
+    undertrained model's end burst)."""
+    loop_end = int(note_frames * 0.85)
     length = int(min(sample_rate * 1.0, note_frames * 0.3))
     xfade = int(min(sample_rate * 0.1, length / 4))
     return loop_end - length, loop_end, xfade
@@ -314,8 +316,13 @@ class Renderer:
         note = np.zeros(self.note_frames, np.float32)
         n = min(len(wave), self.note_frames)
         note[:n] = wave[:n]
-        note /= float(np.max(np.abs(note)))  # after resampling, which can move the peak
         _, loop_end, xfade = self.loop
+        # normalise by the absolute peak of what can be played (after resampling, which can
+        # move the peak; the unplayed end does not count)
+        peak = float(np.max(np.abs(note[:loop_end])))
+        if peak < 1e-6:
+            raise ValueError("the generated note is silent")
+        note /= peak
         loop_len = min(loop_length(pitch, self.sample_rate, self.loop_seconds), loop_end - xfade)
         bake_loop(note, loop_end - loop_len, loop_end, xfade)
         return note, loop_len

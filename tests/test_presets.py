@@ -74,3 +74,14 @@ def test_unreadable_and_corrupt_files(tmp_path):
     bad.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(PresetError, match="corrupt.json"):
         load_preset(bad)
+
+
+def test_shipped_presets_fit_the_bundled_model():
+    from engine.resources import default_model_path, presets_dir
+
+    config = json.loads((default_model_path() / "config.json").read_text())
+    paths = sorted(presets_dir().glob("*.json"))
+    assert len(paths) >= 3
+    for path in paths:
+        p = load_preset(path, latent_size=config["model"]["latent_size"])
+        assert p.name and len(set(p.timbre.names)) == 4

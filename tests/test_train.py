@@ -245,3 +245,14 @@ def test_cli_trains_resumes_and_exports(tmp_path, tiny_nsynth_dir):
     audio = synth.generate(synth.random_latents(1, seed=0), [60])
     assert audio.shape == (1, 64000) and np.isfinite(audio).all()
     assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r2")]) == 2
+    # Compact state (what the repository keeps) resumes elsewhere; fp16 model files load.
+    state = tmp_path / "state"
+    assert main(["train", "--out", str(run), "--export-state", str(state)]) == 0
+    assert (state / ckpt.CHECKPOINT_FILE).stat().st_size < (run / ckpt.CHECKPOINT_FILE).stat().st_size
+    more = tmp_path / "more.json"
+    more.write_text(json.dumps(config_to_dict(dataclasses.replace(
+        config_from_dict(json.loads(cfg_file.read_text())), segments=segs + (Segment("gan", 1.0, 1.0, 8, 8),)))))
+    assert main(["train", "--data", str(data), "--out", str(state), "--resume", "--config", str(more)]) == 0
+    assert ckpt.load(state / ckpt.CHECKPOINT_FILE)[1]["step"] == 7
+    assert main(["train", "--out", str(run), "--export", str(tmp_path / "m16"), "--fp16"]) == 0
+    assert load_synth(tmp_path / "m16", device="cpu").generate(np.zeros((1, model.latent_size)), [60]).shape == (1, 64000)

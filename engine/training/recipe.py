@@ -79,6 +79,10 @@ class TrainConfig:
     glo_latent_noise: float = 0.3      # N(0, noise^2) per dimension added to latents while fitting
     glo_if_weight: float = 1.0         # L1 weight of the IF channel relative to log-magnitude
     glo_per_velocity: bool = True      # one latent per (instrument, velocity) rather than per instrument
+    glo_energy_weight: float = 0.0     # log-magnitude L1 weight 1 + this * energy of the real bin (0..1)
+    glo_if_gate: bool = False          # IF L1 weighted by min(1, 2 * energy): silent bins' IF ignored
+    glo_latent_radius: float = 0.0     # latents kept at this norm; 0 = sqrt(latent_size). G pixel-norms
+                                       # [z, one-hot] together, so a small radius makes the pitch a strong input
     # Bookkeeping.
     checkpoint_minutes: float = 10.0
     log_every: int = 50                # steps between scalar logs
@@ -202,6 +206,9 @@ class _Flat:
     glo_latent_noise: float = 0.3
     glo_if_weight: float = 1.0
     glo_per_velocity: bool = True
+    glo_energy_weight: float = 0.0
+    glo_if_gate: bool = False
+    glo_latent_radius: float = 0.0
     checkpoint_minutes: float = 10.0
     log_every: int = 50
     sample_every: int = 1000

@@ -200,9 +200,10 @@ class Trainer:
         self.G = Generator(m)
         self.D = Discriminator(m)
         self.glo_ids = data.voices if cfg.glo_per_velocity else data.instruments
+        self.latent_radius = cfg.glo_latent_radius or math.sqrt(m.latent_size)
         n_inst = int(self.glo_ids.max()) + 1
         lat = torch.randn(n_inst, m.latent_size)
-        self.latents = nn.Parameter(lat * math.sqrt(m.latent_size) / lat.norm(dim=1, keepdim=True))
+        self.latents = nn.Parameter(lat * self.latent_radius / lat.norm(dim=1, keepdim=True))
         if cfg.channels_last:
             self.G.to(memory_format=torch.channels_last)
             self.D.to(memory_format=torch.channels_last)
@@ -266,10 +267,17 @@ class Trainer:
         idx = self._local(self._global_indices(seg.batch_size))
         noise = self._local(torch.randn(seg.batch_size, m.latent_size, generator=self.gen))
         real = self._prep(self.data.real_batch(idx, shape, min(1.0, blend)))
-        z = self.latents[torch.from_numpy(self.glo_ids[idx])] + cfg.glo_latent_noise * noise
+        z = self.latents[torch.from_numpy(self.glo_ids[idx])]
+        z = z + cfg.glo_latent_noise * self.latent_radius / math.sqrt(m.latent_size) * noise
         with self._autocast():
             fake = self.G(z, self._labels(idx), progress)
-        err = (fake.float() - real).abs().mean(dim=(0, 2, 3))  # [2]: logmag, IF
+        diff = (fake.float() - real).abs()  # [B, 2, t, f]: logmag, IF
+        # energy 0 (silence, -0.8 after normalization) .. 1 (loudest): harmonics are a few bins among
+        # many quiet ones, and the IF of a near-silent bin is noise not worth fitting.
+        energy = ((real[:, :1] + 0.8) / 1.6).clamp(0.0, 1.0)
+        w_mag = 1.0 + cfg.glo_energy_weight * energy
+        w_if = (2.0 * energy).clamp(max=1.0) if cfg.glo_if_gate else torch.ones_like(energy)
+        err = torch.stack([(w_mag * diff[:, :1]).mean(), (w_if * diff[:, 1:]).mean()])
         loss = err[0] + cfg.glo_if_weight * err[1]
         for o in ("g_glo", "latents"):
             self.opts[o].zero_grad(set_to_none=True)
@@ -277,8 +285,8 @@ class Trainer:
         self.dist.average_grads(list(self.G.parameters()) + [self.latents])
         self.opts["g_glo"].step()
         self.opts["latents"].step()
-        with torch.no_grad():  # GLO keeps latents on the sphere of radius sqrt(d)
-            self.latents.mul_(math.sqrt(m.latent_size) / self.latents.norm(dim=1, keepdim=True))
+        with torch.no_grad():  # GLO keeps latents on a sphere
+            self.latents.mul_(self.latent_radius / self.latents.norm(dim=1, keepdim=True))
         return {"glo/l1": loss.item(), "glo/l1_logmag": err[0].item(), "glo/l1_if": err[1].item()}
 
     def gan_step(self, seg, progress: float) -> dict:
@@ -560,6 +568,19 @@ def export_checkpoint(run_dir, out_dir, dtype: torch.dtype = torch.float32) -> P
     return trainer.export_model(out_dir, dtype=dtype)
 
 
+def export_compact_state(run_dir, out_dir) -> Path:
+    """A small resumable copy of RUN's checkpoint: bf16 tensors, no Adam first moments."""
+    path = Path(run_dir) / ckpt.CHECKPOINT_FILE
+    tensors, header = ckpt.load(path)
+    small = {}
+    for name, t in tensors.items():
+        if name.endswith(".exp_avg"):
+            continue
+        keep = name.startswith("rng.") or name.endswith(".step") or not t.is_floating_point()
+        small[name] = t if keep else t.to(torch.bfloat16)
+    return ckpt.save(Path(out_dir) / ckpt.CHECKPOINT_FILE, small, dict(header, compact=True))
+
+
 # ----------------------------------------------------------------------------- CLI
 
 def add_arguments(parser) -> None:
@@ -574,6 +595,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--representation", default="mel_if", choices=("mel_if", "if"))
     parser.add_argument("--export", metavar="DIR", help="only write model files from --out's checkpoint to DIR")
     parser.add_argument("--fp16", action="store_true", help="with --export: store the weights as float16")
+    parser.add_argument("--export-state", metavar="DIR",
+                        help="only write a compact (bf16, resumable) copy of --out's checkpoint to DIR; "
+                             "continue it later with --out DIR --resume")
 
 
 def run(args) -> int:
@@ -581,9 +605,12 @@ def run(args) -> int:
 
     out = Path(args.out)
     ck = out / ckpt.CHECKPOINT_FILE
-    if args.export:
+    if args.export or args.export_state:
         try:
-            path = export_checkpoint(out, args.export, torch.float16 if args.fp16 else torch.float32)
+            if args.export_state:
+                path = export_compact_state(out, args.export_state)
+            else:
+                path = export_checkpoint(out, args.export, torch.float16 if args.fp16 else torch.float32)
         except (ValueError, ckpt.CheckpointError, OSError) as e:
             print(f"gansynth train: {e}", file=sys.stderr)
             return 2

@@ -23,7 +23,15 @@ def to_db(amplitude: float) -> float:
 
 
 class ScopeView(pg.PlotWidget):
-    """Output waveform: the newest `points` samples, y fixed to -1..1."""
+    """Output waveform: the newest `points` samples, with an auto-ranging y axis.
+
+    The range follows the signal's peak (fast up, slow down, never below ±0.05) so quiet
+    notes are visible; the label in the corner gives the current full scale.
+    """
+
+    RANGES = (0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0)
+    MIN_RANGE = RANGES[0]
+    HOLD_FRAMES = 30        # a smaller range must fit this many frames in a row to be used
 
     def __init__(self, points: int = 1024, parent=None):
         super().__init__(parent=parent)
@@ -31,7 +39,6 @@ class ScopeView(pg.PlotWidget):
         self.setMenuEnabled(False)
         self.setMouseEnabled(False, False)
         self.hideButtons()
-        self.setYRange(-1.0, 1.0, padding=0.05)
         self.setXRange(0, points, padding=0)
         self.getPlotItem().hideAxis("bottom")
         self.getPlotItem().hideAxis("left")
@@ -41,6 +48,17 @@ class ScopeView(pg.PlotWidget):
         self.curve = self.plot(self._x, self._y, pen=pg.mkPen(theme.ACCENT, width=1),
                                antialias=False)
         self.curve.setSkipFiniteCheck(True)
+        self.range_label = pg.TextItem("", color=theme.TEXT_DIM, anchor=(0, 0))
+        self.addItem(self.range_label)
+        self.y_range = 1.0
+        self._smaller_frames = 0
+        self._set_range(self.MIN_RANGE)
+
+    def _set_range(self, y_range: float) -> None:
+        self.y_range = y_range
+        self.setYRange(-y_range, y_range, padding=0.05)
+        self.range_label.setPos(0, y_range)
+        self.range_label.setText(f"±{y_range:.2g}")
 
     def show_samples(self, samples: np.ndarray) -> None:
         """samples: float32 [n] newest last; shorter input is right-aligned."""
@@ -49,6 +67,17 @@ class ScopeView(pg.PlotWidget):
         self._y[:total - n] = 0.0
         self._y[total - n:] = samples[len(samples) - n:]
         self.curve.setData(self._x, self._y)
+        peak = float(np.abs(self._y).max())
+        target = next((r for r in self.RANGES if r >= peak), self.RANGES[-1])
+        if target > self.y_range:
+            self._set_range(target)
+        elif target < self.y_range:
+            self._smaller_frames += 1
+            if self._smaller_frames >= self.HOLD_FRAMES:
+                self._smaller_frames = 0
+                self._set_range(target)
+        else:
+            self._smaller_frames = 0
 
 
 class LevelMeter(QWidget):

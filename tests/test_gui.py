@@ -301,6 +301,13 @@ def test_plays_on_the_jack_dummy_device(qtbot, qapp, tmp_path, model_dir, jack_s
         win.close()
 
 
+def test_record_to_a_bad_path_is_reported(window, tmp_path):
+    bad = tmp_path / "no_such_dir" / "take.wav"
+    assert not window.actions_.toggle_recording(True, str(bad))
+    assert not window.session.recording and not window.record.record.isChecked()
+    assert "no_such_dir" in window.banner.text()
+
+
 def test_render_midi_and_export_sfz_in_background(qtbot, window, tmp_path):
     song = tmp_path / "song.mid"
     midi = mido.MidiFile()

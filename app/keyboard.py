@@ -299,8 +299,18 @@ class ComputerKeyboard(QObject):
             return False
         return True
 
+    def release_all(self) -> None:
+        """Release every note started by a computer key (e.g. the window lost focus, so
+        their key releases would go to another program)."""
+        for pitch in self._down.values():
+            self.panel.keys.release(pitch)
+        self._down.clear()
+
     def eventFilter(self, obj, event):
         kind = event.type()
+        if kind == QEvent.WindowDeactivate and obj is self.window:
+            self.release_all()
+            return False
         if kind not in (QEvent.KeyPress, QEvent.KeyRelease) or not self._ours(obj):
             return False
         if event.modifiers() & (Qt.ControlModifier | Qt.AltModifier | Qt.MetaModifier):

@@ -142,11 +142,16 @@ def bench_pad_moves(synth, moves: int) -> dict:
            "held_ms": statistics.median(held), "held_busy_ms": statistics.median(held_busy),
            "range_s": statistics.median(full), "range_busy_s": statistics.median(full_busy)}
     n = synth.pitch_range[1] - synth.pitch_range[0] + 1
+    # machine-independent: the engine's latency in units of one bare note render
+    out["held_in_notes"] = out["held_ms"] / note_ms
+    out["range_in_bare_ranges"] = out["range_s"] / (n * note_ms / 1000)
     print(f"one bare Synth.generate note (baseline): {note_ms:.1f} ms -> {n} pitches = {n * note_ms / 1000:.2f} s")
     print(f"pad move -> held pitch sounds new timbre: median {out['held_ms']:.1f} ms from idle, "
           f"{out['held_busy_ms']:.1f} ms mid-range (target 50 ms)")
     print(f"pad move -> whole range re-rendered: median {out['range_s']:.2f} s from idle, "
           f"{out['range_busy_s']:.2f} s mid-range (target 1 s)")
+    print(f"  = {out['held_in_notes']:.2f} bare notes to the held pitch; the range takes "
+          f"{out['range_in_bare_ranges']:.2f}x {n} bare notes")
     print(f"paced clock blocks {clock.blocks}, late {clock.late_blocks}")
     return out
 

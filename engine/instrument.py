@@ -147,6 +147,7 @@ class Instrument:
                            max_voices=self.max_voices, spare_voices=spare, max_block=max_block)
         self.renderer = Renderer(synth, self.cache, self.mixer, self.sample_rate, self.note_frames,
                                  threads=render_threads)
+        self._synth = synth
         self.settings = Settings(self)
         self._timbre_lock = threading.Lock()
         self._timbre = timbre or TimbreState.random(synth, seed)
@@ -163,7 +164,9 @@ class Instrument:
     # ------------------------------------------------------------------ any thread
     @property
     def synth(self):
-        return self.renderer.synth
+        """The model this instrument plays (after swap_model: the new one, even before the
+        worker has switched to it)."""
+        return self._synth
 
     def post(self, event) -> None:
         """Hand an event to the instrument (thread-safe; validated here, ValueError if bad)."""
@@ -287,6 +290,7 @@ class Instrument:
                              f"the model needs {synth.latent_size}")
         with self._timbre_lock:
             self._timbre = timbre
+            self._synth = synth
         self.renderer.swap_model(synth, timbre.key(), timbre.latent)
 
     def note_audio(self, pitch: int) -> np.ndarray | None:

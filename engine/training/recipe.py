@@ -139,19 +139,27 @@ DEFAULT_MODEL = ModelConfig(latent_size=64, fmap_base=1024, fmap_max=64)
 
 
 def _lite() -> TrainConfig:
+    """The default model's recipe: GLO from 8x64 up (the 2x16 and 4x32 stages taught only spectral
+    envelopes in probes), most steps where harmonics first resolve, a few hundred at the costly top
+    stages, then a low-LR adversarial fine-tune at full resolution (continued in the background)."""
     m = DEFAULT_MODEL
-    # 13 stages: 2x16, fade, 4x32, fade, 8x64, fade, 16x128, fade, 32x256, fade, 64x512, fade, 128x1024.
-    # Image counts chosen for ~75 min on a shared 2-core machine: most images at the cheap stages,
-    # only a few hundred steps at the costly top ones (see MODEL_CARD.md for what that gives).
-    glo_images = [20_000, 10_000, 20_000, 10_000, 20_000, 10_000, 12_000, 2_000, 3_000, 1_000, 1_500,
-                  500, 1_500]
-    glo_batch = [64, 64, 64, 32, 32, 32, 32, 16, 16, 16, 16, 8, 8]
-    glo_lr = [2e-3] * 6 + [3e-3] * 5 + [2e-3, 2e-3]
-    segs = progressive_segments("glo", m.num_resolutions, glo_images, glo_batch, glo_lr)
-    segs += (Segment("gan", 6.0, 6.0, 20_000, 8, 1e-4),)
+    segs = (
+        Segment("glo", 2.0, 2.0, 40_000, 32, 5e-3),   # 8x64
+        Segment("glo", 2.0, 3.0, 8_000, 32, 4e-3),
+        Segment("glo", 3.0, 3.0, 12_000, 32, 4e-3),   # 16x128
+        Segment("glo", 3.0, 4.0, 2_000, 16, 3e-3),
+        Segment("glo", 4.0, 4.0, 3_000, 16, 3e-3),    # 32x256
+        Segment("glo", 4.0, 5.0, 1_000, 16, 3e-3),
+        Segment("glo", 5.0, 5.0, 1_500, 16, 2e-3),    # 64x512
+        Segment("glo", 5.0, 6.0, 500, 8, 2e-3),
+        Segment("glo", 6.0, 6.0, 1_500, 8, 2e-3),     # 128x1024
+        Segment("gan", 6.0, 6.0, 20_000, 8, 1e-4),
+    )
     # bf16 without channels_last measured fastest for these narrow top blocks (benchmarks/train.py).
+    # Latents on the unit sphere: G pixel-norms [z, one-hot] together, so the pitch is a strong input.
     return TrainConfig(model=m, segments=segs, precision="bf16", channels_last=False, checkpoint_minutes=5.0,
-                       sample_every=500)
+                       sample_every=500, glo_latent_noise=0.0, glo_latent_radius=1.0, glo_energy_weight=4.0,
+                       glo_if_gate=True)
 
 
 def _tiny() -> TrainConfig:

@@ -12,8 +12,8 @@ from __future__ import annotations
 from PySide6.QtCore import QEvent, QObject, QPointF, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QLinearGradient, QPainter, QPen
 from PySide6.QtWidgets import (QAbstractSpinBox, QComboBox, QHBoxLayout, QLabel, QLineEdit,
-                               QPlainTextEdit, QScrollBar, QSizePolicy, QTextEdit, QToolButton,
-                               QVBoxLayout, QWidget)
+                               QPlainTextEdit, QScrollBar, QSizePolicy, QSlider, QTextEdit,
+                               QToolButton, QVBoxLayout, QWidget)
 
 from app import theme
 
@@ -212,12 +212,34 @@ class PianoKeys(QWidget):
         p.end()
 
 
+class Wheel(QSlider):
+    """A vertical performance wheel; `spring=True` returns to the centre when let go
+    (pitch bend). Emits `moved(value)`."""
+
+    moved = Signal(int)
+
+    def __init__(self, lo: int, hi: int, spring: bool, tip: str, parent=None):
+        super().__init__(Qt.Vertical, parent, minimum=lo, maximum=hi, toolTip=tip)
+        self.spring = spring
+        self.setFocusPolicy(Qt.NoFocus)
+        self.setFixedWidth(22)
+        self.setValue((lo + hi + 1) // 2 if spring else lo)
+        self.valueChanged.connect(self.moved)
+        self.sliderReleased.connect(self._released)
+
+    def _released(self) -> None:
+        if self.spring:
+            self.setValue((self.minimum() + self.maximum() + 1) // 2)
+
+
 class KeyboardPanel(QWidget):
-    """`PianoKeys` plus octave buttons and a scroll bar."""
+    """`PianoKeys` plus pitch-bend and mod wheels, octave buttons and a scroll bar."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
         self.keys = PianoKeys(self)
+        self.bend = Wheel(-8192, 8191, True, "Pitch bend (springs back)")
+        self.mod = Wheel(0, 127, False, "Mod wheel (CC1): moves the pad along its mod axis")
         self.down = QToolButton(text="◀")
         self.up = QToolButton(text="▶")
         self.down.setToolTip("Octave down (- or PageDown)")
@@ -233,11 +255,16 @@ class KeyboardPanel(QWidget):
         row.addWidget(self.up)
         row.addWidget(self.label)
         row.addWidget(self.scroll, 1)
+        keys_row = QHBoxLayout()
+        keys_row.setSpacing(6)
+        keys_row.addWidget(self.bend)
+        keys_row.addWidget(self.mod)
+        keys_row.addWidget(self.keys, 1)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.setSpacing(4)
         lay.addLayout(row)
-        lay.addWidget(self.keys, 1)
+        lay.addLayout(keys_row, 1)
         self.down.clicked.connect(lambda: self.shift(-1))
         self.up.clicked.connect(lambda: self.shift(1))
         self.scroll.valueChanged.connect(self._scrolled)

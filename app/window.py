@@ -22,7 +22,7 @@ from app.pad import TimbrePad
 from app.palette import PaletteWidget
 from app.views import RainbowgramView, ScopePanel, StatusLine
 from app.workers import Job, Jobs
-from engine.events import Panic, PadMove, SetParam
+from engine.events import CC_MOD_WHEEL, ControlChange, Panic, PadMove, PitchBend, SetParam
 from engine.rainbowgram import rainbowgram
 
 METER_FPS = 30
@@ -188,6 +188,8 @@ class MainWindow(QMainWindow):
         self.sound.paramChanged.connect(self.on_param)
         self.keyboard.keys.noteOn.connect(self.on_note_on)
         self.keyboard.keys.noteOff.connect(session.note_off)
+        self.keyboard.bend.moved.connect(lambda v: session.post(PitchBend(int(v))))
+        self.keyboard.mod.moved.connect(lambda v: session.post(ControlChange(CC_MOD_WHEEL, int(v))))
         self.record.recordToggled.connect(self.actions_.toggle_recording)
         self.record.panic.connect(self.panic)
         self.devices.audioChosen.connect(self.choose_audio)
@@ -265,6 +267,7 @@ class MainWindow(QMainWindow):
 
     def panic(self) -> None:
         self.keyboard.keys.release_all()
+        self.keyboard.bend.setValue(0)
         if self.session is not None:
             self.session.post(Panic())
         self.statusBar().showMessage("Panic: all notes and sound off", 2000)

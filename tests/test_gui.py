@@ -145,6 +145,17 @@ def test_touch_drag_on_pad(qtbot, window):
     assert x == pytest.approx(0.9, abs=0.02) and y == pytest.approx(0.4, abs=0.02)
 
 
+def test_mod_wheel_moves_the_pad(qtbot, window):
+    inst = window.session.instrument
+    assert inst.settings.mod_axis == "y" and window.keyboard.bend.value() == 0
+    window.keyboard.mod.setValue(127)                  # CC1 -> the pad's y axis
+    assert inst.timbre.pad[1] == pytest.approx(1.0)
+    qtbot.waitUntil(lambda: window.pad.position()[1] == pytest.approx(1.0), timeout=2000)
+    window.keyboard.bend.setValue(4000)
+    window.keyboard.bend.sliderReleased.emit()         # the spring brings it back
+    assert window.keyboard.bend.value() == 0
+
+
 def test_computer_key_reaches_mixer(qtbot, window):
     held = lambda: stats(window)["held_pitches"]  # noqa: E731
     assert 60 not in held()

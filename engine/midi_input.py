@@ -202,8 +202,14 @@ class MidiInput:
         return [n for n in names if not n.endswith(self.virtual_name)]
 
     def _port_names(self) -> list[str]:
-        # One long-lived rtmidi client for listing: mido's get_input_names() makes a new
-        # client per call, and on JACK every new client stalls the audio graph briefly.
+        # mido's get_input_names() makes a new rtmidi client per call, and on JACK every new
+        # client stalls the audio graph (measured: >1 s on the dummy driver), while every
+        # extra client costs a context switch per period. So list through a client we
+        # already have (the virtual or the connected port), else one long-lived scanner.
+        for port in (self._virtual_port, self._port):
+            rt = getattr(port, "_rt", None)         # mido's rtmidi ports keep their rtmidi.MidiIn
+            if rt is not None:
+                return rt.get_ports()
         if self._scanner is None and getattr(self._backend, "name", "").startswith("mido.backends.rtmidi"):
             import rtmidi
 

@@ -32,7 +32,7 @@ class JackServer:
         self.proc: subprocess.Popen | None = None
         self._saved_env: dict = {}
 
-    def start(self, timeout: float = 10.0) -> "JackServer":
+    def start(self, timeout: float = 30.0) -> "JackServer":
         # A log file, not a pipe: a full pipe would block jackd (it reports every xrun).
         self._log = tempfile.TemporaryFile()
         for key, value in (("JACK_DEFAULT_SERVER", self.name), ("JACK_NO_START_SERVER", "1")):
@@ -67,6 +67,14 @@ class JackServer:
     def ports(self) -> list[str]:
         r = subprocess.run(["jack_lsp", "-s", self.name], capture_output=True, text=True)
         return r.stdout.splitlines()
+
+    def log_text(self) -> str:
+        """What jackd printed so far (xruns, client errors)."""
+        if getattr(self, "_log", None) is None:
+            return ""
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
 
     def kill(self) -> None:
         """Stop the server abruptly (a device that disappears)."""

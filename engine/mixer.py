@@ -86,6 +86,7 @@ class Mixer:
         self.v_xf0 = np.ones(R, np.float64)
         self.v_fade_step = np.zeros(R, np.float64)  # env units per block-sample in FADE
         self.v_pitch = [0] * R
+        self.v_src_pitch = [0] * R  # the model pitch its render comes from (clamped at note-on)
         self.v_order = [0] * R  # note-on counter (age)
         self.v_release_order = [0] * R
         self.v_keydown = [False] * R
@@ -94,6 +95,8 @@ class Mixer:
         self.v_xfading = [False] * R
         self.v_active = [False] * R
         self.high_water = 0  # rows >= high_water are idle
+        self.sounding = [0] * 128  # active voices per source pitch (clamped into the model range)
+        self.n_inexact = 0  # active voices playing a stand-in (another pitch or silence)
         self.n_xfading = 0
         # per-pitch tables; `held_count` and `last_on` are read by the render worker
         self.table = np.zeros(128, np.int64)  # newest published slot per pitch, 0 = none
@@ -206,14 +209,17 @@ class Mixer:
     def velocity_gain(self, velocity: int) -> float:
         return self.velocity_floor + (1.0 - self.velocity_floor) * (velocity / 127.0) ** self.velocity_curve
 
+    def _clamp(self, pitch: int) -> int:
+        lo, hi = self.model_pitches
+        return lo if pitch < lo else hi if pitch > hi else pitch
+
     def _source_for(self, pitch: int) -> tuple[int, float, bool]:
         """(slot, base rate, exact) for a note.
 
         exact: the newest render of the pitch itself, or for pitches outside the model's
         range, of the nearest pitch in range, resampled. Otherwise (not rendered yet) the
         nearest rendered pitch, resampled; SILENT_SLOT if nothing is rendered at all."""
-        lo, hi = self.model_pitches
-        target = min(max(pitch, lo), hi)
+        target = self._clamp(pitch)
         slot = int(self.table[target])
         if slot:
             return slot, 2.0 ** ((pitch - target) / 12.0), True
@@ -243,6 +249,9 @@ class Mixer:
         self.v_keydown[row] = True
         self.v_sustained[row] = False
         self.v_exact[row] = exact
+        self.n_inexact += not exact
+        self.v_src_pitch[row] = self._clamp(pitch)
+        self.sounding[self.v_src_pitch[row]] += 1
         self.v_xfading[row] = False
         self.v_active[row] = True
         self.high_water = max(self.high_water, row + 1)
@@ -342,6 +351,9 @@ class Mixer:
             self.n_xfading -= 1
         self.v_xfading[row] = False
         self.v_active[row] = False
+        self.sounding[self.v_src_pitch[row]] -= 1
+        self.n_inexact -= not self.v_exact[row]
+        self.v_exact[row] = True
         self.v_stage[row] = IDLE
         self.v_env[row] = 0.0
         self.v_vel[row] = 0.0
@@ -374,7 +386,6 @@ class Mixer:
     def take_ready(self) -> None:
         """Install renders published by the render worker; morph sounding voices to them."""
         ready = self.ready
-        lo, hi = self.model_pitches
         while ready:
             pitch, slot, seq = ready.popleft()
             old = int(self.table[pitch])
@@ -383,8 +394,10 @@ class Mixer:
             if old:
                 self.slot_refs[old] -= 1
             self.consumed_seq = seq
+            if not (self.sounding[pitch] or self.n_inexact):
+                continue  # nothing plays this pitch: no per-voice work (cache hits arrive in bursts)
             for row in range(self.high_water):
-                if self.v_active[row] and (not self.v_exact[row] or min(max(self.v_pitch[row], lo), hi) == pitch):
+                if self.v_active[row] and (not self.v_exact[row] or self.v_src_pitch[row] == pitch):
                     self._maybe_morph(row)
 
     def _maybe_morph(self, row: int) -> None:
@@ -408,6 +421,7 @@ class Mixer:
             pos = self.loop_end - loop_len + math.fmod(pos - self.loop_end, loop_len)
         self._set_reader(R + row, old_slot, old_pos, old_rate)
         self._set_reader(row, slot, pos, rate)
+        self.n_inexact += (not exact) - (not self.v_exact[row])
         self.v_exact[row] = exact
         self.v_xf[row] = 0.0
         self.v_xfading[row] = True

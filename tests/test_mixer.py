@@ -267,3 +267,37 @@ def test_pitches_outside_the_model_range_resample_the_edge_note_and_follow_morph
     before = int(rig.mixer.r_slot[0])
     rig.run([(0.0, lambda: rig.inject(24, sine(hz(24), phase=1.0)))], 0.2)
     assert int(rig.mixer.r_slot[0]) != before and rig.mixer.r_rate[0] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_playing_keeps_the_books_straight(seed):
+    """Any mix of notes, pedal, bends, steals and arriving renders: afterwards no voice is
+    left, every per-pitch counter is back to zero and only the pitch table holds slots."""
+    rng = np.random.default_rng(seed)
+    rig = Rig((48, 60, 72), max_voices=6, polyphony=4, release_s=0.05)
+    sched = []
+    for i in range(300):
+        t = i * 0.004
+        kind = rng.integers(0, 10)
+        pitch = int(rng.integers(20, 100))
+        if kind < 4:
+            sched.append((t, ev.NoteOn(pitch, int(rng.integers(1, 128)))))
+        elif kind < 7:
+            sched.append((t, ev.NoteOff(pitch)))
+        elif kind == 7:
+            sched.append((t, ev.ControlChange(64, int(rng.choice([0, 127])))))
+        elif kind == 8:
+            sched.append((t, ev.PitchBend(int(rng.integers(-8192, 8192)))))
+        else:
+            p = int(rng.choice([40, 48, 60, 72, 84]))
+            sched.append((t, lambda p=p: rig.inject(p, sine(hz(p), phase=float(rng.random()) * 6))))
+    sched.append((1.25, ev.Panic()))
+    y = rig.run(sched, 1.4)
+    m = rig.mixer
+    assert np.all(np.isfinite(y)) and np.abs(y[int(1.27 * SR):]).max() == 0.0
+    assert m.active_voices() == 0 and m.high_water == 0 and m.n_xfading == 0
+    assert sum(m.sounding) == 0 and m.n_inexact == 0 and not m.held_count.any()
+    in_table = np.zeros_like(m.slot_refs)
+    for slot in m.table[m.table > 0]:
+        in_table[slot] += 1
+    np.testing.assert_array_equal(m.slot_refs, in_table)

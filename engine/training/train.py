@@ -164,12 +164,21 @@ def init_distributed() -> Dist:
     if world <= 1:
         return Dist()
     backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group(backend)
     return Dist(torch.distributed.get_rank(), torch.distributed.get_world_size())
 
 
 # ----------------------------------------------------------------------------- trainer
+
+def default_device(dist: Dist) -> torch.device:
+    """This rank's GPU when CUDA is present (torchrun's LOCAL_RANK), else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", dist.rank)) % torch.cuda.device_count())
+    return torch.device("cpu")
+
 
 def latent_prior(latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Gaussian fitted to learned latents [n, d] -> (mean [d], basis [n, d]); z = mean + eps @ basis."""
@@ -182,7 +191,7 @@ class Trainer:
     """Owns the networks, optimisers, schedule position and RNG of one run."""
 
     def __init__(self, cfg: TrainConfig, data: TrainData, out_dir, dist: Dist | None = None,
-                 threads: int | None = None, log: bool = True):
+                 threads: int | None = None, log: bool = True, device: str | torch.device | None = None):
         self.cfg, self.data, self.out = cfg, data, Path(out_dir)
         self.dist = dist or Dist()
         self.spectral = data.spectral
@@ -197,13 +206,14 @@ class Trainer:
         if threads:
             torch.set_num_threads(threads)
         torch.manual_seed(cfg.seed)
-        self.G = Generator(m)
-        self.D = Discriminator(m)
+        self.device = torch.device(device) if device is not None else default_device(self.dist)
+        self.G = Generator(m).to(self.device)
+        self.D = Discriminator(m).to(self.device)
         self.glo_ids = data.voices if cfg.glo_per_velocity else data.instruments
         self.latent_radius = cfg.glo_latent_radius or math.sqrt(m.latent_size)
         n_inst = int(self.glo_ids.max()) + 1
         lat = torch.randn(n_inst, m.latent_size)
-        self.latents = nn.Parameter(lat * self.latent_radius / lat.norm(dim=1, keepdim=True))
+        self.latents = nn.Parameter((lat * self.latent_radius / lat.norm(dim=1, keepdim=True)).to(self.device))
         if cfg.channels_last:
             self.G.to(memory_format=torch.channels_last)
             self.D.to(memory_format=torch.channels_last)
@@ -242,18 +252,17 @@ class Trainer:
     def sample_latents(self, n: int) -> torch.Tensor:
         """Latents for fakes: N(0, I), or the Gaussian of the learned GLO latents."""
         eps_shape = (n, self.latents.shape[0]) if self.cfg.uses_glo else (n, self.cfg.model.latent_size)
-        eps = torch.randn(eps_shape, generator=self.gen)
+        eps = torch.randn(eps_shape, generator=self.gen).to(self.device)
         if not self.cfg.uses_glo:
             return eps
         mean, basis = latent_prior(self.latents.detach())
         return mean + eps @ basis
 
     def _labels(self, idx: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(self.data.pitches[idx] - self.cfg.model.lowest_pitch)
+        return torch.from_numpy(self.data.pitches[idx] - self.cfg.model.lowest_pitch).to(self.device)
 
     def _autocast(self):
-        return torch.autocast("cpu" if not torch.cuda.is_available() else "cuda", dtype=torch.bfloat16,
-                              enabled=self.cfg.precision == "bf16")
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
 
     def _prep(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.cfg.channels_last else x
@@ -265,9 +274,9 @@ class Trainer:
         shape = m.resolution(n_blocks)
         blend = progress - (n_blocks - 2) if n_blocks > 1 else 1.0
         idx = self._local(self._global_indices(seg.batch_size))
-        noise = self._local(torch.randn(seg.batch_size, m.latent_size, generator=self.gen))
-        real = self._prep(self.data.real_batch(idx, shape, min(1.0, blend)))
-        z = self.latents[torch.from_numpy(self.glo_ids[idx])]
+        noise = self._local(torch.randn(seg.batch_size, m.latent_size, generator=self.gen)).to(self.device)
+        real = self._prep(self.data.real_batch(idx, shape, min(1.0, blend)).to(self.device))
+        z = self.latents[torch.from_numpy(self.glo_ids[idx]).to(self.device)]
         z = z + cfg.glo_latent_noise * self.latent_radius / math.sqrt(m.latent_size) * noise
         with self._autocast():
             fake = self.G(z, self._labels(idx), progress)
@@ -298,10 +307,10 @@ class Trainer:
         real_idx = self._local(self._global_indices(B))
         fake_idx = self._local(self._global_indices(B))  # labels from the training pitch histogram
         z_d = self._local(self.sample_latents(B))
-        eps = self._local(torch.rand(B, 1, 1, 1, generator=self.gen))
+        eps = self._local(torch.rand(B, 1, 1, 1, generator=self.gen)).to(self.device)
         g_idx = self._local(self._global_indices(B))
         z_g = self._local(self.sample_latents(B))
-        real = self.data.real_batch(real_idx, shape, min(1.0, blend))
+        real = self.data.real_batch(real_idx, shape, min(1.0, blend)).to(self.device)
         real_labels, fake_labels, g_labels = (self._labels(i) for i in (real_idx, fake_idx, g_idx))
         k = self.cfg.micro_batches  # chunks per rank, gradients summed (D's minibatch-stddev sees one chunk)
         chunks = lambda x: torch.chunk(x, k)  # noqa: E731
@@ -476,12 +485,12 @@ class Trainer:
             self._fixed = (torch.randn(n, eps_dim, generator=g), pitches - m.lowest_pitch)
         eps, labels = self._fixed
         if self.cfg.uses_glo:
-            mean, basis = latent_prior(self.latents.detach())
+            mean, basis = latent_prior(self.latents.detach().cpu())
             z = mean + eps @ basis
         else:
             z = eps
         progress = min(self.progress, m.final_progress)
-        spec = self.ema(z, labels, progress).float()  # [4, 2, t, f]
+        spec = self.ema(z.to(self.device), labels.to(self.device), progress).float().cpu()  # [4, 2, t, f]
         img = torch.cat(list(spec), dim=-1)            # [2, t, 4f]: logmag over IF
         img = torch.cat([img[0], img[1]], dim=0).T.flip(0)  # freq up, time right
         self.writer.add_image("samples/logmag_if", ((img + 1) / 2).clamp(0, 1)[None], self.images_total)

@@ -144,7 +144,7 @@ def _lite() -> TrainConfig:
     stages, then a low-LR adversarial fine-tune at full resolution (continued in the background)."""
     m = DEFAULT_MODEL
     segs = (
-        Segment("glo", 2.0, 2.0, 40_000, 32, 5e-3),   # 8x64
+        Segment("glo", 2.0, 2.0, 56_000, 32, 5e-3),   # 8x64
         Segment("glo", 2.0, 3.0, 8_000, 32, 4e-3),
         Segment("glo", 3.0, 3.0, 12_000, 32, 4e-3),   # 16x128
         Segment("glo", 3.0, 4.0, 2_000, 16, 3e-3),

@@ -18,7 +18,7 @@ Figures, each computed for the generated notes and for held-out real notes
 - spectral flatness: geometric / arithmetic mean of the power spectrum, averaged
   over frames within 60 dB of each note's loudest frame (broadband hiss raises it).
 
-Real notes come from `--data` (pitches the model covers); per pitch, `--latents`
+Real notes come from `--data` (acoustic ones unless `--all-sources`, at the pitches the model covers); per pitch, `--latents`
 real notes are held out as the reference row (same count and pitch histogram as
 the generated set); the rest (up to `--max-real`) fit the k-means bins.
 """
@@ -35,7 +35,8 @@ import torch
 
 from engine.config import SpectralConfig
 from engine.spectral import SpecgramsHelper
-from engine.training.nsynth import DatasetError, Note, atomic_write_text, load_wave, read_examples
+from engine.training.nsynth import (DatasetError, Note, atomic_write_text, filter_notes, load_wave,
+                                    read_examples)
 
 RELIABLE_PITCHES = (48, 84)
 CENTS_TOLERANCE = 50.0
@@ -343,6 +344,8 @@ def add_arguments(p):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-real", type=int, default=1500, help="real notes for the k-means bins")
     p.add_argument("--bins", type=int, default=NDB_BINS, help="k-means bins for NDB (default 50)")
+    p.add_argument("--all-sources", action="store_true",
+                   help="use electronic and synthetic real notes too (default: acoustic only, as GANSynth)")
     p.add_argument("--device", default="cpu")
 
 
@@ -357,7 +360,8 @@ def run(args) -> int:
         if args.latents < 1:
             raise ValueError("--latents must be at least 1")
         synth = load_synth(args.model, device=args.device)
-        notes = read_examples(args.data)
+        notes = filter_notes(read_examples(args.data), sources=None if args.all_sources else ("acoustic",),
+                             pitch_range=None)
         report = evaluate(synth, notes, args.latents, pitches, args.tracker, args.seed,
                           args.max_real, args.bins, log=lambda s: print(s, file=sys.stderr))
     except (ModelFileError, DatasetError, ValueError, OSError) as e:

@@ -157,6 +157,18 @@ class RainbowgramView(QWidget):
     def sizeHint(self) -> QSize:
         return QSize(320, 160)
 
+    def _paint_octaves(self, p: QPainter, octaves: int = 7, lowest_octave: int = 1) -> None:
+        """Faint octave lines with C labels (the CQT spans `octaves` octaves from C1)."""
+        p.setPen(QPen(QColor(255, 255, 255, 120), 1))
+        font = p.font()
+        font.setPointSizeF(max(6.0, font.pointSizeF() * 0.75))
+        p.setFont(font)
+        h = self.height()
+        for k in range(1, octaves):
+            y = int(h - k * h / octaves)
+            p.drawLine(0, y, 14, y)
+            p.drawText(18, y + 4, f"C{lowest_octave + k}")
+
     def show_rgb(self, rgb: np.ndarray, title: str = "") -> None:
         rgb = np.ascontiguousarray(np.asarray(rgb, np.uint8)[..., :3])
         h, w = rgb.shape[:2]
@@ -178,6 +190,7 @@ class RainbowgramView(QWidget):
         p.fillRect(self.rect(), QColor("#07080a"))
         if self._image is not None:
             p.drawImage(QRectF(self.rect()), self._image)
+            self._paint_octaves(p)
         metrics = p.fontMetrics()
         title = metrics.elidedText(self.title, Qt.ElideRight, self.width() - 24)
         box = QRectF(4, 4, metrics.horizontalAdvance(title) + 12, metrics.height() + 4)

@@ -156,6 +156,8 @@ class Instrument:
                              f"the model needs {synth.latent_size}")
         self._sync_timbre_settings(self._timbre)
         self._queues: tuple[collections.deque, ...] = ()
+        self.audio_errors = 0
+        self.last_audio_error: Exception | None = None
         self._producers: list[tuple[threading.Thread, collections.deque]] = []
         self._queues_lock = threading.Lock()
         self._local = threading.local()
@@ -212,11 +214,18 @@ class Instrument:
     def process(self, frames: int) -> np.ndarray:
         """Next `frames` samples, float32 mono, a view valid until the next call."""
         mixer = self.mixer
-        mixer.take_ready()  # first, so a note posted after its render was published finds it
-        for q in self._queues:
-            while q:
-                mixer.handle(q.popleft())
-        return mixer.process(frames)
+        try:
+            mixer.take_ready()  # first, so a note posted after its render was published finds it
+            for q in self._queues:
+                while q:
+                    mixer.handle(q.popleft())
+            return mixer.process(frames)
+        except Exception as exc:  # never kill the audio callback: silence, and report it elsewhere
+            self.audio_errors += 1
+            self.last_audio_error = exc  # mailbox; stats() shows it, the caller's thread may log it
+            out = mixer._out[:frames]
+            out.fill(0.0)
+            return out
 
     # ------------------------------------------------------------------ timbre (GUI / MIDI threads)
     @property
@@ -308,5 +317,7 @@ class Instrument:
                    last_render_ms=r.last_render_ms, range_render_s=r.range_seconds,
                    rendered_pitches=r.done_pitches(), voices=m.active_voices(),
                    fallback_notes=m.fallback_notes, silent_notes=m.silent_notes,
-                   held_pitches=[int(p) for p in np.flatnonzero(m.held_count)])
+                   held_pitches=[int(p) for p in np.flatnonzero(m.held_count)],
+                   audio_errors=self.audio_errors,
+                   last_audio_error=repr(self.last_audio_error) if self.last_audio_error else "")
         return out

@@ -356,3 +356,12 @@ def test_a_note_above_the_range_makes_the_top_pitch_urgent(synth):
     assert inst.renderer.step() and inst.renderer.done_pitches() == [synth.pitch_range[1]]
     inst.process(16)
     assert inst.mixer.r_rate[0] == pytest.approx(2 ** ((100 - 84) / 12))  # now playing the render
+
+
+def test_a_bug_in_the_mixer_gives_silence_not_a_dead_callback(synth):
+    inst = Instrument(synth, sample_rate=16000, cache_mb=32, max_voices=4)
+    inst.post(ev.SetParam("volume", 0.7))
+    inst.mixer._handlers[ev.SetParam] = None  # an unhandled event type: a programming error
+    block = inst.process(128)
+    assert block.shape == (128,) and not block.any()
+    assert inst.stats()["audio_errors"] == 1 and "TypeError" in inst.stats()["last_audio_error"]

@@ -15,7 +15,8 @@ THREAD MODEL (who may touch what, and who may block)
   audio callback   process() only, then copies the block into `outdata`. Never blocks: no
                    locks, no allocation of arrays, no logging, no file I/O, no torch. It drains
                    the per-producer event queues, installs finished renders (`mixer.ready`)
-                   and mixes.
+                   and mixes. An exception in there yields a silent block and is counted
+                   (stats: audio_errors, last_audio_error), never raised into the callback.
   render worker    Renderer thread (engine.renderer): torch generate, soxr, writes cache
                    slots that the mixer does not use, publishes (pitch, slot) to mixer.ready.
                    The only thread that calls torch (besides whoever loads a model). Blocks

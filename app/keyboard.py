@@ -54,6 +54,9 @@ class PianoKeys(QWidget):
         self.setMaximumHeight(100)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Preferred)
         self.setFocusPolicy(Qt.NoFocus)
+        self.setToolTip("Click to play: nearer the front edge is louder. Computer keys: Z S X D C… "
+                        "and Q 2 W 3 E…, -/= shift octaves.\nOrange: held here; teal: sounding "
+                        "(MIDI too). Grey keys lie outside the model's range (pitch-shifted).")
         self.first_octave = 2          # leftmost visible C is LOWEST + 12 * first_octave
         self.model_range = (24, 84)
         self._mouse_pitch: int | None = None

@@ -19,8 +19,14 @@ THREAD MODEL (who may touch what, and who may block)
                    (stats: audio_errors, last_audio_error), never raised into the callback.
   render worker    Renderer thread (engine.renderer): torch generate, soxr, writes cache
                    slots that the mixer does not use, publishes (pitch, slot) to mixer.ready.
-                   The only thread that calls torch (besides whoever loads a model). Blocks
-                   freely (waits for work on an Event).
+                   A slot is rewritten only when no voice or pitch-table entry refers to it
+                   (mixer.slot_refs, written by the audio thread) and every publication of it
+                   has been taken (mixer.consumed_seq): the audio thread never reads a note
+                   being written. The only thread that calls torch (besides whoever loads a
+                   model). Blocks freely (waits for work on an Event).
+  offline driver   plays the audio thread's part (process) and, in deterministic mode, the
+                   worker's (renders synchronously in between); ClockStream likewise paces
+                   process() in real time when there is no device.
   recorder writer  never touches the Instrument: the audio stream hands it copies of the
                    blocks through its own ring buffer.
 

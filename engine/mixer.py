@@ -15,7 +15,8 @@ then mix by two matrix-vector products (envelope and crossfade weights are linea
 ramps inside a block: w0 @ S + ((w1 - w0) @ S) * k / n). `process` allocates no
 arrays, takes no lock, logs nothing and never calls torch.
 
-Notes loop: every note ends its useful part at `loop_end` (shared); the renderer
+Notes loop: every note ends its played part at `loop_end` (shared; before the release
+that NSynth-style notes start at 3 s of 4); the renderer
 bakes a crossfade so a read position wrapping from loop_end back by the slot's
 loop length (`slot_loop_len`, a whole number of pitch periods) is seamless; voices
 held (or releasing) past the rendered length keep looping that last stretch.

@@ -62,11 +62,14 @@ def loop_length(pitch: int, sample_rate: int, target_s: float = 1.0) -> int:
 
 
 def loop_points(note_frames: int, sample_rate: int) -> tuple[int, int, int]:
-    """(loop_start, loop_end, xfade) in frames: loop the stretch just before the
-    note's last 15 % (up to 1 s long), crossfading up to 100 ms. The very end is never
-    played: generated notes can carry edge artefacts there (inverse-STFT edge, an
-    undertrained model's end burst)."""
-    loop_end = int(note_frames * 0.85)
+    """(loop_start, loop_end, xfade) in frames: loop up to 1 s ending at 72 % of the note,
+    crossfading up to 100 ms.
+
+    GANSynth notes follow NSynth: the key is held for 3 s of the 4 and released for the
+    last second, so a held voice loops the sustained part just before that release (and
+    the instrument's own envelope does the releasing). The release part, where generated
+    notes also carry inverse-STFT edge artefacts, is never played."""
+    loop_end = int(note_frames * 0.72)
     length = int(min(sample_rate * 1.0, note_frames * 0.3))
     xfade = int(min(sample_rate * 0.1, length / 4))
     return loop_end - length, loop_end, xfade

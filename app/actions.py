@@ -196,7 +196,8 @@ class FileActions:
             from engine.rainbowgram import rainbowgram
 
             audio = synth.generate(np.array(entry.latent[None]), [pitch])[0]
-            return audition.prepare(audio, synth.sample_rate, gain), rainbowgram(audio, synth.sample_rate)
+            return (audition.prepare(audio, synth.sample_rate, gain),
+                    rainbowgram(audio, synth.sample_rate, bins_per_octave=24))
 
         def show(result):
             clip, rgb = result

@@ -144,7 +144,8 @@ class LevelMeter(QWidget):
 
 
 class RainbowgramView(QWidget):
-    """Shows an RGB rainbowgram image (uint8 [freq, time, 3], row 0 = highest frequency)."""
+    """Shows an RGB rainbowgram (`engine.rainbowgram`: uint8 [bins, frames, 3], row 0 = the
+    lowest CQT bin) with low notes at the bottom."""
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -170,7 +171,7 @@ class RainbowgramView(QWidget):
             p.drawText(18, y + 4, f"C{lowest_octave + k}")
 
     def show_rgb(self, rgb: np.ndarray, title: str = "") -> None:
-        rgb = np.ascontiguousarray(np.asarray(rgb, np.uint8)[..., :3])
+        rgb = np.ascontiguousarray(np.flipud(np.asarray(rgb, np.uint8)[..., :3]))  # low at the bottom
         h, w = rgb.shape[:2]
         self._image = QImage(rgb.data, w, h, 3 * w, QImage.Format_RGB888).copy()
         self.title = title

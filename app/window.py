@@ -46,7 +46,7 @@ def note_rainbowgram(synth, latent: np.ndarray, pitch: int, audio=None, sample_r
         audio = synth.generate(np.array(latent[None]), [min(hi, max(lo, pitch))])[0]
         sample_rate = synth.sample_rate
     hop = 256 * max(1, round(sample_rate / 16000))     # same frame rate at any output rate
-    return rainbowgram(audio, sample_rate, hop=hop)
+    return rainbowgram(audio, sample_rate, hop=hop, bins_per_octave=24)   # 168 rows: a finer picture
 
 
 class MainWindow(QMainWindow):

@@ -196,6 +196,23 @@ def test_palette_preview_plays_and_shows_rainbowgram(qtbot, window):
     assert stats(window)["voices"] == 0         # played by the audition, not as a note
 
 
+def test_rainbowgram_view_draws_low_notes_at_the_bottom(qapp):
+    from app.views import RainbowgramView
+    from app.window import note_rainbowgram
+
+    rate = 16000
+    t = np.arange(2 * rate) / rate
+    rows = []
+    for f_hz in (110.0, 1760.0):
+        view = RainbowgramView()
+        view.show_rgb(note_rainbowgram(None, None, 0, np.sin(2 * np.pi * f_hz * t), rate), "tone")
+        image = view._image.convertToFormat(view._image.Format.Format_RGB888)
+        pixels = np.frombuffer(image.constBits(), np.uint8, image.sizeInBytes())
+        pixels = pixels.reshape(image.height(), -1)[:, : 3 * image.width()]
+        rows.append(int(np.argmax(pixels.astype(int).sum(axis=1))) / image.height())
+    assert rows[0] > 0.6 and rows[1] < 0.4        # image row 0 is the top of the view
+
+
 def test_mouse_on_keyboard_plays_with_velocity(qtbot, window):
     keys = window.keyboard.keys
     seen = []

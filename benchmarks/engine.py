@@ -102,12 +102,11 @@ def bench_pad_moves(synth, moves: int) -> dict:
     inst.settings.pad_grid = 0
     pitch = 60
     seen = threading.Event()
-    state = {"slot": 0}
+    state = {"want": None}
 
-    def on_block(block):  # audio thread: notice when the held voice switches source
-        slot = int(inst.mixer.r_slot[0])
-        if slot != state["slot"]:
-            state["slot"] = slot
+    def on_block(block):  # audio thread: notice when the held voice plays the wanted timbre
+        key = inst.cache._slot_key[int(inst.mixer.r_slot[0])]
+        if key is not None and key[1] == state["want"]:
             seen.set()
 
     clock = ClockStream(inst, block_size=BLOCK, on_block=on_block)
@@ -127,6 +126,7 @@ def bench_pad_moves(synth, moves: int) -> dict:
                 inst.renderer.idle.clear()
                 t0 = time.perf_counter()
                 inst.set_pad(*rng.uniform(0, 1, 2))
+                state["want"] = inst.timbre.key()
                 assert seen.wait(10)
                 t_held = time.perf_counter() - t0
                 assert inst.renderer.idle.wait(120)

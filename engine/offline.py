@@ -86,7 +86,7 @@ class OfflineDriver:
                              e.control == ev.CC_MOD_WHEEL) or (isinstance(e, ev.SetParam) and
                              e.name in ("interpolation", "spherical", "pad_grid")) for e in group)
         if timbre_changed:
-            need.update(int(p) for p in np.flatnonzero(inst.mixer.held_count))
+            need.update(min(max(int(p), lo), hi) for p in np.flatnonzero(inst.mixer.held_count))
         for e in group:
             if isinstance(e, ev.NoteOn) and e.velocity > 0:
                 need.add(min(max(e.pitch, lo), hi))

@@ -361,6 +361,18 @@ def test_render_midi_and_export_sfz_in_background(qtbot, window, tmp_path):
     qtbot.waitUntil(lambda: not window.progress.isVisible(), timeout=5000)
 
 
+def test_cancel_a_render(qtbot, window, tmp_path):
+    song = resources.midi_dir() / "bach_prelude_c_bwv846.mid"     # long enough to cancel
+    wav = tmp_path / "cancelled.wav"
+    job = window.actions_.render_midi(str(song), str(wav))
+    assert window.cancel_button.isVisible()
+    window.cancel_button.click()
+    qtbot.waitUntil(job.finished_event.is_set, timeout=READY_MS)
+    qtbot.waitUntil(lambda: not window.cancel_button.isVisible(), timeout=5000)
+    assert "cancelled" in window.statusBar().currentMessage()
+    assert not wav.exists()                      # nothing half-written looks finished
+
+
 # -- a real X server ----------------------------------------------------------------------------
 @pytest.fixture
 def xvfb():

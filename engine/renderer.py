@@ -1,10 +1,13 @@
 """Render worker: (latent, pitch) -> a playable note in the cache, off the audio thread.
 
-One job = one pitch of the newest requested timbre:
+One job = one pitch of the newest requested timbre (8 pitches per batch on a GPU):
   generate (torch, one intra-op thread on CPU) -> soxr resample 16 kHz -> output rate
-  -> normalise by absolute peak -> cut/pad to the note length -> bake the loop
-  crossfade -> write into a free cache slot -> publish (pitch, slot, seq) to the
+  -> cut/pad to the note length -> normalise by the absolute peak of the playable part
+  -> bake the loop crossfade (a whole number of pitch periods, before the note's
+  release) -> write into a free cache slot -> publish (pitch, slot, seq) to the
   mixer's `ready` deque (the audio thread installs it at its next block).
+LRU eviction spares the notes of the timbre being rendered, so going back to an older
+timbre re-renders only what was evicted instead of evicting its own notes in turn.
 
 Priority (re-evaluated before every job, so a key pressed now is rendered next):
   1. pitches held right now (mixer.held_count), most recent first;

@@ -48,8 +48,9 @@ class JackServer:
                 self._log.seek(0)
                 raise RuntimeError(f"jackd exited: {self._log.read().decode(errors='replace')}")
             if time.monotonic() > deadline:
+                log = self.log_text()[-2000:]
                 self.stop()
-                raise RuntimeError(f"jackd did not come up within {timeout} s")
+                raise RuntimeError(f"jackd did not come up within {timeout} s; its output:\n{log}")
             time.sleep(0.05)   # polling another process, not a thread of ours
         _reinit_portaudio()
         return self

@@ -152,7 +152,7 @@ def _lite() -> TrainConfig:
         Segment("glo", 4.0, 5.0, 1_000, 16, 3e-3),
         Segment("glo", 5.0, 5.0, 1_500, 16, 2e-3),    # 64x512
         Segment("glo", 5.0, 6.0, 500, 8, 2e-3),
-        Segment("glo", 6.0, 6.0, 1_500, 8, 2e-3),     # 128x1024
+        Segment("glo", 6.0, 6.0, 4_500, 8, 2e-3),     # 128x1024
         Segment("gan", 6.0, 6.0, 20_000, 8, 1e-4),
     )
     # bf16 without channels_last measured fastest for these narrow top blocks (benchmarks/train.py).

@@ -203,7 +203,7 @@ def bench_xruns(synth, tmp: Path, seconds: float) -> dict:
     inst = Instrument(synth, sample_rate=RATE, cache_mb=256)
     inst.renderer.render_now(chord_pitches(synth))
     total_blocks = int((seconds * 1.25 + 10) * RATE / PERIOD)
-    probe = TimedProbe(inst, max_blocks=total_blocks, copy_frames=int((seconds + 5) * RATE))
+    probe = TimedProbe(inst, max_blocks=total_blocks, copy_frames=total_blocks * PERIOD)   # idle + take
     out = AudioOutput(probe, device="system")
     if not out.open():
         raise RuntimeError(out.last_error)

@@ -129,6 +129,25 @@ def test_pad_drag_changes_timbre(qtbot, window):
     assert pad.weights()[2] == pytest.approx(max(pad.weights()))
 
 
+def test_drop_an_instrument_on_a_corner(window):
+    from PySide6.QtCore import QPointF
+    from PySide6.QtGui import QDragEnterEvent, QDropEvent
+
+    palette, pad = window.palette, window.pad
+    item = palette.list.item(5)
+    mime = palette.list.mimeData([item])               # what dragging the row carries
+    sq = pad._square()
+    near_b = QPointF(sq.right() - 10, sq.bottom() - 10)   # corner B: bottom-right
+    enter = QDragEnterEvent(near_b.toPoint(), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+    QApplication.sendEvent(pad, enter)
+    assert enter.isAccepted()
+    drop = QDropEvent(near_b, Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+    QApplication.sendEvent(pad, drop)
+    timbre = window.session.instrument.timbre
+    assert timbre.names[1] == palette.entries[5].name
+    np.testing.assert_array_equal(timbre.corners[1].latent, palette.entries[5].latent)
+
+
 def test_touch_drag_on_pad(qtbot, window):
     from PySide6.QtTest import QTest
 

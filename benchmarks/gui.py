@@ -10,7 +10,8 @@ the same length in one run:
             every 100 ms, and rainbowgrams are re-requested (in workers)
 
 Prints per-phase GUI-thread CPU (% of one core), the meter timer's achieved rate, and a
-final JSON line.
+final JSON line. For a real X server: `Xvfb :95 &` then `DISPLAY=:95 QT_QPA_PLATFORM=xcb
+python -m benchmarks.gui`.
 """
 from __future__ import annotations
 

@@ -256,3 +256,12 @@ def test_cli_trains_resumes_and_exports(tmp_path, tiny_nsynth_dir):
     assert ckpt.load(state / ckpt.CHECKPOINT_FILE)[1]["step"] == 7
     assert main(["train", "--out", str(run), "--export", str(tmp_path / "m16"), "--fp16"]) == 0
     assert load_synth(tmp_path / "m16", device="cpu").generate(np.zeros((1, model.latent_size)), [60]).shape == (1, 64000)
+
+
+def test_card_flatness_separates_tone_from_noise():
+    from engine.training.cardfigures import spectral_flatness
+
+    t = np.arange(64000) / 16000
+    tone = np.sin(2 * np.pi * 440 * t)
+    noise = np.random.default_rng(0).standard_normal(64000)
+    assert spectral_flatness(tone) < 0.01 < 0.3 < spectral_flatness(noise)

@@ -56,6 +56,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--instruments", type=int, default=4)
+    parser.add_argument("--fp32-model", help="the same model stored as float32: report how far --model's audio is")
     args = parser.parse_args(argv)
     out = Path(args.out)
     synth = load_synth(args.model, device="cpu", threads=1)
@@ -85,6 +86,14 @@ def main(argv=None) -> int:
         "render_61_pitches_s_1_thread": round(render_s, 3),
         "torch_threads": torch.get_num_threads(),
     }
+    if args.fp32_model:
+        ref = load_synth(args.fp32_model, device="cpu", threads=1)
+        pitches = np.tile(PITCHES, len(z))
+        zz = np.repeat(z, len(PITCHES), 0)
+        a, b = synth.generate_specgrams(zz, pitches), ref.generate_specgrams(zz, pitches)
+        figures["fp16_vs_fp32_specgram_rel_rms"] = float(np.sqrt(((a - b) ** 2).mean() / (b ** 2).mean()))
+        a, b = synth.generate(zz, pitches), ref.generate(zz, pitches)
+        figures["fp16_vs_fp32_audio_rel_rms"] = float(np.sqrt(((a - b) ** 2).mean() / (b ** 2).mean()))
     (out / "card_figures.json").write_text(json.dumps(figures, indent=2) + "\n")
     print(json.dumps(figures))
     return 0

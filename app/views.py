@@ -191,7 +191,9 @@ class RainbowgramView(QWidget):
         p.fillRect(self.rect(), QColor("#07080a"))
         if self._image is not None:
             p.drawImage(QRectF(self.rect()), self._image)
+            p.save()
             self._paint_octaves(p)
+            p.restore()
         metrics = p.fontMetrics()
         title = metrics.elidedText(self.title, Qt.ElideRight, self.width() - 24)
         box = QRectF(4, 4, metrics.horizontalAdvance(title) + 12, metrics.height() + 4)

@@ -175,23 +175,23 @@ def _corner(c, i: int, fail) -> Corner:
 
 # ---------------------------------------------------------------- making presets
 
-def describe_note(wave: np.ndarray, sample_rate: int) -> str:
-    """A two-word name for a note from its sound: brightness (spectral centroid),
-    noisiness (spectral flatness) and envelope (how much of it decays in the first second).
-    wave: float32 [samples] mono."""
+def describe_note(wave: np.ndarray, sample_rate: int, pitch: int = 60) -> str:
+    """A two-word name for a note from its sound: brightness (spectral centroid in
+    harmonics of the pitch), noisiness (spectral flatness) and envelope (dB lost in the
+    second after the peak). wave: float32 [samples] mono."""
     wave = np.asarray(wave, np.float64)
     spec = np.abs(np.fft.rfft(wave * np.hanning(len(wave)))) + 1e-12
     freqs = np.fft.rfftfreq(len(wave), 1.0 / sample_rate)
-    centroid = float((spec * freqs).sum() / spec.sum())
+    harmonics = float((spec * freqs).sum() / spec.sum()) / (440.0 * 2 ** ((pitch - 69) / 12))
     flatness = float(np.exp(np.mean(np.log(spec))) / np.mean(spec))
     frame = sample_rate // 20
     env = np.sqrt(np.convolve(wave ** 2, np.ones(frame) / frame, mode="valid")[::frame])
     peak_i = int(np.argmax(env))
     later = env[min(len(env) - 1, peak_i + 20)]  # one second after the peak
     decay_db = 20 * np.log10(env[peak_i] / max(later, 1e-9))
-    colour = "Bright" if centroid > 2500 else "Warm" if centroid > 1000 else "Dark"
-    if flatness > 0.3:
-        colour = "Breathy" if centroid < 3000 else "Airy"
+    colour = "Dark" if harmonics < 2.4 else "Mellow" if harmonics < 3.2 else "Warm" if harmonics < 4.0 else "Bright"
+    if flatness > 0.1:
+        colour = "Breathy"
     body = "Pluck" if decay_db > 20 else "Bell" if decay_db > 8 else "Pad"
     return f"{colour} {body}"
 
@@ -207,7 +207,7 @@ def make_preset(synth, seed: int, name: str, pad=(0.5, 0.5), settings: dict | No
     waves = synth.generate(z, [probe_pitch] * 4)
     names, bodies, corners = [], [], []
     for i in range(4):
-        colour, body = describe_note(waves[i], synth.sample_rate).split()
+        colour, body = describe_note(waves[i], synth.sample_rate, probe_pitch).split()
         noun = _NOUNS[body][bodies.count(body)]  # a different noun for each corner of a kind
         bodies.append(body)
         names.append(f"{colour} {noun}")

@@ -163,9 +163,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     synth, name = load_model(args.model)
     print(f"model {name}: latent {synth.latent_size}, pitches {synth.pitch_range}, torch threads for renders: 1")
-    figures = {"model": name}
+    import os
+
+    figures = {"model": name, "loadavg_1min_start": os.getloadavg()[0]}
     figures.update(bench_process(synth))
     figures.update(bench_pad_moves(synth, args.moves))
+    figures["loadavg_1min_end"] = os.getloadavg()[0]  # the machine is shared: context for the figures
     summary("engine", {k: (round(v, 3) if isinstance(v, float) else v) for k, v in figures.items()})
     return 0
 

@@ -7,7 +7,7 @@
    bend (fractional resampling), and all 64 voices crossfading to a new timbre (128
    readers); the idle block is the baseline measured in the same run.
 2. After a pad move, with the render worker on one torch thread and a paced
-   ClockStream playing a held note beside it (as live): time until the held pitch
+   OfflineClockOutput playing a held note beside it (as live): time until the held pitch
    starts sounding the new timbre (targets <= 50 ms) and until the whole pitch range is
    re-rendered (target <= 1 s); the cost of one bare `Synth.generate` note is the
    baseline. Measured both from an idle worker and mid-range (a second move 100 ms
@@ -29,7 +29,7 @@ import torch
 from benchmarks.common import summary, time_ms
 from engine import events as ev
 from engine.instrument import Instrument
-from engine.offline import ClockStream
+from engine.audio import OfflineClockOutput
 
 SR = 48000
 BLOCK = 256
@@ -109,7 +109,7 @@ def bench_pad_moves(synth, moves: int) -> dict:
         if key is not None and key[1] == state["want"]:
             seen.set()
 
-    clock = ClockStream(inst, block_size=BLOCK, on_block=on_block)
+    clock = OfflineClockOutput(inst, block_size=BLOCK, on_block=on_block)
     inst.post(ev.NoteOn(pitch, 100))
     clock.start()
     inst.start()

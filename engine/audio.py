@@ -255,10 +255,11 @@ class OfflineClockOutput(_OutputBase):
     mode = "clock"
 
     def __init__(self, instrument, block_size: int = CLOCK_BLOCK, realtime: bool = True,
-                 tap: OutputTap | None = None):
+                 tap: OutputTap | None = None, on_block=None):
         super().__init__(instrument, tap)
         self.block_size = int(block_size)
         self.realtime = realtime
+        self.on_block = on_block  # clock thread: on_block(block), block valid during the call only
         self.xruns = 0
         self.cpu_load = 0.0
         self.last_error = ""
@@ -318,7 +319,9 @@ class OfflineClockOutput(_OutputBase):
                 break
             t0 = time.monotonic()
             try:
-                self._render(self.block_size)
+                block = self._render(self.block_size)
+                if self.on_block is not None:
+                    self.on_block(block)
             except Exception as e:  # keep time going: silence plus a count
                 self.callback_errors += 1
                 self.callback_error = e

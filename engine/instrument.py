@@ -25,7 +25,7 @@ THREAD MODEL (who may touch what, and who may block)
                    being written. The only thread that calls torch (besides whoever loads a
                    model). Blocks freely (waits for work on an Event).
   offline driver   plays the audio thread's part (process) and, in deterministic mode, the
-                   worker's (renders synchronously in between); ClockStream likewise paces
+                   worker's (renders synchronously in between); OfflineClockOutput likewise paces
                    process() in real time when there is no device.
   recorder writer  never touches the Instrument: the audio stream hands it copies of the
                    blocks through its own ring buffer.

@@ -14,14 +14,11 @@ changes, the pitches still held — so every note and every pad-move crossfade l
 at the same sample on every run. Non-deterministic mode leaves rendering to the
 started worker, like live playing.
 
-`ClockStream` runs the instrument in real time with no audio device (a paced
-thread calling `process` every block), for a GUI or recorder that needs the
-engine to keep running when there is no sound card.
+Real-time playing without a device (paced blocks, scope, recorder) is
+`engine.audio.OfflineClockOutput`.
 """
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -98,51 +95,3 @@ class OfflineDriver:
         path = Path(path)
         soundfile.write(str(path), audio, self.sample_rate, subtype=subtype)
         return path
-
-
-class ClockStream:
-    """Real-time pacing without a device: a thread calls `instrument.process(block_size)`
-    once per block period and hands each block to `on_block(block)` (a copy is the
-    callee's business; the block is only valid during the call)."""
-
-    def __init__(self, instrument, block_size: int = 256, on_block=None):
-        self.inst = instrument
-        self.block_size = int(block_size)
-        self.on_block = on_block
-        self.blocks = 0
-        self.late_blocks = 0  # blocks that started after their deadline
-        self.cpu_load = 0.0  # smoothed process time / block period
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="gansynth-clock", daemon=True)
-            self._thread.start()
-
-    def stop(self, timeout: float = 2.0) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join(timeout)
-            self._thread = None
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None
-
-    def _run(self) -> None:
-        period = self.block_size / self.inst.sample_rate
-        deadline = time.perf_counter()
-        while not self._stop.is_set():
-            t0 = time.perf_counter()
-            if t0 > deadline + period:
-                self.late_blocks += 1
-                deadline = t0
-            block = self.inst.process(self.block_size)
-            if self.on_block is not None:
-                self.on_block(block)
-            self.blocks += 1
-            self.cpu_load = 0.9 * self.cpu_load + 0.1 * (time.perf_counter() - t0) / period
-            deadline += period
-            self._stop.wait(max(0.0, deadline - time.perf_counter()))

@@ -14,7 +14,8 @@ import torch
 from engine import events as ev
 from engine import load_synth
 from engine.instrument import Instrument
-from engine.offline import ClockStream, OfflineDriver
+from engine.audio import OfflineClockOutput
+from engine.offline import OfflineDriver
 from engine.presets import PresetError
 from tests.conftest import make_tiny_model_dir
 
@@ -241,14 +242,14 @@ def test_clock_stream_runs_without_a_device(synth):
         if len(got) >= 20:
             enough.set()
 
-    clock = ClockStream(inst, block_size=256, on_block=on_block)
+    clock = OfflineClockOutput(inst, block_size=256, on_block=on_block)
     inst.post(ev.NoteOn(60, 100))
     clock.start()
     try:
         assert enough.wait(10.0)
     finally:
         clock.stop()
-    assert np.abs(np.concatenate(got)).max() > 0.1 and clock.blocks >= 20
+    assert np.abs(np.concatenate(got)).max() > 0.1 and clock.tap.frames >= 20 * 256
 
 
 def test_process_allocates_no_arrays_with_the_real_renderer(synth):

@@ -61,7 +61,7 @@ def first_notes(path: Path, count: int | None, out_dir: Path) -> Path:
     if count is None:
         return path
     midi = mido.MidiFile(path)
-    kept, seen, out = [], 0, mido.MidiTrack()
+    seen, out = 0, mido.MidiTrack()
     for msg in mido.merge_tracks(midi.tracks):
         if msg.type == "note_on" and msg.velocity > 0:
             seen += 1

@@ -141,7 +141,8 @@ DEFAULT_MODEL = ModelConfig(latent_size=64, fmap_base=1024, fmap_max=64)
 def _lite() -> TrainConfig:
     """The default model's recipe: GLO from 8x64 up (the 2x16 and 4x32 stages taught only spectral
     envelopes in probes), most steps where harmonics first resolve, a few hundred at the costly top
-    stages, then a low-LR adversarial fine-tune at full resolution (continued in the background)."""
+    stages, then more full-resolution fitting and a low-LR adversarial fine-tune (both continued in
+    the background after the default model was shipped)."""
     m = DEFAULT_MODEL
     segs = (
         Segment("glo", 2.0, 2.0, 56_000, 32, 5e-3),   # 8x64
@@ -152,7 +153,8 @@ def _lite() -> TrainConfig:
         Segment("glo", 4.0, 5.0, 1_000, 16, 3e-3),
         Segment("glo", 5.0, 5.0, 1_500, 16, 2e-3),    # 64x512
         Segment("glo", 5.0, 6.0, 500, 8, 2e-3),
-        Segment("glo", 6.0, 6.0, 4_500, 8, 2e-3),     # 128x1024
+        Segment("glo", 6.0, 6.0, 4_500, 8, 2e-3),     # 128x1024 (the shipped default ends here)
+        Segment("glo", 6.0, 6.0, 20_000, 8, 1e-3),    # more full-resolution fitting (background)
         Segment("gan", 6.0, 6.0, 20_000, 8, 1e-4),
     )
     # bf16 without channels_last measured fastest for these narrow top blocks (benchmarks/train.py).

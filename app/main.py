@@ -65,10 +65,16 @@ def open_instrument(window, model_path, preset=None, audio_out=None, midi_in=Non
             failed(f"{type(exc).__name__}: {exc}")
             return
         window.attach(session)
-        _restore_sound(window, settings)
-        last = str(preset) if preset else settings.value("preset/last", "")
-        if last and Path(last).exists():
-            window.actions_.load_preset(last)
+        if preset:                        # asked for: its settings win over the saved ones
+            _restore_sound(window, settings)
+            window.actions_.load_preset(str(preset))
+        else:                             # the last preset, then the user's later tweaks
+            last = settings.value("preset/last", "")
+            if last and Path(last).exists():
+                window.actions_.load_preset(last)
+            elif not last:
+                _first_preset(window, session)
+            _restore_sound(window, settings)
         window.statusBar().showMessage(f"model {Path(model_path).name} ready", 4000)
 
     def failed(message):
@@ -79,6 +85,19 @@ def open_instrument(window, model_path, preset=None, audio_out=None, midi_in=Non
 
     job = Job(load_synth, str(model_path), threads=1)
     return window.jobs.start(job, on_done=build, on_failed=failed)
+
+
+def _first_preset(window, session) -> None:
+    """First start: the first bundled preset, if it fits this model (else the random corners)."""
+    shipped = sorted(resources.presets_dir().glob("*.json"))
+    if not shipped:
+        return
+    try:
+        session.instrument.load_preset(shipped[0])
+    except Exception:   # made for another model (latent size): keep the random corners
+        return
+    window.sync_from_engine()
+    window.request_rainbowgram()
 
 
 def _restore_sound(window, settings) -> None:

@@ -62,6 +62,7 @@ class MainWindow(QMainWindow):
         self._rainbow_key = None
         self._shown_problems = ("", "")
         self._notice_until = 0.0
+        self._engine_errors = (0, 0)
         self._build()
         self.actions_ = FileActions(self)
         self._menus()
@@ -342,7 +343,7 @@ class MainWindow(QMainWindow):
         values = self.session.meters()
         self.status.update(values)
         self.pad.set_progress(values.get("render_progress", 1.0))
-        error = self.session.poll_errors()
+        error = self.session.poll_errors() or self._new_engine_error(values)
         if error:
             self.notify(error)
         if not self.session.recording and self.record.record.isChecked():
@@ -350,6 +351,16 @@ class MainWindow(QMainWindow):
         problems = self._problems()
         if problems != self._shown_problems and not self._notice_until > time.monotonic():
             self.update_banner()
+
+    def _new_engine_error(self, values: dict) -> str:
+        """A message when the mixer or the renderer reported a new failure since last time."""
+        counts = (values.get("audio_errors", 0), values.get("render_failures", 0))
+        seen, self._engine_errors = self._engine_errors, counts
+        if counts[0] > seen[0]:
+            return f"audio engine error (silence played): {values.get('last_audio_error')}"
+        if counts[1] > seen[1]:
+            return f"{counts[1] - seen[1]} note render(s) failed; the previous notes keep playing"
+        return ""
 
     def notify(self, message: str, error: bool = True) -> None:
         """Show a problem in the status bar and, for 8 s, in the banner."""

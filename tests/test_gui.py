@@ -76,6 +76,10 @@ def test_window_opens_with_model(window, model_dir):
     # no device chosen: the banner says we play on the offline clock
     assert window.banner.isVisibleTo(window) and "offline clock" in window.banner.text()
     assert window.windowTitle().startswith("GANSynth")
+    # engine failures counted in stats() become messages once each
+    assert "boom" in window._new_engine_error({"audio_errors": 1, "last_audio_error": "boom"})
+    assert window._new_engine_error({"audio_errors": 1, "render_failures": 0}) == ""
+    assert "1 note render" in window._new_engine_error({"audio_errors": 1, "render_failures": 1})
 
 
 def test_corrupt_model_is_reported_and_the_window_stays(qtbot, qapp, tmp_path):

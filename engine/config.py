@@ -93,8 +93,8 @@ class ModelConfig:
 
 PRESETS: dict[str, ModelConfig] = {
     "paper": ModelConfig(),
-    # Widths / 4: 64,64,64,64,64,32,16,8 — CPU-trainable.
-    "lite": ModelConfig(fmap_base=1024, fmap_max=64),
+    # Widths / 4: 64,64,64,64,64,32,16,8 and a 64-d latent — CPU-trainable; the bundled model.
+    "lite": ModelConfig(latent_size=64, fmap_base=1024, fmap_max=64),
     # For tests: narrow and cheap, full output shape.
     "tiny": ModelConfig(latent_size=16, fmap_base=512, fmap_max=8),
 }

@@ -133,9 +133,8 @@ def _paper() -> TrainConfig:
     return TrainConfig(model=m, segments=segs, precision="fp32", channels_last=False)
 
 
-# The default model's widths: lite's top blocks (32, 16, 8 channels: fast enough to render
-# 61 notes in ~1 s on one core) with wider cheap low blocks and a 64-d latent.
-DEFAULT_MODEL = ModelConfig(latent_size=64, fmap_base=1024, fmap_max=64)
+# The default model: engine.config's `lite` (widths 64..8, 64-d latent).
+DEFAULT_MODEL = PRESETS["lite"]
 
 
 def _lite() -> TrainConfig:

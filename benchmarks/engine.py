@@ -138,7 +138,7 @@ def bench_pad_moves(synth, moves: int) -> dict:
         clock.stop()
     z = synth.random_latents(1, 0)
     note_ms = time_ms(lambda: synth.generate(z, [pitch]), repeat=7, warmup=1)
-    out = {"note_generate_ms": note_ms, "late_blocks": clock.late_blocks, "clock_blocks": clock.blocks,
+    out = {"note_generate_ms": note_ms, "late_blocks": clock.xruns, "clock_blocks": clock.tap.frames // BLOCK,
            "held_ms": statistics.median(held), "held_busy_ms": statistics.median(held_busy),
            "range_s": statistics.median(full), "range_busy_s": statistics.median(full_busy)}
     n = synth.pitch_range[1] - synth.pitch_range[0] + 1
@@ -152,7 +152,7 @@ def bench_pad_moves(synth, moves: int) -> dict:
           f"{out['range_busy_s']:.2f} s mid-range (target 1 s)")
     print(f"  = {out['held_in_notes']:.2f} bare notes to the held pitch; the range takes "
           f"{out['range_in_bare_ranges']:.2f}x {n} bare notes")
-    print(f"paced clock blocks {clock.blocks}, late {clock.late_blocks}")
+    print(f"paced clock blocks {clock.tap.frames // BLOCK}, late {clock.xruns}")
     return out
 
 

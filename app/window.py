@@ -11,7 +11,7 @@ import time
 import numpy as np
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QApplication, QGroupBox, QHBoxLayout, QLabel, QMainWindow,
+from PySide6.QtWidgets import (QApplication, QGroupBox, QLabel, QMainWindow,
                                QProgressBar, QSplitter, QToolButton, QVBoxLayout, QWidget)
 
 from app import theme

@@ -46,3 +46,19 @@ def tiny_nsynth_dir(tmp_path_factory):
     render_dataset(timgm6mb_path(), out, list(TINY_NSYNTH_PROGRAMS), list(TINY_NSYNTH_PITCHES),
                    [100], progress=False)
     return out
+
+
+def traced_allocation(fn, repeats: int) -> tuple[int, int]:
+    """(bytes still held, peak bytes) allocated by `repeats` calls of fn(), via tracemalloc."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        for _ in range(repeats):
+            fn()
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return current - base, peak - base

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import tracemalloc
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ from engine.instrument import Instrument
 from engine.audio import OfflineClockOutput
 from engine.offline import OfflineDriver
 from engine.presets import PresetError
-from tests.conftest import make_tiny_model_dir
+from tests.conftest import make_tiny_model_dir, traced_allocation
 
 
 @pytest.fixture(scope="module")
@@ -265,20 +264,12 @@ def test_process_allocates_no_arrays_with_the_real_renderer(synth):
     for e in (ev.NoteOff(56), ev.NoteOn(70, 90), ev.ControlChange(64, 127), ev.NoteOff(57),
               ev.PitchBend(300), ev.ControlChange(7, 100), ev.NoteOn(58, 100), ev.SetParam("volume", 0.6)):
         inst.post(e)  # events handled inside the measured blocks too
-    tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
-        for _ in range(4):
-            inst.process(2048)
-        current, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    current, peak = traced_allocation(lambda: inst.process(2048), 4)
     m = inst.mixer
     row60 = next(r for r in range(m.rows) if m.v_active[r] and m.v_pitch[r] == 60)
     assert m.r_slot[row60] == m.table[60] and m.pedal and 70 in inst.stats()["held_pitches"]  # it all ran
-    assert peak - base < 8192  # less than one float32 block: no array was allocated
-    assert current - base < 1024
+    assert peak < 8192  # less than one float32 block: no array was allocated
+    assert current < 1024
 
 
 def test_settings_and_presets_validate(synth, tmp_path):

@@ -2,7 +2,6 @@
 preparation): envelope shapes, stealing, pedal, bend, loops, morphs, controllers."""
 from __future__ import annotations
 
-import tracemalloc
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ from engine import events as ev
 from engine.mixer import Mixer
 from engine.notecache import NoteCache
 from engine.renderer import Renderer, loop_points
+from tests.conftest import traced_allocation
 
 SR = 48000
 NOTE_S = 2.0
@@ -245,17 +245,9 @@ def test_process_allocates_no_arrays():
     mixer.take_ready()
     mixer.process(2048)
     assert mixer.n_xfading == 1
-    tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
-        for _ in range(5):
-            mixer.process(2048)
-        current, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert peak - base < 8192
-    assert current - base < 1024
+    current, peak = traced_allocation(lambda: mixer.process(2048), 5)
+    assert peak < 8192
+    assert current < 1024
 
 
 def test_pitches_outside_the_model_range_resample_the_edge_note_and_follow_morphs():

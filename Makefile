@@ -25,13 +25,13 @@ system-packages:
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages: $$missing"; \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
 
 # FluidR3_GM (148 MB) is only needed to rebuild the default model's training data.
 soundfont:
 	@dpkg -s fluid-soundfont-gm >/dev/null 2>&1 || \
-		(DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq fluid-soundfont-gm)
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fluid-soundfont-gm
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -15,6 +14,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from engine.config import ModelConfig, SpectralConfig, from_dict, to_dict
+from engine.fileio import atomic_path, atomic_write_text
 from engine.model import Generator
 
 FORMAT = "gansynth-instrument-model"
@@ -45,21 +45,10 @@ def save_model_dir(path, generator: Generator, spectral: SpectralConfig,
         "dtype": str(dtype).replace("torch.", ""),
         "provenance": provenance or {},
     }
-    _atomic_write(path / WEIGHTS_FILE, lambda tmp: save_file(state, tmp))
-    _atomic_write(path / CONFIG_FILE,
-                  lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2) + "\n"))
+    with atomic_path(path / WEIGHTS_FILE) as tmp:
+        save_file(state, tmp)
+    atomic_write_text(path / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
     return path
-
-
-def _atomic_write(target: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix="." + target.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_meta(path) -> dict:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.fileio import atomic_write_text
 from engine.timbre import DEFAULT_COLOURS, MODES, Corner, TimbreState
 
 FORMAT = "gansynth-preset"
@@ -64,10 +65,7 @@ def preset_to_dict(preset: Preset) -> dict:
 def save_preset(path, preset: Preset) -> Path:
     path = Path(os.path.expanduser(str(path)))
     data = json.dumps(preset_to_dict(preset), indent=1)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(data)
-    os.replace(tmp, path)  # never leave a half-written preset behind
-    return path
+    return atomic_write_text(path, data)  # never leave a half-written preset behind
 
 
 def load_preset(path, latent_size: int | None = None) -> Preset:

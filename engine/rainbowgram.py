@@ -20,12 +20,13 @@ rainbow look.
 """
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+from engine.fileio import atomic_path
 
 C1_HZ = 32.703195662574764  # MIDI 24, GANSynth's lowest pitch
 
@@ -158,12 +159,8 @@ def save_png(rgb: np.ndarray, path, scale: tuple[int, int] = (1, 1), origin: str
            + chunk(b"IDAT", zlib.compress(raw.tobytes(), 6))
            + chunk(b"IEND", b""))
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_bytes(png)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

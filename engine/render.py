@@ -30,7 +30,6 @@ How a note is made (as Magenta's generate_util, except where noted):
 """
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.fileio import atomic_path
 from engine.midifile import MidiFileError, MidiNotes, read_midi
 
 
@@ -350,10 +350,6 @@ def render_notes(synth, notes: MidiNotes, palette: np.ndarray, anchor_ids: np.nd
 
 # ---- output --------------------------------------------------------------------------------
 
-def _partial_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.partial")
-
-
 def _check_output(path) -> None:
     """Fail before any work if `path` cannot be an output file."""
     if path is None:
@@ -373,9 +369,9 @@ def write_wav(path, audio: np.ndarray, in_rate: int, out_rate: int, subtype: str
 
     path = Path(path)
     _check_output(path)
-    tmp = _partial_path(path)
     try:
-        with sf.SoundFile(tmp, "w", samplerate=out_rate, channels=1, subtype=subtype, format="WAV") as f:
+        with atomic_path(path) as tmp, \
+                sf.SoundFile(tmp, "w", samplerate=out_rate, channels=1, subtype=subtype, format="WAV") as f:
             stream = soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32") if in_rate != out_rate else None
             for pos in range(0, max(len(audio), 1), chunk):
                 block = np.ascontiguousarray(audio[pos:pos + chunk], np.float32)
@@ -383,11 +379,8 @@ def write_wav(path, audio: np.ndarray, in_rate: int, out_rate: int, subtype: str
                 if stream is not None:
                     block = stream.resample_chunk(block, last=last)
                 f.write(np.clip(block, -1.0, 1.0))
-        os.replace(tmp, path)
     except (OSError, RuntimeError) as e:  # soundfile's LibsndfileError is a RuntimeError
         raise RenderError(f"{path}: cannot write: {e}") from e
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.fileio import atomic_path, atomic_write_text
+
 NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
 
@@ -197,14 +199,11 @@ def layer_audio(audio: np.ndarray, sample_rate: int, pitch: int, layer: int, lay
 def _write_wav(path: Path, audio: np.ndarray, sample_rate: int) -> None:
     import soundfile as sf
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
-        sf.write(tmp, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_24", format="WAV")
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            sf.write(tmp, np.clip(audio, -1.0, 1.0), sample_rate, subtype="PCM_24", format="WAV")
     except (OSError, RuntimeError) as e:
         raise SfzError(f"{path}: cannot write: {e}") from e
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _prepare(audio16: np.ndarray, in_rate: int, pitch: int, layer: int, layers: int,
@@ -301,14 +300,10 @@ def _make_dirs(out_dir: Path) -> Path:
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, text)
     except OSError as e:
         raise SfzError(f"{path}: cannot write: {e.strerror or e}") from e
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def sfz_text(name: str, regions, pitches: list[int], layers: int, settings: SfzSettings,

@@ -14,13 +14,13 @@ run resumed from it continues the schedule but is not bit-exact.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
+
+from engine.fileio import atomic_path
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 
@@ -66,14 +66,8 @@ def save(path, tensors: dict[str, torch.Tensor], header: dict) -> Path:
     """Atomic write of a checkpoint file (temp file + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata={"state": json.dumps(header)})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -34,8 +34,9 @@ import numpy as np
 import torch
 
 from engine.config import SpectralConfig
+from engine.fileio import atomic_write_text
 from engine.spectral import SpecgramsHelper
-from engine.training.nsynth import (DatasetError, Note, atomic_write_text, filter_notes, load_wave,
+from engine.training.nsynth import (DatasetError, Note, filter_notes, load_wave,
                                     read_examples)
 
 RELIABLE_PITCHES = (48, 84)

@@ -38,8 +38,9 @@ import numpy as np
 import torch
 
 from engine.config import SpectralConfig, to_dict
+from engine.fileio import atomic_write_text
 from engine.spectral import SpecgramsHelper
-from engine.training.nsynth import (GANSYNTH_PITCHES, DatasetError, Note, atomic_write_text,
+from engine.training.nsynth import (GANSYNTH_PITCHES, DatasetError, Note,
                                     filter_notes, instrument_ids, load_wave, read_examples)
 
 CACHE_VERSION = 1

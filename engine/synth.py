@@ -49,7 +49,7 @@ class Synth:
         self.threads = threads
         self.precision = precision
         self.meta = meta or {}
-        _latent_prior(self.meta, self.config.latent_size)  # a malformed prior fails at load time
+        self._prior = _latent_prior(self.meta, self.config.latent_size)  # malformed: fails at load
         memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
         self.generator = generator.to(self.device).to(memory_format=memory_format).eval()
         self.generator.requires_grad_(False)
@@ -81,10 +81,9 @@ class Synth:
         z = mean + eps @ basis with eps ~ N(0, I_k): the Gaussian of the learned latents.
         """
         rng = np.random.default_rng(seed)
-        prior = _latent_prior(self.meta, self.latent_size)
-        if prior is None:
+        if self._prior is None:
             return rng.standard_normal((n, self.latent_size)).astype(np.float32)
-        mean, basis = prior
+        mean, basis = self._prior
         return (mean + rng.standard_normal((n, basis.shape[0])) @ basis).astype(np.float32)
 
     def _check(self, z, pitches) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.fileio import atomic_write_text
+from engine.spectral import midi_to_hz
 from engine.timbre import DEFAULT_COLOURS, MODES, Corner, TimbreState
 
 FORMAT = "gansynth-preset"
@@ -180,7 +181,7 @@ def describe_note(wave: np.ndarray, sample_rate: int, pitch: int = 60) -> str:
     wave = np.asarray(wave, np.float64)
     spec = np.abs(np.fft.rfft(wave * np.hanning(len(wave)))) + 1e-12
     freqs = np.fft.rfftfreq(len(wave), 1.0 / sample_rate)
-    harmonics = float((spec * freqs).sum() / spec.sum()) / (440.0 * 2 ** ((pitch - 69) / 12))
+    harmonics = float((spec * freqs).sum() / spec.sum()) / float(midi_to_hz(pitch))
     flatness = float(np.exp(np.mean(np.log(spec))) / np.mean(spec))
     frame = sample_rate // 20
     env = np.sqrt(np.convolve(wave ** 2, np.ones(frame) / frame, mode="valid")[::frame])

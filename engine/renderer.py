@@ -37,6 +37,8 @@ import numpy as np
 import soxr
 import torch
 
+from engine.spectral import midi_to_hz
+
 log = logging.getLogger(__name__)
 
 
@@ -60,7 +62,7 @@ def bake_loop(note: np.ndarray, loop_start: int, loop_end: int, xfade: int) -> N
 
 def loop_length(pitch: int, sample_rate: int, target_s: float = 1.0) -> int:
     """A loop length near `target_s` holding a whole number of periods of `pitch`."""
-    period = sample_rate / (440.0 * 2.0 ** ((pitch - 69) / 12.0))
+    period = sample_rate / float(midi_to_hz(pitch))
     return int(round(max(1, round(target_s * sample_rate / period)) * period))
 
 

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.fileio import atomic_path, atomic_write_text
+from engine.spectral import midi_to_hz
 
 NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
@@ -56,10 +57,6 @@ class ExportCancelled(Exception):
 def note_name(pitch: int) -> str:
     """60 -> 'C4', 61 -> 'Cs4' (file-name safe)."""
     return NOTE_NAMES[pitch % 12].replace("#", "s") + str(pitch // 12 - 1)
-
-
-def midi_to_hz(pitch: float) -> float:
-    return 440.0 * 2.0 ** ((pitch - 69) / 12.0)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,11 @@ def hertz_to_mel(f_hz):
     return _MEL_HIGH_Q * np.log(1.0 + np.asarray(f_hz, np.float64) / _MEL_BREAK_HZ)
 
 
+def midi_to_hz(pitch):
+    """Equal-tempered frequency of a MIDI pitch (A4 = 69 = 440 Hz); scalars or arrays."""
+    return 440.0 * 2.0 ** ((np.asarray(pitch, np.float64) - 69.0) / 12.0)
+
+
 def mel_to_hertz(mel):
     return _MEL_BREAK_HZ * (np.exp(np.asarray(mel, np.float64) / _MEL_HIGH_Q) - 1.0)
 

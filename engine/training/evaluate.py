@@ -35,7 +35,7 @@ import torch
 
 from engine.config import SpectralConfig
 from engine.fileio import atomic_write_text
-from engine.spectral import SpecgramsHelper
+from engine.spectral import SpecgramsHelper, midi_to_hz
 from engine.training.nsynth import (DatasetError, Note, filter_notes, load_wave,
                                     read_examples)
 
@@ -76,10 +76,6 @@ def import_torchcrepe():
 def hz_to_cents(f_hz):
     """Cents above 10 Hz (CREPE's scale)."""
     return 1200.0 * np.log2(np.asarray(f_hz, np.float64) / 10.0)
-
-
-def midi_to_hz(pitch):
-    return 440.0 * 2.0 ** ((np.asarray(pitch, np.float64) - 69.0) / 12.0)
 
 
 class PitchTracker:

@@ -1,6 +1,7 @@
 """Live I/O benchmark on a real, paced JACK dummy device (48 kHz, 256-frame periods).
 
     python -m benchmarks.live [--model PATH | --config paper] [--seconds 60] [--take-minutes 10]
+                              [--parts latency,xruns,take]
 
 1. MIDI note-on -> first sample of that note in the recorded output, on a cache hit.
    A JACK MIDI port (rtmidi UNIX_JACK) plays our MidiInput; the audio callback's start
@@ -9,7 +10,7 @@
    Target: at most one block beyond the device's own latency.
 2. Xruns over N s (default 60) of 16-voice playing while the render worker re-renders
    continuously (the pad moves every 250 ms), against a baseline of the same device idle
-   for N/4 s in this run. Target 0. The take is recorded and compared with the samples the
+   for as long in this run. Target 0. The take is recorded and compared with the samples the
    callback produced (bit-identical).
 3. A 10-minute take (same 16-voice playing with pad moves) produced by the offline clock
    FASTER than real time (stepped in this thread, writer on its own thread): the WAV read
@@ -51,8 +52,11 @@ class TimedProbe:
         self.frames = 0
         self.copy = np.zeros(copy_frames, np.float32) if copy_frames else None
         self.sha = None
+        self.arrivals = []  # monotonic time of each NoteOn handed to the engine
 
     def post(self, event):
+        if type(event).__name__ == "NoteOn":
+            self.arrivals.append(time.monotonic())
         self.instrument.post(event)
 
     def process(self, frames):
@@ -147,6 +151,8 @@ def bench_latency(synth, tmp: Path, trials: int) -> dict:
     block_ms = 1000 * PERIOD / RATE
     result = {"device_latency_ms": device_ms, "block_ms": block_ms, "target_ms": device_ms + block_ms,
               "device_losses": losses, "last_error": loss_error}
+    # the MIDI note-ons as they reached the engine (after JACK delivered them to our port)
+    sends["midi_arrival"] = [t for t in probe.arrivals if any(0 <= t - s < 0.05 for s in sends["midi"])]
     for how, times in sends.items():
         engine_ms = _onset_delays(audio, rec.start_frame, probe, times)
         total = [e + device_ms for e in engine_ms]
@@ -194,21 +200,27 @@ def play_pattern(post, synth, step: int, rng) -> None:
 
 # ---------------------------------------------------------------------------- 2. xruns
 
-def bench_xruns(synth, tmp: Path, seconds: float) -> dict:
+def _jack_xrun_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "xrun" in line.lower() or "not finished" in line]
+
+
+def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "") -> dict:
     from engine.audio import AudioOutput
     from engine.instrument import Instrument
     from engine.recorder import Recorder
 
     inst = Instrument(synth, sample_rate=RATE, cache_mb=256)
     inst.renderer.render_now(chord_pitches(synth))
-    total_blocks = int((seconds * 1.25 + 10) * RATE / PERIOD)
+    total_blocks = int((seconds * 2 + 10) * RATE / PERIOD)
     probe = TimedProbe(inst, max_blocks=total_blocks, copy_frames=total_blocks * PERIOD)   # idle + take
     out = AudioOutput(probe, device="system")
     if not out.open():
         raise RuntimeError(out.last_error)
-    baseline_s = seconds / 4
+    baseline_s = seconds
+    log0 = len(jack_log())
     time.sleep(baseline_s)                              # idle device, no renders: baseline
     xruns_idle = out.xruns
+    log1 = len(jack_log())
     inst.start()                                         # render worker
     rec = Recorder(out)
     rec.start(tmp / "xruns.wav")
@@ -224,6 +236,8 @@ def bench_xruns(synth, tmp: Path, seconds: float) -> dict:
     stats = inst.stats()
     rec.stop()
     xruns_load = out.xruns - xruns_idle
+    log = jack_log()
+    jack_idle, jack_load = _jack_xrun_lines(log[log0:log1]), _jack_xrun_lines(log[log1:])
     meters = out.meters()
     out.close()
     inst.stop()
@@ -240,6 +254,8 @@ def bench_xruns(synth, tmp: Path, seconds: float) -> dict:
             "pad_moves": step, "process_ms_p50": float(np.percentile(busy_ms, 50)),
             "process_ms_p99": float(np.percentile(busy_ms, 99)), "process_ms_max": float(busy_ms.max()),
             "block_ms": 1000 * PERIOD / RATE, "cpu_load_last": meters["cpu_load"],
+            "jackd_xrun_lines_idle": len(jack_idle), "jackd_xrun_lines_playing": len(jack_load),
+            "jackd_xrun_samples": (jack_idle + jack_load)[:6],
             "recorded_s": played.shape[0] / RATE, "recording_bit_identical": identical,
             "recorder_overruns": rec.overruns, "device_losses": meters["device_losses"],
             "last_error": meters["last_error"]}
@@ -293,7 +309,11 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--take-minutes", type=float, default=10.0)
     p.add_argument("--trials", type=int, default=30)
+    p.add_argument("--parts", default="latency,xruns,take", help="which of latency,xruns,take to run")
     args = p.parse_args(argv)
+    parts = set(args.parts.split(","))
+    if not parts or parts - {"latency", "xruns", "take"}:
+        p.error("--parts takes a comma-separated subset of latency,xruns,take")
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from tests.jack import JackServer
@@ -302,33 +322,38 @@ def main(argv=None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-live-"))
     print(f"model: {model}; JACK dummy {RATE} Hz, {PERIOD}-frame periods; files in {tmp}; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    with JackServer(RATE, PERIOD):
-        lat = bench_latency(synth, tmp, args.trials)
-        for how, label in (("midi", "JACK MIDI note-on"), ("post", "output.post(NoteOn)")):
-            r = lat[how]
-            print(f"[1] {label} -> first sample at the DAC (cache hit, {r['trials']} notes): median "
-                  f"{r['to_dac_median_ms']:.2f} ms, max {r['to_dac_max_ms']:.2f} ms = device latency "
-                  f"{lat['device_latency_ms']:.2f} ms + to the callback median {r['to_callback_median_ms']:.2f}"
-                  f" / max {r['to_callback_max_ms']:.2f} ms; target <= {lat['target_ms']:.2f} ms "
-                  f"(device + one {lat['block_ms']:.2f} ms block): {r['within_target']}/{r['trials']} met")
-        xr = bench_xruns(synth, tmp, args.seconds)
-        print(f"[2] xruns: {xr['xruns_playing']} in {xr['seconds']:.0f} s of 16 voices with the pad moving "
-              f"({xr['pad_moves']} moves, {xr['renders']} notes re-rendered) vs {xr['xruns_idle']} in "
-              f"{xr['baseline_idle_s']:.0f} s idle (target 0); process() p50 {xr['process_ms_p50']:.3f} ms, "
-              f"p99 {xr['process_ms_p99']:.3f} ms, max {xr['process_ms_max']:.2f} ms per "
-              f"{xr['block_ms']:.2f} ms block ({xr['blocks_over_budget']} of {xr['blocks']} blocks over it); "
-              f"the device ran {xr['device_seconds_per_wall_second']:.2f} s per wall second; recording bit-identical: {xr['recording_bit_identical']} "
-              f"({xr['recorded_s']:.1f} s, {xr['recorder_overruns']} overruns); device losses "
-              f"{xr['device_losses']} {xr['last_error']}")
-    take = bench_take(synth, tmp, args.take_minutes)
-    print(f"[3] {take['minutes']:.0f}-minute take on the offline clock, {take['speed_x_realtime']:.1f}x real "
-          f"time ({take['wall_s']:.0f} s): WAV bit-identical to the produced samples: {take['bit_identical']} "
-          f"({take['frames_in_wav']} / {take['frames_played']} frames, {take['overruns']} overruns, "
-          f"{take['file_mb']:.0f} MB)")
+    summary = {"benchmark": "live", "model": model}
+    with JackServer(RATE, PERIOD) as jack:
+        if "latency" in parts:
+            summary["latency"] = lat = bench_latency(synth, tmp, args.trials)
+            for how, label in (("midi", "JACK MIDI note-on sent"), ("midi_arrival", "JACK MIDI note-on arrived"),
+                               ("post", "output.post(NoteOn)")):
+                r = lat[how]
+                print(f"[1] {label} -> first sample at the DAC (cache hit, {r['trials']} notes): median "
+                      f"{r['to_dac_median_ms']:.2f} ms, max {r['to_dac_max_ms']:.2f} ms = device latency "
+                      f"{lat['device_latency_ms']:.2f} ms + to the callback median {r['to_callback_median_ms']:.2f}"
+                      f" / max {r['to_callback_max_ms']:.2f} ms; target <= {lat['target_ms']:.2f} ms "
+                      f"(device + one {lat['block_ms']:.2f} ms block): {r['within_target']}/{r['trials']} met")
+        if "xruns" in parts:
+            summary["xruns"] = xr = bench_xruns(synth, tmp, args.seconds, jack.log_text)
+            print(f"[2] xruns: {xr['xruns_playing']} in {xr['seconds']:.0f} s of 16 voices with the pad moving "
+                  f"({xr['pad_moves']} moves, {xr['renders']} notes re-rendered) vs {xr['xruns_idle']} in "
+                  f"{xr['baseline_idle_s']:.0f} s idle (target 0); process() p50 {xr['process_ms_p50']:.3f} ms, "
+                  f"p99 {xr['process_ms_p99']:.3f} ms, max {xr['process_ms_max']:.2f} ms per "
+                  f"{xr['block_ms']:.2f} ms block ({xr['blocks_over_budget']} of {xr['blocks']} blocks over it); "
+                  f"the device ran {xr['device_seconds_per_wall_second']:.2f} s per wall second; recording "
+                  f"bit-identical: {xr['recording_bit_identical']} ({xr['recorded_s']:.1f} s, "
+                  f"{xr['recorder_overruns']} overruns); device losses {xr['device_losses']} {xr['last_error']}")
+    if "take" in parts:
+        summary["take"] = take = bench_take(synth, tmp, args.take_minutes)
+        print(f"[3] {take['minutes']:.0f}-minute take on the offline clock, {take['speed_x_realtime']:.1f}x real "
+              f"time ({take['wall_s']:.0f} s): WAV bit-identical to the produced samples: {take['bit_identical']} "
+              f"({take['frames_in_wav']} / {take['frames_played']} frames, {take['overruns']} overruns, "
+              f"{take['file_mb']:.0f} MB)")
     for f in tmp.glob("*.wav"):
         f.unlink()
-    print(json.dumps({"benchmark": "live", "model": model, "loadavg_1min": os.getloadavg()[0], "latency": lat, "xruns": xr, "take": take},
-                     default=lambda o: o.item() if hasattr(o, "item") else str(o)), flush=True)
+    summary["loadavg_1min"] = os.getloadavg()[0]
+    print(json.dumps(summary, default=lambda o: o.item() if hasattr(o, "item") else str(o)), flush=True)
     sys.stderr.flush()
     os._exit(0)   # a stream PortAudio could not close must not hold the process at exit
 

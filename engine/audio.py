@@ -31,6 +31,7 @@ which the next block starts, i.e. exact to one block.
 """
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 import time
@@ -450,11 +451,17 @@ class AudioOutput(_OutputBase):
     def open(self) -> bool:
         """Open the device; True if it plays. Otherwise (fallback) the clock runs: see last_error.
 
-        Also shortens the interpreter's GIL switch interval to GIL_SWITCH_S: the callback
-        needs the GIL, and with the default 5 ms a busy render thread can hold it for a
-        whole 5.3 ms period (measured: p99 process() 5.4 ms -> xruns)."""
+        Also readies the interpreter for a callback that needs the GIL every period:
+        - shortens the GIL switch interval to GIL_SWITCH_S: with the default 5 ms a busy
+          render thread can hold it for a whole 5.3 ms period (measured: p99 process()
+          5.4 ms -> xruns);
+        - collects, then freezes every object alive now (modules, torch, Qt, the model)
+          out of the collector's reach: a full collection over them held the GIL for
+          ~50 ms mid-performance (measured with gc.callbacks), 10 blocks of silence."""
         if sys.getswitchinterval() > GIL_SWITCH_S:
             sys.setswitchinterval(GIL_SWITCH_S)
+        gc.collect()
+        gc.freeze()
         with self._lock:
             self._shut()
             try:

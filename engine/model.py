@@ -62,6 +62,31 @@ def _act(x: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(x, LEAKY_SLOPE)
 
 
+# Nearest x2 upsampling followed by a 3x3 conv (padding 1) equals a 3x3 conv of the
+# low-resolution input with four kernels, one per output phase (row parity a, column
+# parity b), then a pixel shuffle. Output row 2i+a reads input rows i-1, i (a=0) or
+# i, i+1 (a=1): kernel row k of phase a sums the original rows _PHASE_ROWS[a, k, :].
+_PHASE_ROWS = torch.tensor([[[1., 0., 0.], [0., 1., 1.], [0., 0., 0.]],
+                            [[0., 0., 0.], [1., 1., 0.], [0., 0., 1.]]])
+FUSE_MIN_PIXELS = 64 * 512  # fuse where the upsampled image has at least this many pixels
+
+
+def upsample_conv3x3(x: torch.Tensor, conv: "EqConv2d") -> torch.Tensor:
+    """conv(nearest-upsample-x2(x)) for a 3x3 EqConv2d with padding 1, without the upsampled image:
+    ~4 times less memory traffic, the same sums (to float rounding)."""
+    w = conv.weight * conv.scale
+    out_ch = w.shape[0]
+    rows = _PHASE_ROWS.to(w)
+    phases = torch.einsum("akr,blc,oirc->aboikl", rows, rows, w).reshape(4 * out_ch, w.shape[1], 3, 3)
+    y = F.conv2d(x, phases, conv.bias.repeat(4), padding=1)  # [B, (a, b, out), H, W]
+    b, _, h, wd = y.shape
+    if y.is_contiguous(memory_format=torch.channels_last):  # memory (B, H, W, a, b, out)
+        y = y.permute(0, 2, 3, 1).reshape(b, h, wd, 2, 2, out_ch).permute(0, 1, 3, 2, 4, 5)
+        return y.reshape(b, 2 * h, 2 * wd, out_ch).permute(0, 3, 1, 2)  # stays channels_last
+    y = y.reshape(b, 2, 2, out_ch, h, wd).permute(0, 3, 4, 1, 5, 2)
+    return y.reshape(b, out_ch, 2 * h, 2 * wd)
+
+
 def blocks_for_progress(cfg: ModelConfig, progress: float) -> int:
     """Number of blocks with non-zero weight at `progress` (1..num_resolutions)."""
     return max(1, min(cfg.num_resolutions, math.ceil(progress - 1e-9) + 1))
@@ -69,6 +94,18 @@ def blocks_for_progress(cfg: ModelConfig, progress: float) -> int:
 
 def generator_alpha(block: int, progress: float) -> float:
     return max(0.0, min(progress - (block - 2), block - progress))
+
+
+def _act_norm(x: torch.Tensor) -> torch.Tensor:
+    """pixel_norm(leaky ReLU(x)); in place when autograd is off (inference: fewer passes over memory)."""
+    if torch.is_grad_enabled():
+        return pixel_norm(_act(x))
+    x = F.leaky_relu_(x, LEAKY_SLOPE)
+    if x.is_contiguous(memory_format=torch.channels_last):  # channels innermost: one reduction pass
+        ms = torch.linalg.vector_norm(x, dim=1, keepdim=True).square_().div_(x.shape[1])
+    else:
+        ms = torch.mean(x * x, dim=1, keepdim=True)
+    return x.mul_(ms.add_(1e-8).rsqrt_())
 
 
 class GeneratorBlock(nn.Module):
@@ -87,10 +124,15 @@ class GeneratorBlock(nn.Module):
         self.first = block == 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.first:
-            x = F.interpolate(x, scale_factor=2, mode="nearest")
-        x = pixel_norm(_act(self.conv0(x)))
-        return pixel_norm(_act(self.conv1(x)))
+        if self.first:
+            x = self.conv0(x)
+        elif (not torch.is_grad_enabled() and self.conv0.weight.shape[2:] == (3, 3)
+              and 4 * x.shape[2] * x.shape[3] >= FUSE_MIN_PIXELS):
+            x = upsample_conv3x3(x, self.conv0)  # inference on the large blocks
+        else:
+            x = self.conv0(F.interpolate(x, scale_factor=2, mode="nearest"))
+        x = _act_norm(x)
+        return _act_norm(self.conv1(x))
 
 
 class Generator(nn.Module):
@@ -107,7 +149,7 @@ class Generator(nn.Module):
         n_blocks = blocks_for_progress(cfg, progress)
         onehot = F.one_hot(labels.long(), cfg.num_pitches).to(z.dtype)
         x = pixel_norm(torch.cat([z, onehot], dim=1))[:, :, None, None]  # [B, latent+pitches, 1, 1]
-        out = None
+        out = None  # the sum of the faded-in outputs so far (None: all zero)
         for k in range(1, n_blocks + 1):
             block = self.blocks[k - 1]
             x = block(x)
@@ -115,10 +157,11 @@ class Generator(nn.Module):
             if out is not None:
                 out = F.interpolate(out, scale_factor=2, mode="nearest")
             if alpha > 0:
-                rgb = alpha * torch.tanh(block.to_rgb(x))
+                rgb = torch.tanh(block.to_rgb(x))
+                rgb = rgb if alpha == 1.0 else alpha * rgb
                 out = rgb if out is None else out + rgb
-            elif out is None:
-                out = torch.zeros(x.shape[0], 2, *x.shape[2:], dtype=x.dtype, device=x.device)
+        if out is None:
+            out = torch.zeros(x.shape[0], 2, *x.shape[2:], dtype=x.dtype, device=x.device)
         return out
 
 

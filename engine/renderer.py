@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import threading
 import time
 
@@ -85,6 +86,21 @@ def _take(mailbox: collections.deque):
         return mailbox.popleft()
     except IndexError:
         return None
+
+
+RENDER_NICENESS = 10  # the render thread's nice value, so the audio threads win a contended core
+
+
+def _yield_cpu_to_audio() -> None:
+    """Lower the calling thread's CPU priority (Linux schedules threads: a nice value set
+    for a thread id applies to that thread alone; elsewhere this does nothing). On a
+    2-core machine the renderer, the audio callback and the device's own thread share
+    the cores; at equal priority the callback can wait a whole period for one.
+    torch's worker threads, started on first use from this thread, inherit the value."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), RENDER_NICENESS)
+    except (AttributeError, OSError):  # not Linux, or not permitted: keep the default
+        pass
 
 
 class Renderer:
@@ -170,6 +186,7 @@ class Renderer:
 
     # ------------------------------------------------------------ rendering thread
     def _run(self) -> None:
+        _yield_cpu_to_audio()
         if self.threads is not None:
             torch.set_num_threads(self.threads)
         while not self._stop.is_set():

@@ -106,6 +106,13 @@ def overlap_add(frames: torch.Tensor, hop: int) -> torch.Tensor:
     """[batch, time, n_fft] -> [batch, hop * (time - 1) + n_fft] by plain overlap-add."""
     batch, time, n_fft = frames.shape
     length = hop * (time - 1) + n_fft
+    if n_fft % hop == 0:  # hop-sized pieces: n_fft / hop shifted adds (4 for GANSynth)
+        k = n_fft // hop
+        out = frames.new_zeros(batch, time + k - 1, hop)
+        pieces = frames.reshape(batch, time, k, hop)
+        for j in range(k):
+            out[:, j:j + time] += pieces[:, :, j]
+        return out.reshape(batch, length)
     # fold treats the signal as a 1 x length image; frames become columns.
     out = torch.nn.functional.fold(
         frames.transpose(1, 2), output_size=(1, length), kernel_size=(1, n_fft), stride=(1, hop))
@@ -181,10 +188,13 @@ class SpecgramsHelper:
         return torch.stack([torch.log(mel_power + _LOG_EPS), phase_to_if(mel_phase)], dim=1)
 
     def melspecgrams_to_specgrams(self, melspecgrams: torch.Tensor) -> torch.Tensor:
-        mag2 = self._apply(torch.exp(melspecgrams[:, 0]), self.mel_inv, self._mel_inv_t_sparse)
-        logmag = 0.5 * torch.log(mag2 + _LOG_EPS)
-        phase = self._apply(if_to_phase(melspecgrams[:, 1]), self.mel_inv, self._mel_inv_t_sparse)
+        logmag, phase = self._mel_to_logmag_phase(melspecgrams)
         return torch.stack([logmag, phase_to_if(phase)], dim=1)
+
+    def _mel_to_logmag_phase(self, melspecgrams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mag2 = self._apply(torch.exp(melspecgrams[:, 0]), self.mel_inv, self._mel_inv_t_sparse)
+        phase = self._apply(if_to_phase(melspecgrams[:, 1]), self.mel_inv, self._mel_inv_t_sparse)
+        return 0.5 * torch.log(mag2 + _LOG_EPS), phase
 
     @staticmethod
     def _apply(x: torch.Tensor, dense: torch.Tensor, sparse_t: torch.Tensor | None) -> torch.Tensor:
@@ -213,9 +223,12 @@ class SpecgramsHelper:
     def specgrams_to_waves(self, normalized: torch.Tensor) -> torch.Tensor:
         """normalized model-space [batch, 2, time, freq] -> [batch, samples]."""
         spec = self.denormalize(normalized.float())
-        if self.config.representation == "mel_if":
-            spec = self.melspecgrams_to_specgrams(spec)
-        return self.stfts_to_waves(self.specgrams_to_stfts(spec))
+        if self.config.representation != "mel_if":
+            return self.stfts_to_waves(self.specgrams_to_stfts(spec))
+        # Magenta goes phase -> IF (wrapped differences) -> phase (cumsum); that round trip
+        # only adds multiples of 2 pi, so the phase goes to the STFT directly.
+        logmag, phase = self._mel_to_logmag_phase(spec)
+        return self.stfts_to_waves(torch.polar(torch.exp(logmag), phase))
 
 
 def _crop_or_pad(waves: torch.Tensor, length: int) -> torch.Tensor:

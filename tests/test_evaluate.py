@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from engine.cli import main
-from engine.training.evaluate import (PitchTracker, SpectralMeasures, assign_bins, kmeans, midi_to_hz,
-                                      ndb, pitch_correct)
+from engine.training.evaluate import (PitchTracker, SpectralMeasures, assign_bins, choose_real_notes, kmeans,
+                                      midi_to_hz, ndb, pitch_correct)
+from engine.training.nsynth import Note, note_str
 
 SR = 16000
 
@@ -53,6 +54,21 @@ def test_kmeans_and_ndb():
     assert result["ndb"] == 4 and result["ndb_fraction"] == 1.0
 
 
+def test_held_out_sets_are_whole_instruments_and_independent_notes(tmp_path):
+    pitches = list(range(60, 70))
+    notes = [Note(note_str(f"inst_{i}", p, v), p, v, f"inst_{i}", "keyboard", "acoustic", tmp_path / "x.wav")
+             for i in range(12) for p in pitches for v in (75, 127) if not (i == 0 and p == 65)]
+    fit, inst, held = choose_real_notes(notes, pitches, 3, max_fit=10_000, seed=4)
+    names = {n.instrument_str for n in inst}
+    assert len(names) == 3 and "inst_0" not in names  # instruments lacking a pitch come last
+    assert sorted(n.pitch for n in inst) == sorted(pitches * 3)  # one note per pitch each
+    assert sorted(n.pitch for n in held) == sorted(pitches * 3)
+    ids = [n.note_str for n in fit + inst + held]
+    assert len(ids) == len(set(ids)) == len(notes)  # disjoint, nothing lost
+    assert choose_real_notes(notes, pitches, 3, 10_000, seed=4) == (fit, inst, held)  # the seed decides
+    assert {n.instrument_str for n in choose_real_notes(notes, pitches, 3, 10_000, seed=5)[1]} != names
+
+
 def test_spectral_flatness_separates_noise_from_tones():
     rng = np.random.default_rng(0)
     noise = (0.1 * rng.standard_normal(64000)).astype(np.float32)
@@ -67,11 +83,13 @@ def test_eval_end_to_end(tiny_model_dir, tiny_nsynth_dir, tmp_path, capsys):
                  "--pitches", "60,72", "--bins", "4", "--out", str(out)])
     assert code == 0
     table = capsys.readouterr().out
-    assert "generated" in table and "real (held-out)" in table and "NDB/4" in table
+    assert "generated" in table and "real, 2 instr." in table and "real, any notes" in table and "NDB/4" in table
     report = json.loads(out.read_text())
-    gen, real = report["generated"], report["real_heldout"]
-    assert report["pitches"] == [60, 72] and gen["count"] == real["count"] == 4
-    assert report["real_fit_count"] == 7 * 2 - 4  # 7 programs at the 2 pitches, minus held out
+    gen, real, inst = report["generated"], report["real_heldout"], report["real_instruments"]
+    assert report["pitches"] == [60, 72] and gen["count"] == real["count"] == inst["count"] == 4
+    assert len(inst["instruments"]) == 2  # two whole instruments, one note per pitch each
+    assert report["real_fit_count"] == 7 * 2 - 4 - 4  # 7 programs at the 2 pitches, minus both held-out sets
+    assert inst["pitch_accuracy_48_84"] >= 0.8
     assert set(gen["pitch_accuracy_per_pitch"]) == {"60", "72"}
     # FluidSynth notes are in tune; random-weight generator output is not.
     assert real["pitch_accuracy_48_84"] >= 0.8

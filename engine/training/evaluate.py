@@ -18,9 +18,17 @@ Figures, each computed for the generated notes and for held-out real notes
 - spectral flatness: geometric / arithmetic mean of the power spectrum, averaged
   over frames within 60 dB of each note's loudest frame (broadband hiss raises it).
 
-Real notes come from `--data` (acoustic ones unless `--all-sources`, at the pitches the model covers); per pitch, `--latents`
-real notes are held out as the reference row (same count and pitch histogram as
-the generated set); the rest (up to `--max-real`) fit the k-means bins.
+Real notes come from `--data` (acoustic ones unless `--all-sources`, at the pitches
+the model covers). Two sets of them are held out as reference rows, each with the
+generated set's count and pitch histogram; the rest (up to `--max-real`) fit the
+k-means bins:
+
+- `real_instruments` (the reference for NDB): `--latents` random instruments, one note
+  per pitch each (a random velocity). It has the generated set's design, `--latents`
+  timbres across the range, so it shows how far from the bins a perfect model of
+  that many instruments still lands.
+- `real_heldout`: `--latents` random notes per pitch, from any instrument. Spread over
+  every instrument, it is the floor no set of a few instruments can reach.
 """
 from __future__ import annotations
 
@@ -254,20 +262,36 @@ def log_spectrum_distance_db(a_mean_logmel: np.ndarray, b_mean_logmel: np.ndarra
 
 # ----------------------------------------------------------------------------- evaluation
 
-def choose_real_notes(notes: list[Note], pitches: list[int], per_pitch: int, max_fit: int,
-                      seed: int = 0) -> tuple[list[Note], list[Note]]:
-    """(fit, heldout): `per_pitch` held-out notes per pitch (fewer if the data lacks them), the
-    rest (at most max_fit, random) for the k-means bins."""
+def choose_real_notes(notes: list[Note], pitches: list[int], count: int, max_fit: int,
+                      seed: int = 0) -> tuple[list[Note], list[Note], list[Note]]:
+    """(fit, instruments, heldout): `instruments` is one note per pitch of each of `count`
+    random instruments (those with the most of `pitches`); `heldout` is `count` random notes
+    per pitch from the rest (fewer if the data lacks them); the remaining notes (at most
+    max_fit, random) fit the k-means bins."""
     rng = np.random.default_rng(seed)
+    by_inst: dict[str, dict[int, list[Note]]] = {}
+    for n in notes:
+        by_inst.setdefault(n.instrument_str, {}).setdefault(n.pitch, []).append(n)
+    names = sorted(by_inst)
+    coverage = np.array([sum(p in by_inst[i] for p in pitches) for i in names])
+    order = sorted(rng.permutation(len(names)), key=lambda i: -coverage[i])  # random among the fullest
+    instruments, taken = [], set()
+    for i in order[:count]:
+        for p in pitches:
+            group = by_inst[names[i]].get(p)
+            if group:
+                note = group[rng.integers(len(group))]
+                instruments.append(note)
+                taken.add(note.note_str)
     heldout, rest = [], []
     for p in pitches:
-        group = [n for n in notes if n.pitch == p]
+        group = [n for n in notes if n.pitch == p and n.note_str not in taken]
         order = rng.permutation(len(group))
-        heldout += [group[i] for i in order[:per_pitch]]
-        rest += [group[i] for i in order[per_pitch:]]
+        heldout += [group[i] for i in order[:count]]
+        rest += [group[i] for i in order[count:]]
     if len(rest) > max_fit:
         rest = [rest[i] for i in sorted(rng.choice(len(rest), max_fit, replace=False))]
-    return rest, heldout
+    return rest, instruments, heldout
 
 
 def score(waves: np.ndarray, pitches: np.ndarray, tracker: PitchTracker, measures: SpectralMeasures,
@@ -293,10 +317,11 @@ def evaluate(synth, notes: list[Note], latents: int = 8, pitches: list[int] | No
     pitches = [p for p in pitches if p in available]
     if not pitches:
         raise DatasetError("no real notes at the pitches the model covers")
-    fit_notes, held_notes = choose_real_notes(notes, pitches, latents, max_fit, seed)
+    fit_notes, inst_notes, held_notes = choose_real_notes(notes, pitches, latents, max_fit, seed)
     if len(fit_notes) < bins:
         raise DatasetError(f"need at least {bins} real notes beyond the held-out ones, have {len(fit_notes)}")
-    log(f"eval: {len(fit_notes)} real notes fit {bins} k-means bins; {len(held_notes)} held out")
+    log(f"eval: {len(fit_notes)} real notes fit {bins} k-means bins; "
+        f"{len(inst_notes)} + {len(held_notes)} held out")
     measures, pt = SpectralMeasures(), PitchTracker(tracker)
     fit = measures.measure(np.stack([load_wave(n.path) for n in fit_notes]))
     centroids = kmeans(fit["ndb_features"], bins, seed)
@@ -308,12 +333,14 @@ def evaluate(synth, notes: list[Note], latents: int = 8, pitches: list[int] | No
     gen_waves = synth.generate(np.repeat(z, len(pitches), 0), gen_pitches)
     log("eval: scoring generated notes")
     generated = score(gen_waves, gen_pitches, pt, measures, fit, centroids, fit_bins)
-    log("eval: scoring held-out real notes")
-    real_waves = np.stack([load_wave(n.path) for n in held_notes])
-    real = score(real_waves, np.array([n.pitch for n in held_notes]), pt, measures, fit, centroids, fit_bins)
+    rows = {}
+    for key, held in (("real_instruments", inst_notes), ("real_heldout", held_notes)):
+        log(f"eval: scoring held-out real notes ({key})")
+        waves = np.stack([load_wave(n.path) for n in held])
+        rows[key] = score(waves, np.array([n.pitch for n in held]), pt, measures, fit, centroids, fit_bins)
+    rows["real_instruments"]["instruments"] = sorted({n.instrument_str for n in inst_notes})
     return {"latents": latents, "seed": seed, "tracker": tracker, "pitches": pitches,
-            "ndb_k": bins, "real_fit_count": len(fit_notes),
-            "generated": generated, "real_heldout": real}
+            "ndb_k": bins, "real_fit_count": len(fit_notes), "generated": generated, **rows}
 
 
 def format_table(report: dict) -> str:
@@ -321,11 +348,15 @@ def format_table(report: dict) -> str:
     cols = [("pitch acc", "pitch_accuracy", "{:.3f}"), (f"acc {lo}-{hi}", f"pitch_accuracy_{lo}_{hi}", "{:.3f}"),
             (f"NDB/{report['ndb_k']}", "ndb", "{:d}"), ("logspec dB", "log_spectrum_distance_db", "{:.2f}"),
             ("flatness", "spectral_flatness", "{:.4f}"), ("notes", "count", "{:d}")]
-    lines = [f"{'':<16}" + "".join(f"{c[0]:>12}" for c in cols)]
-    for name, key in (("generated", "generated"), ("real (held-out)", "real_heldout")):
+    lines = [f"{'':<18}" + "".join(f"{c[0]:>12}" for c in cols)]
+    names = (("generated", "generated"), (f"real, {report['latents']} instr.", "real_instruments"),
+             ("real, any notes", "real_heldout"))
+    for name, key in names:
+        if key not in report:
+            continue
         row = report[key]
         cells = [("-" if row[k] is None else fmt.format(row[k])) for _, k, fmt in cols]
-        lines.append(f"{name:<16}" + "".join(f"{c:>12}" for c in cells))
+        lines.append(f"{name:<18}" + "".join(f"{c:>12}" for c in cells))
     return "\n".join(lines)
 
 
@@ -344,6 +375,7 @@ def add_arguments(p):
     p.add_argument("--all-sources", action="store_true",
                    help="use electronic and synthetic real notes too (default: acoustic only, as GANSynth)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="the generator's arithmetic")
 
 
 def run(args) -> int:
@@ -356,7 +388,7 @@ def run(args) -> int:
         pitches = parse_int_list(args.pitches, 0, 127, "pitch") if args.pitches else None
         if args.latents < 1:
             raise ValueError("--latents must be at least 1")
-        synth = load_synth(args.model, device=args.device)
+        synth = load_synth(args.model, device=args.device, precision=args.precision)
         notes = filter_notes(read_examples(args.data), sources=None if args.all_sources else ("acoustic",),
                              pitch_range=None)
         report = evaluate(synth, notes, args.latents, pitches, args.tracker, args.seed,
@@ -364,7 +396,8 @@ def run(args) -> int:
     except (ModelFileError, DatasetError, ValueError, OSError) as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 1
-    report.update({"model": str(Path(args.model).resolve()), "data": str(Path(args.data).resolve())})
+    report.update({"model": str(Path(args.model).resolve()), "data": str(Path(args.data).resolve()),
+                   "precision": args.precision})
     print(format_table(report))
     if args.out:
         atomic_write_text(Path(args.out), json.dumps(report, indent=1))

@@ -119,7 +119,7 @@ class FileActions:
             self.w.model_changed(synth, Path(path).name)
 
         self.run_job(f"Loading model {Path(path).name}", load_synth, path, progress=False,
-                     on_done=swap, threads=1)
+                     on_done=swap, threads=1, precision=self.w.precision)
 
     # -- presets --------------------------------------------------------------------------------
     def _preset_start(self) -> str:

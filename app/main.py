@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from engine import resources
+from engine.config import PRECISION_HELP, PRECISIONS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="model directory, Magenta checkpoint dir or .zip "
                              f"(default: {resources.default_model_path()})")
     parser.add_argument("--preset", type=Path, default=None, help="preset JSON to load at start")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     parser.add_argument("--audio-out", default=None,
                         help='audio output device name or part of it ("" = none: the offline clock; '
                              'default: the last used, else the system default)')
@@ -83,7 +85,7 @@ def open_instrument(window, model_path, preset=None, audio_out=None, midi_in=Non
         if on_error is not None:
             on_error(message)
 
-    job = Job(load_synth, str(model_path), threads=1)
+    job = Job(load_synth, str(model_path), threads=1, precision=window.precision)
     return window.jobs.start(job, on_done=build, on_failed=failed)
 
 
@@ -137,6 +139,7 @@ def run(args) -> int:
     app.setOrganizationName("gansynth")
     theme.apply_theme(app)
     window = MainWindow(make_settings(args.settings))
+    window.precision = args.precision
     window.show()
     model = args.model or resources.default_model_path()
     if not Path(model).exists():

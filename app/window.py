@@ -57,6 +57,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("GANSynth Instrument")
         self.settings = settings or QSettings("gansynth", "instrument")
         self.session = None
+        self.precision = "auto"  # how models load (gansynth gui --precision)
         self.jobs = Jobs(max_threads=2, parent=self)
         self.last_pitch = 60
         self._rainbow_key = None

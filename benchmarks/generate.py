@@ -2,9 +2,11 @@
 
 Batch 1 and 8, fp32 / bf16, 1 and 2 threads, the spectral inverse alone; each as a
 fraction of the machine's bound = FLOPs per note / GFLOP/s of a large matmul of
-the same dtype and thread count, measured in the same run.
+the same dtype and thread count, measured in the same run. Then the bundled (or
+--model) model's whole pitch range, note by note at one thread as the instrument's
+renderer does it (issue 5's bar: 61 pitches in <= 1.5 s), per precision.
 
-    python -m benchmarks.generate [--quick]
+    python -m benchmarks.generate [--quick] [--model PATH]
 """
 from __future__ import annotations
 
@@ -76,19 +78,45 @@ def bench_inverse(threads_list, repeat: int) -> dict:
     return out
 
 
+def bench_range(model: str, repeat: int) -> dict:
+    """Seconds for the model's whole pitch range, one note per generate call, one thread."""
+    from engine.synth import load_synth
+
+    out = {}
+    for precision in ("fp32", "bf16", "auto"):
+        synth = load_synth(model, device="cpu", threads=1, precision=precision)
+        lo, hi = synth.pitch_range
+        z = synth.random_latents(1, seed=0)
+        synth.generate(z, [60])  # warm-up
+
+        def whole_range():
+            for p in range(lo, hi + 1):
+                synth.generate(z, [p])
+        seconds = time_ms(whole_range, repeat=repeat) / 1000
+        out[f"range_s_{precision}"] = round(seconds, 3)
+        print(f"{model}: {hi - lo + 1} pitches, note by note, 1 thread, {precision}"
+              f"{' (= ' + synth.precision + ')' if precision == 'auto' else ''}: {seconds:.2f} s "
+              f"({1000 * seconds / (hi - lo + 1):.1f} ms/note)")
+    return out
+
+
 def main():
+    from engine.resources import default_model_path
+
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer repeats, paper config batch 1 only")
+    ap.add_argument("--model", default=None, help="model for the pitch-range timing (default: the bundled one)")
     args = ap.parse_args()
     repeat = 3 if args.quick else 5
     threads_list = [1, 2]
     rows = bench_config("paper", [1] if args.quick else [1, 8], ["fp32", "bf16"], threads_list, repeat)
     rows += bench_config("lite", [1, 8], ["fp32", "bf16"], threads_list, repeat)
     inverse = bench_inverse(threads_list, repeat)
+    ranges = bench_range(args.model or str(default_model_path()), repeat)
     best = min((r for r in rows if r["config"] == "paper" and r["batch"] == 1), key=lambda r: r["ms_per_note"])
     print(f"best paper batch-1: {best['ms_per_note']} ms/note ({best['precision']}, {best['threads']} threads), "
           f"{100 * best['fraction_of_bound']:.1f}% of bound; Magenta TF reference 107-119 ms/note")
-    summary("generate", {"rows": rows, **inverse, "best_paper_ms": best["ms_per_note"],
+    summary("generate", {"rows": rows, **inverse, **ranges, "best_paper_ms": best["ms_per_note"],
                          "best_paper_fraction_of_bound": best["fraction_of_bound"]})
 
 

@@ -116,12 +116,15 @@ def bench_latency(synth, tmp: Path, trials: int) -> dict:
     inst.post(SetParam("release_s", 0.005))
     probe = TimedProbe(inst, max_blocks=RATE * 60 // PERIOD)
     out = AudioOutput(probe, device="system")
-    if not out.open():
-        raise RuntimeError(out.last_error)
+    # MIDI before audio, as the window does. JACK delivers a note-on sent from outside its
+    # process cycle at the next period, to our MIDI client, which runs beside (not before) the
+    # audio client: "arrived" times it from there.
     backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK", load=True)
     keys = backend.open_output("Bench Keys", virtual=True)
     midi = MidiInput(out, port_name="Bench Keys", api="UNIX_JACK", virtual=False, rescan_s=0)
     midi.start()
+    if not out.open():
+        raise RuntimeError(out.last_error)
     rec = Recorder(out)
     rec.start(tmp / "latency.wav")
     time.sleep(0.3)
@@ -242,6 +245,10 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "") -> dict:
     out.close()
     inst.stop()
     busy_ms = 1000 * probe.busy_s[b0:probe.blocks]
+    starts = probe.t_start[b0:probe.blocks]
+    gaps = np.diff(starts) * 1000
+    late = np.flatnonzero(gaps > 2.5 * 1000 * PERIOD / RATE)   # a callback started > 2.5 periods after the last
+    late_at_s = [round(float(starts[i + 1] - t0), 2) for i in late]
     played, _ = sf.read(tmp / "xruns.wav", dtype="float32")
     s = rec.start_frame
     identical = bool(played.shape[0] > 0 and s + played.shape[0] <= probe.copy.shape[0]
@@ -254,6 +261,7 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "") -> dict:
             "pad_moves": step, "process_ms_p50": float(np.percentile(busy_ms, 50)),
             "process_ms_p99": float(np.percentile(busy_ms, 99)), "process_ms_max": float(busy_ms.max()),
             "block_ms": 1000 * PERIOD / RATE, "cpu_load_last": meters["cpu_load"],
+            "late_callbacks_at_s": late_at_s, "max_callback_gap_ms": float(gaps.max()) if gaps.size else 0.0,
             "jackd_xrun_lines_idle": len(jack_idle), "jackd_xrun_lines_playing": len(jack_load),
             "jackd_xrun_samples": (jack_idle + jack_load)[:6],
             "recorded_s": played.shape[0] / RATE, "recording_bit_identical": identical,

@@ -10,6 +10,10 @@ import dataclasses
 from dataclasses import dataclass
 
 
+# How a Synth does its arithmetic (engine.synth.resolve_precision).
+PRECISIONS = ("fp32", "bf16", "auto")
+PRECISION_HELP = "generator arithmetic: fp32, bf16, or auto (bf16 where the CPU/GPU has it natively)"
+
 @dataclass(frozen=True)
 class SpectralConfig:
     """Audio representation.

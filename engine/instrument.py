@@ -138,7 +138,7 @@ class Instrument:
 
     def __init__(self, synth, sample_rate: int = 48000, cache_mb: float = 512, max_voices: int = 64,
                  render_threads: int = 1, timbre: TimbreState | None = None, seed: int = 0,
-                 max_block: int = 256):
+                 max_block: int = 256, render_process: bool = True):
         self.sample_rate = int(sample_rate)
         self.max_voices = int(max_voices)
         self.note_frames = int(round(synth.num_samples * self.sample_rate / synth.sample_rate))
@@ -153,7 +153,7 @@ class Instrument:
         self.mixer = Mixer(self.cache.pool, self.sample_rate, (loop_start, loop_end), (lo, hi),
                            max_voices=self.max_voices, spare_voices=spare, max_block=max_block)
         self.renderer = Renderer(synth, self.cache, self.mixer, self.sample_rate, self.note_frames,
-                                 threads=render_threads)
+                                 threads=render_threads, process=render_process)
         self._synth = synth
         self.settings = Settings(self)
         self._timbre_lock = threading.Lock()
@@ -325,6 +325,6 @@ class Instrument:
                    rendered_pitches=r.done_pitches(), voices=m.active_voices(),
                    fallback_notes=m.fallback_notes, silent_notes=m.silent_notes,
                    held_pitches=[int(p) for p in np.flatnonzero(m.held_count)],
-                   audio_errors=self.audio_errors,
+                   render_process=r.process_state, audio_errors=self.audio_errors,
                    last_audio_error=repr(self.last_audio_error) if self.last_audio_error else "")
         return out

@@ -13,6 +13,8 @@ import sys
 import threading
 import time
 
+from engine.config import PRECISION_HELP, PRECISIONS
+
 STATUS_EVERY_S = 5.0
 
 
@@ -31,6 +33,7 @@ def add_arguments(p) -> None:
     p.add_argument("--record-format", choices=("float", "pcm24"), default="float")
     p.add_argument("--model", default=None, metavar="PATH", help="model directory, Magenta checkpoint "
                                                                  "dir or .zip (default: the bundled model)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     p.add_argument("--seconds", type=float, default=None, metavar="N", help="stop after N seconds")
     p.add_argument("--cache-mb", type=float, default=512)
 
@@ -48,7 +51,7 @@ def run(args) -> int:
         print(f"gansynth play: --channel must be 1..16, not {args.channel}", file=sys.stderr)
         return 2
     try:
-        synth = load_synth(args.model or default_model_path(), threads=1)
+        synth = load_synth(args.model or default_model_path(), threads=1, precision=args.precision)
     except (ModelFileError, ValueError, OSError) as e:
         print(f"gansynth play: {e}", file=sys.stderr)
         return 1

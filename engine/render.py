@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.config import PRECISION_HELP, PRECISIONS
 from engine.fileio import atomic_path
 from engine.midifile import MidiFileError, MidiNotes, read_midi
 
@@ -451,6 +452,7 @@ def add_instrument_arguments(p) -> None:
     src.add_argument("--random", type=int, default=None, metavar="N", help="N random instruments")
     p.add_argument("--seed", type=int, default=0, help="seed for --random (default 0)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP)
     p.add_argument("--batch-size", type=int, default=None,
                    help="notes per generator call (default: the synth's; 1 on CPU)")
 
@@ -503,7 +505,8 @@ def load_synth_for(args):
     from engine.resources import default_model_path
     from engine.synth import load_synth
 
-    return load_synth(args.model or default_model_path(), device=args.device, batch_size=args.batch_size)
+    return load_synth(args.model or default_model_path(), device=args.device, batch_size=args.batch_size,
+                      precision=args.precision)
 
 
 def run(args) -> int:

@@ -23,6 +23,12 @@ Model swap: `swap_model(synth)` puts a prepared Synth in a mailbox; the worker
 picks it up between jobs (cache keys carry a model generation, so old notes are
 never mistaken for new ones) and re-renders the current timbre.
 
+Render process (`process=True`, the live instrument's default): `start()` also starts an
+`engine.synthproc.SynthProcess` that loads the same model; once it is ready the worker's
+generate calls go there, so the renders hold this process's GIL only to copy samples (the
+audio callback needs it every period). Until then, and after it fails, notes render in
+this process. A swapped model gets a new render process.
+
 Deterministic use (offline driver, tests): do not `start()`; call `render_now`
 (or `run_until_idle`) from the driving thread instead.
 """
@@ -39,6 +45,7 @@ import soxr
 import torch
 
 from engine.spectral import midi_to_hz
+from engine.synthproc import SynthProcess, SynthProcessError
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +113,8 @@ def _yield_cpu_to_audio() -> None:
 class Renderer:
     """Fills `cache` with notes of the current timbre for `mixer` (see module doc)."""
 
-    def __init__(self, synth, cache, mixer, sample_rate: int, note_frames: int, threads: int = 1):
+    def __init__(self, synth, cache, mixer, sample_rate: int, note_frames: int, threads: int = 1,
+                 process: bool = False):
         self.cache = cache
         self.mixer = mixer
         self.sample_rate = int(sample_rate)
@@ -126,6 +134,9 @@ class Renderer:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.use_process = process
+        self._remote: SynthProcess | None = None
+        self.process_error = ""  # why notes render in this process although use_process is set
         # current work, touched by the rendering thread only
         self._timbre_key = None
         self._latent = None
@@ -169,9 +180,19 @@ class Renderer:
         self._next_synth.append(synth)
         self.request(timbre_key, latent)
 
+    @property
+    def process_state(self) -> str:
+        """'off', 'starting', 'ready' or 'failed: why' (then notes render in this process)."""
+        remote = self._remote
+        if remote is not None:
+            return "ready" if remote.ready.is_set() else (f"failed: {remote.error}" if remote.error else "starting")
+        return f"failed: {self.process_error}" if self.process_error else "off"
+
     def start(self) -> None:
         if self._thread is not None:
             return
+        if self.use_process:
+            self._spawn(self._synth)
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="gansynth-render", daemon=True)
         self._thread.start()
@@ -183,6 +204,23 @@ class Renderer:
         self._wake.set()
         self._thread.join(timeout)
         self._thread = None
+        self._close_remote()
+
+    def _spawn(self, synth) -> None:
+        self._close_remote()
+        source = getattr(synth, "source", None)
+        if source is None or synth.device.type != "cpu":  # a GPU render barely holds the GIL
+            return
+        try:
+            self._remote = SynthProcess(source, synth.num_samples)
+        except OSError as e:
+            self.process_error = f"could not start a render process: {e}"
+            log.warning("%s", self.process_error)
+
+    def _close_remote(self) -> None:
+        remote, self._remote = self._remote, None
+        if remote is not None:
+            remote.close()
 
     # ------------------------------------------------------------ rendering thread
     def _run(self) -> None:
@@ -203,6 +241,8 @@ class Renderer:
             self._synth = synth
             self.batch = self._batch_for(synth)
             self.mixer.model_pitches = synth.pitch_range  # a tuple, replaced whole
+            if self._thread is not None and self.use_process:
+                self._spawn(synth)
             self._model_gen += 1
             self.cache.clear()
             self._timbre_key = None
@@ -292,7 +332,7 @@ class Renderer:
             if synth.threads is None and self.threads is not None and synth.device.type == "cpu":
                 torch.set_num_threads(self.threads)
             z = np.repeat(self._latent[None], len(pitches), axis=0)
-            waves = synth.generate(z, pitches)  # [n, num_samples] at synth.sample_rate
+            waves = self._generate(synth, z, pitches)  # [n, num_samples] at synth.sample_rate
         except Exception as exc:  # keep the previous notes of these pitches
             self.failures += len(pitches)
             log.warning("render of pitch(es) %s failed (%s: %s); keeping the previous notes",
@@ -313,6 +353,17 @@ class Renderer:
             slots.append(slot)
         self.last_render_ms = (time.perf_counter() - t0) * 1000.0 / len(pitches)
         return slots
+
+    def _generate(self, synth, z: np.ndarray, pitches: list[int]) -> np.ndarray:
+        remote = self._remote
+        if remote is not None and remote.ready.is_set():
+            try:
+                return remote.generate(z, pitches)
+            except SynthProcessError as e:  # gone: render here from now on
+                self.process_error = str(e)
+                log.warning("%s; rendering in this process from now on", e)
+                self._close_remote()
+        return synth.generate(z, pitches)
 
     def _store(self, key, note: np.ndarray, loop_len: int) -> int | None:
         slot = self.cache.allocate(self._pinned, keep=self._current_key)

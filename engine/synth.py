@@ -13,12 +13,32 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.config import ModelConfig, SpectralConfig
+from engine.config import PRECISIONS, ModelConfig, SpectralConfig
 from engine.model import Generator
 from engine.modelfile import ModelFileError, is_model_dir, load_model_dir
 from engine.spectral import SpecgramsHelper
 
-PRECISIONS = ("fp32", "bf16")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """True where bfloat16 arithmetic is native (faster than float32): CUDA GPUs that
+    support it, CPUs with AMX or AVX512-BF16. Elsewhere bf16 would be emulated (slower)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        cpu = torch.cpu
+        return any(getattr(cpu, name, lambda: False)()
+                   for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' -> 'bf16' where it is native, else 'fp32'; other values unchanged (checked)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -36,19 +56,21 @@ class Synth:
 
     `threads` (CPU only) sets torch's intra-op threads in the calling thread
     before each render, so a render worker can use one core beside live audio.
+    `precision`: "fp32", "bf16" (autocast), or "auto": bf16 where it is native
+    (`native_bf16`), else fp32. The live instrument uses "auto"; offline tools fp32.
     """
 
     def __init__(self, generator: Generator, spectral: SpectralConfig, device="auto",
                  threads: int | None = None, precision: str = "fp32", meta: dict | None = None,
                  batch_size: int | None = None):
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
         self.device = pick_device(device)
+        precision = resolve_precision(precision, self.device)
         self.config: ModelConfig = generator.cfg
         self.spectral = spectral
         self.threads = threads
         self.precision = precision
         self.meta = meta or {}
+        self.source: dict | None = None  # load_synth's arguments, when it made this Synth
         self._prior = _latent_prior(self.meta, self.config.latent_size)  # malformed: fails at load
         memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
         self.generator = generator.to(self.device).to(memory_format=memory_format).eval()
@@ -156,6 +178,14 @@ def load_synth(path, device: str = "auto", threads: int | None = None, precision
     path = Path(os.path.expanduser(str(path)))
     if not path.exists():
         raise ModelFileError(f"{path}: no such file or directory")
+    synth = _load(path, device, threads, precision, batch_size)
+    # how to load it again (engine.synthproc loads the same model in a render process)
+    synth.source = {"path": str(path.resolve()), "device": str(synth.device), "threads": threads,
+                    "precision": synth.precision, "batch_size": batch_size}
+    return synth
+
+
+def _load(path: Path, device, threads, precision, batch_size) -> Synth:
     if path.is_dir() and is_model_dir(path):
         generator, _, spectral, meta = load_model_dir(path)
         return Synth(generator, spectral, device, threads, precision, meta, batch_size)

@@ -51,6 +51,20 @@ def test_synth_api(tiny_model_dir):
         synth.generate(np.zeros((1, 5)), [60])
 
 
+def test_precision_auto_is_bf16_only_where_native(tiny_model_dir):
+    from engine.synth import native_bf16
+    fp32 = load_synth(tiny_model_dir, device="cpu", threads=1)
+    auto = load_synth(tiny_model_dir, device="cpu", threads=1, precision="auto")
+    assert fp32.precision == "fp32"
+    assert auto.precision == ("bf16" if native_bf16(torch.device("cpu")) else "fp32")
+    bf16 = load_synth(tiny_model_dir, device="cpu", threads=1, precision="bf16")
+    z = fp32.random_latents(1, seed=1)
+    a, b = fp32.generate_specgrams(z, [60]), bf16.generate_specgrams(z, [60])
+    assert 0 < np.sqrt(np.mean((a - b) ** 2) / np.mean(a ** 2)) < 0.3  # bf16 rounds (random tiny weights: ~0.1)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        load_synth(tiny_model_dir, device="cpu", precision="fp8")
+
+
 @pytest.fixture
 def model_copy(tmp_path):
     return make_tiny_model_dir(tmp_path / "model")

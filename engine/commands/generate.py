@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from engine.config import PRECISION_HELP, PRECISIONS
 from engine.modelfile import ModelFileError
 from engine.synth import load_synth
 
@@ -19,13 +20,14 @@ def add_arguments(p):
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("-o", "--out", required=True, help="output directory")
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP)
 
 
 def run(args) -> int:
     from engine.resources import default_model_path
 
     try:
-        synth = load_synth(args.model or default_model_path(), device=args.device)
+        synth = load_synth(args.model or default_model_path(), device=args.device, precision=args.precision)
     except (ModelFileError, ValueError) as e:
         print(f"gansynth generate: {e}", file=sys.stderr)
         return 1

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.config import SpectralConfig
+from engine.config import PRECISION_HELP, PRECISIONS, SpectralConfig
 from engine.fileio import atomic_write_text
 from engine.spectral import SpecgramsHelper, midi_to_hz
 from engine.training.nsynth import (DatasetError, Note, filter_notes, load_wave,
@@ -375,7 +375,7 @@ def add_arguments(p):
     p.add_argument("--all-sources", action="store_true",
                    help="use electronic and synthetic real notes too (default: acoustic only, as GANSynth)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="the generator's arithmetic")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help=PRECISION_HELP)
 
 
 def run(args) -> int:

@@ -70,6 +70,7 @@ def test_instrument_renders_in_the_child_and_survives_its_death(synth):
         # the notes match an in-process render of the same timbre
         here = Instrument(synth, sample_rate=16000, cache_mb=32, max_voices=4, timbre=inst.timbre)
         here.renderer.render_now([60])
+        inst.process(16), here.process(16)  # the mixers take up the published notes
         _same_notes(inst.note_audio(60), here.note_audio(60))
 
         os.kill(remote.pid, signal.SIGKILL)  # the render process dies mid-performance

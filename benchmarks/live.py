@@ -9,8 +9,9 @@
    time plus its offset in the block, plus the device's reported output latency.
    Target: at most one block beyond the device's own latency.
 2. Xruns over N s (default 60) of 16-voice playing while the render worker re-renders
-   continuously (the pad moves every 250 ms), against a baseline of the same device idle
-   for as long in this run. Target 0. The take is recorded and compared with the samples the
+   continuously (the pad moves every 250 ms), against a baseline of the same instrument
+   started but idle for as long in this run (after its render process is up; the xruns
+   of that start-up are counted apart). Target 0. The take is recorded and compared with the samples the
    callback produced (bit-identical).
 3. A 10-minute take (same 16-voice playing with pad moves) produced by the offline clock
    FASTER than real time (stepped in this thread, writer on its own thread): the WAV read
@@ -51,6 +52,10 @@ class TimedProbe:
         self.blocks = 0
         self.frames = 0
         self.copy = np.zeros(copy_frames, np.float32) if copy_frames else None
+        for a in (self.t_start, self.frame0, self.busy_s, self.copy):
+            if a is not None:
+                a.fill(1)  # touch every page now: a first touch in the callback is a page fault
+                a.fill(0)
         self.sha = None
         self.arrivals = []  # monotonic time of each NoteOn handed to the engine
 
@@ -214,17 +219,22 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "") -> dict:
 
     inst = Instrument(synth, sample_rate=RATE, cache_mb=256)
     inst.renderer.render_now(chord_pitches(synth))
-    total_blocks = int((seconds * 2 + 10) * RATE / PERIOD)
+    total_blocks = int((seconds * 2 + 40) * RATE / PERIOD)
     probe = TimedProbe(inst, max_blocks=total_blocks, copy_frames=total_blocks * PERIOD)   # idle + take
     out = AudioOutput(probe, device="system")
     if not out.open():
         raise RuntimeError(out.last_error)
+    t_open = time.monotonic()
+    inst.start()                          # render worker (and its render process, which loads the model)
+    while inst.stats()["render_process"] == "starting" and time.monotonic() - t_open < 30:
+        time.sleep(0.05)
+    inst.renderer.idle.wait(30)           # the first timbre's range is rendered
+    startup_s, xruns_startup = time.monotonic() - t_open, out.xruns
     baseline_s = seconds
     log0 = len(jack_log())
-    time.sleep(baseline_s)                              # idle device, no renders: baseline
-    xruns_idle = out.xruns
+    time.sleep(baseline_s)                # idle instrument, started, nothing to render: baseline
+    xruns_idle = out.xruns - xruns_startup
     log1 = len(jack_log())
-    inst.start()                                         # render worker
     rec = Recorder(out)
     rec.start(tmp / "xruns.wav")
     rng = np.random.default_rng(0)
@@ -238,7 +248,7 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "") -> dict:
         time.sleep(max(0.0, t0 + step * 0.25 - time.monotonic()))
     stats = inst.stats()
     rec.stop()
-    xruns_load = out.xruns - xruns_idle
+    xruns_load = out.xruns - xruns_idle - xruns_startup
     log = jack_log()
     jack_idle, jack_load = _jack_xrun_lines(log[log0:log1]), _jack_xrun_lines(log[log1:])
     meters = out.meters()
@@ -255,6 +265,7 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "") -> dict:
                      and np.array_equal(played, probe.copy[s:s + played.shape[0]]))
     budget_ms = 1000 * PERIOD / RATE
     return {"seconds": seconds, "baseline_idle_s": baseline_s, "xruns_idle": xruns_idle,
+            "startup_s": startup_s, "xruns_startup": xruns_startup, "render_process": stats["render_process"],
             "blocks": int(busy_ms.shape[0]), "blocks_over_budget": int((busy_ms > budget_ms).sum()),
             "device_seconds_per_wall_second": played.shape[0] / RATE / seconds,
             "xruns_playing": xruns_load, "voices": stats["voices"], "renders": stats["renders"] - renders0,
@@ -345,8 +356,9 @@ def main(argv=None) -> int:
         if "xruns" in parts:
             summary["xruns"] = xr = bench_xruns(synth, tmp, args.seconds, jack.log_text)
             print(f"[2] xruns: {xr['xruns_playing']} in {xr['seconds']:.0f} s of 16 voices with the pad moving "
-                  f"({xr['pad_moves']} moves, {xr['renders']} notes re-rendered) vs {xr['xruns_idle']} in "
-                  f"{xr['baseline_idle_s']:.0f} s idle (target 0); process() p50 {xr['process_ms_p50']:.3f} ms, "
+                  f"({xr['pad_moves']} moves, {xr['renders']} notes re-rendered, render process "
+                  f"{xr['render_process']}) vs {xr['xruns_idle']} in {xr['baseline_idle_s']:.0f} s idle "
+                  f"(target 0); {xr['xruns_startup']} while the worker started ({xr['startup_s']:.1f} s); process() p50 {xr['process_ms_p50']:.3f} ms, "
                   f"p99 {xr['process_ms_p99']:.3f} ms, max {xr['process_ms_max']:.2f} ms per "
                   f"{xr['block_ms']:.2f} ms block ({xr['blocks_over_budget']} of {xr['blocks']} blocks over it); "
                   f"the device ran {xr['device_seconds_per_wall_second']:.2f} s per wall second; recording "

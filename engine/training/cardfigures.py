@@ -6,14 +6,12 @@
 Writes `rainbowgrams_generated.png` (rows: random instruments from `Synth.random_latents`,
 seeds 0..n-1; columns: pitches) and `rainbowgrams_real.png` (rows: real instruments of the
 dataset at the same pitches), plus the figures as JSON (`card_figures.json`): spectral
-flatness of the generated and real notes, and the render time of the whole pitch range
-at one thread.
+flatness of the generated and real notes (speed: `python -m benchmarks.generate`).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -46,8 +44,6 @@ def grid(notes: list[list[np.ndarray]], sample_rate: int) -> np.ndarray:
 
 
 def main(argv=None) -> int:
-    import torch
-
     from engine.synth import load_synth
     from engine.training.nsynth import load_wave, read_examples
 
@@ -72,19 +68,11 @@ def main(argv=None) -> int:
     real = [[load_wave(by_inst[name][p].path) for p in PITCHES] for name in names]
     save_png(grid(real, synth.sample_rate), out / "rainbowgrams_real.png", scale=(3, 1), origin="upper")
 
-    lo, hi = synth.pitch_range
-    zs = np.repeat(synth.random_latents(1, seed=1), hi - lo + 1, 0)
-    synth.generate(zs[:2], [60, 61])  # warm-up
-    t0 = time.perf_counter()
-    synth.generate(zs, np.arange(lo, hi + 1))
-    render_s = time.perf_counter() - t0
     figures = {
         "real_instruments": names,
         "pitches": list(PITCHES),
         "flatness_generated": round(float(np.mean([spectral_flatness(a) for r in generated for a in r])), 4),
         "flatness_real": round(float(np.mean([spectral_flatness(a) for r in real for a in r])), 4),
-        "render_61_pitches_s_1_thread": round(render_s, 3),
-        "torch_threads": torch.get_num_threads(),
     }
     if args.fp32_model:
         ref = load_synth(args.fp32_model, device="cpu", threads=1)

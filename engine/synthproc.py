@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -160,6 +161,7 @@ def _serve(spec: dict, proto) -> int:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent; its end of stdin ends us
     proto = os.fdopen(os.dup(1), "wb")  # the protocol's own copy of stdout ...
     os.dup2(2, 1)                       # ... so stray prints land on stderr
     return _serve(json.loads(argv[0]), proto)

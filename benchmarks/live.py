@@ -54,8 +54,7 @@ class TimedProbe:
         self.copy = np.zeros(copy_frames, np.float32) if copy_frames else None
         for a in (self.t_start, self.frame0, self.busy_s, self.copy):
             if a is not None:
-                a.fill(1)  # touch every page now: a first touch in the callback is a page fault
-                a.fill(0)
+                a.fill(0)  # writing touches every page now: a first touch in the callback is a page fault
         self.sha = None
         self.arrivals = []  # monotonic time of each NoteOn handed to the engine
 

@@ -62,8 +62,8 @@ class SampleRing:
 
     def __init__(self, capacity: int):
         self.capacity = int(capacity)
-        self._buf = np.ones(self.capacity, np.float32)  # written now, so its pages exist: a first
-        self._buf.fill(0.0)                              # touch in the callback would be a page fault
+        # written now (not calloc'd), so its pages exist: a first touch in the callback is a page fault
+        self._buf = np.full(self.capacity, 0.0, np.float32)
         self._write = 0          # samples pushed (producer)
         self._read = 0           # samples popped (consumer)
         self.overruns = 0        # blocks that did not fit (producer)

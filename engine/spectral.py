@@ -188,13 +188,14 @@ class SpecgramsHelper:
         return torch.stack([torch.log(mel_power + _LOG_EPS), phase_to_if(mel_phase)], dim=1)
 
     def melspecgrams_to_specgrams(self, melspecgrams: torch.Tensor) -> torch.Tensor:
-        logmag, phase = self._mel_to_logmag_phase(melspecgrams)
-        return torch.stack([logmag, phase_to_if(phase)], dim=1)
+        power, phase = self._mel_to_power_phase(melspecgrams)
+        return torch.stack([0.5 * torch.log(power), phase_to_if(phase)], dim=1)
 
-    def _mel_to_logmag_phase(self, melspecgrams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _mel_to_power_phase(self, melspecgrams: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Linear power (+ the log epsilon) and phase from log-mel power and mel-IF."""
         mag2 = self._apply(torch.exp(melspecgrams[:, 0]), self.mel_inv, self._mel_inv_t_sparse)
         phase = self._apply(if_to_phase(melspecgrams[:, 1]), self.mel_inv, self._mel_inv_t_sparse)
-        return 0.5 * torch.log(mag2 + _LOG_EPS), phase
+        return mag2 + _LOG_EPS, phase
 
     @staticmethod
     def _apply(x: torch.Tensor, dense: torch.Tensor, sparse_t: torch.Tensor | None) -> torch.Tensor:
@@ -227,8 +228,8 @@ class SpecgramsHelper:
             return self.stfts_to_waves(self.specgrams_to_stfts(spec))
         # Magenta goes phase -> IF (wrapped differences) -> phase (cumsum); that round trip
         # only adds multiples of 2 pi, so the phase goes to the STFT directly.
-        logmag, phase = self._mel_to_logmag_phase(spec)
-        return self.stfts_to_waves(torch.polar(torch.exp(logmag), phase))
+        power, phase = self._mel_to_power_phase(spec)
+        return self.stfts_to_waves(torch.polar(torch.sqrt(power), phase))  # = exp(0.5 log power)
 
 
 def _crop_or_pad(waves: torch.Tensor, length: int) -> torch.Tensor:

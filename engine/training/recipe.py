@@ -24,7 +24,7 @@ from pathlib import Path
 from engine.config import PRESETS, ModelConfig, from_dict, to_dict
 
 PHASES = ("glo", "gan")
-PRECISIONS = ("bf16", "fp32")
+TRAIN_PRECISIONS = ("bf16", "fp32")  # training autocast (engine.config.PRECISIONS is the Synth's)
 
 
 @dataclass(frozen=True)
@@ -89,8 +89,8 @@ class TrainConfig:
     sample_every: int = 1000           # steps between spectrogram / audio summaries
 
     def __post_init__(self):
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
+        if self.precision not in TRAIN_PRECISIONS:
+            raise ValueError(f"precision must be one of {TRAIN_PRECISIONS}, not {self.precision!r}")
         for seg in self.segments:
             if seg.end_progress > self.model.final_progress:
                 raise ValueError(f"segment {seg} goes past final progress {self.model.final_progress}")
@@ -195,32 +195,10 @@ def config_from_dict(d: dict, source: str = "train config") -> TrainConfig:
     return TrainConfig(model=model, segments=segs, **dataclasses.asdict(rest))
 
 
-@dataclass(frozen=True)
-class _Flat:
-    """TrainConfig's scalar fields, for validation by `engine.config.from_dict`."""
-
-    precision: str = "bf16"
-    channels_last: bool = True
-    seed: int = 0
-    gp_weight: float = 10.0
-    drift_weight: float = 0.001
-    aux_weight: float = 10.0
-    gan_betas: tuple[float, float] = (0.0, 0.99)
-    d_lr_scale: float = 1.0
-    micro_batches: int = 1
-    ema_decay: float = 0.999
-    ema_warmup: float = 10.0
-    glo_betas: tuple[float, float] = (0.9, 0.99)
-    glo_latent_lr_scale: float = 10.0
-    glo_latent_noise: float = 0.3
-    glo_if_weight: float = 1.0
-    glo_per_velocity: bool = True
-    glo_energy_weight: float = 0.0
-    glo_if_gate: bool = False
-    glo_latent_radius: float = 0.0
-    checkpoint_minutes: float = 10.0
-    log_every: int = 50
-    sample_every: int = 1000
+# TrainConfig's scalar fields (all but model and segments), for validation by `engine.config.from_dict`.
+_Flat = dataclasses.make_dataclass(
+    "_Flat", [(f.name, f.type, field(default=f.default)) for f in dataclasses.fields(TrainConfig)
+              if f.name not in ("model", "segments")], frozen=True)
 
 
 def resolve_config(spec: str) -> TrainConfig:

@@ -40,6 +40,7 @@ import numpy as np
 from engine.config import PRECISION_HELP, PRECISIONS
 from engine.fileio import atomic_path
 from engine.midifile import MidiFileError, MidiNotes, read_midi
+from engine.timbre import slerp_rows
 
 
 class RenderCancelled(Exception):
@@ -144,22 +145,6 @@ def instrument_schedule(num_instruments: int, duration_s: float, instruments=Non
         if np.any(np.diff(fractions) < 0) or fractions.min() < 0 or fractions.max() > 1:
             raise RenderError("times must be ascending fractions of the song between 0 and 1")
     return ids, fractions * duration_s
-
-
-def slerp_rows(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> np.ndarray:
-    """Row-wise slerp as Magenta's generate_util: a, b float [n, L], f [n] -> float32 [n, L]."""
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    f = np.asarray(f, np.float64)[:, None]
-    na = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-30)
-    nb = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-30)
-    omega = np.arccos(np.clip(np.sum(na * nb, axis=1, keepdims=True), -1.0, 1.0))
-    so = np.sin(omega)
-    parallel = so == 0.0
-    so_safe = np.where(parallel, 1.0, so)
-    out = np.sin((1.0 - f) * omega) / so_safe * a + np.sin(f * omega) / so_safe * b
-    out = np.where(parallel, (1.0 - f) * a + f * b, out)
-    return out.astype(np.float32)
 
 
 def note_latent_keys(start_s: np.ndarray, anchor_ids: np.ndarray, anchor_times: np.ndarray,

@@ -43,18 +43,25 @@ def corner_weights(x: float, y: float, mode: str = "nsynth") -> np.ndarray:
     return w / w.sum()  # some corner is always within 1/sqrt(2) < 1
 
 
+def slerp_rows(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> np.ndarray:
+    """Row-wise slerp as Magenta's generate_util: a, b float [n, L], f [n] -> float32 [n, L]."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    f = np.asarray(f, np.float64)[:, None]
+    na = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-30)
+    nb = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-30)
+    omega = np.arccos(np.clip(np.sum(na * nb, axis=1, keepdims=True), -1.0, 1.0))
+    so = np.sin(omega)
+    parallel = so == 0.0
+    so_safe = np.where(parallel, 1.0, so)
+    out = np.sin((1.0 - f) * omega) / so_safe * a + np.sin(f * omega) / so_safe * b
+    out = np.where(parallel, (1.0 - f) * a + f * b, out)
+    return out.astype(np.float32)
+
+
 def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
-    """Spherical interpolation a -> b at t in 0..1 (vectors [n]); lerp when nearly parallel."""
-    a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    na, nb = np.linalg.norm(a64), np.linalg.norm(b64)
-    if na < 1e-12 or nb < 1e-12:
-        return ((1 - t) * a64 + t * b64).astype(np.float32)
-    cos = np.clip(np.dot(a64, b64) / (na * nb), -1.0, 1.0)
-    omega = np.arccos(cos)
-    if omega < 1e-6:
-        return ((1 - t) * a64 + t * b64).astype(np.float32)
-    s = np.sin(omega)
-    return (np.sin((1 - t) * omega) / s * a64 + np.sin(t * omega) / s * b64).astype(np.float32)
+    """Spherical interpolation a -> b at t in 0..1 (vectors [n]): one row of `slerp_rows`."""
+    return slerp_rows(np.asarray(a)[None], np.asarray(b)[None], np.array([t]))[0]
 
 
 def interpolate(latents: np.ndarray, weights: np.ndarray, spherical: bool = False) -> np.ndarray:

@@ -14,7 +14,8 @@ from engine.midifile import MidiFileError, read_midi
 from engine.rainbowgram import read_png_rgb
 from engine.render import (RenderCancelled, RenderError, RenderSettings, instrument_schedule,
                            latents_for_keys, note_latent_keys, render_for_app, render_midi_file,
-                           render_notes, slerp_rows)
+                           render_notes)
+from engine.timbre import slerp_rows
 from engine.synth import load_synth
 
 ROOT = Path(__file__).resolve().parent.parent

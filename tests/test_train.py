@@ -70,6 +70,22 @@ def test_glo_reduces_reconstruction_error():
     assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10])
 
 
+def test_glo_loss_weights_loud_bins():
+    """Same state, same batch: the energy weights raise the terms they weigh, and only those."""
+    def first_step(**kw):
+        trainer = Trainer(config(Segment("glo", 2.0, 2.0, 10_000, 8, 3e-3), **kw), toy_data(), "unused", log=False)
+        return trainer.train_step()
+
+    plain = first_step()
+    gated = first_step(glo_if_gate=True)
+    weighted = first_step(glo_if_gate=True, glo_if_energy_weight=8.0)
+    mag = first_step(glo_energy_weight=4.0)
+    assert gated["glo/l1_if"] < plain["glo/l1_if"]               # quiet bins' IF no longer counts
+    assert weighted["glo/l1_if"] > gated["glo/l1_if"]            # loud bins' IF counts more
+    assert weighted["glo/l1_logmag"] == pytest.approx(gated["glo/l1_logmag"])
+    assert mag["glo/l1_logmag"] > plain["glo/l1_logmag"] and mag["glo/l1_if"] == pytest.approx(plain["glo/l1_if"])
+
+
 def test_gan_steps_reduce_discriminator_loss():
     trainer = Trainer(config(Segment("gan", 2.0, 2.0, 10_000, 8, 2e-3)), toy_data(), "unused", log=False)
     stats = run_steps(trainer, 40)

@@ -81,6 +81,8 @@ class TrainConfig:
     glo_per_velocity: bool = True      # one latent per (instrument, velocity) rather than per instrument
     glo_energy_weight: float = 0.0     # log-magnitude L1 weight 1 + this * energy of the real bin (0..1)
     glo_if_gate: bool = False          # IF L1 weighted by min(1, 2 * energy): silent bins' IF ignored
+    glo_if_energy_weight: float = 0.0  # IF L1 further weighted 1 + this * energy: a loud bin's IF is its
+                                       # partial's frequency, and an error there smears the resynthesis
     glo_latent_radius: float = 0.0     # latents kept at this norm; 0 = sqrt(latent_size). G pixel-norms
                                        # [z, one-hot] together, so a small radius makes the pitch a strong input
     # Bookkeeping.
@@ -153,14 +155,14 @@ def _lite() -> TrainConfig:
         Segment("glo", 5.0, 5.0, 1_500, 16, 2e-3),    # 64x512
         Segment("glo", 5.0, 6.0, 500, 8, 2e-3),
         Segment("glo", 6.0, 6.0, 4_500, 8, 2e-3),     # 128x1024 (the shipped default ends here)
-        Segment("glo", 6.0, 6.0, 20_000, 8, 1e-3),    # more full-resolution fitting (background)
+        Segment("glo", 6.0, 6.0, 40_000, 8, 1e-3),    # more full-resolution fitting (background)
         Segment("gan", 6.0, 6.0, 20_000, 8, 1e-4),
     )
     # bf16 without channels_last measured fastest for these narrow top blocks (benchmarks/train.py).
     # Latents on the unit sphere: G pixel-norms [z, one-hot] together, so the pitch is a strong input.
     return TrainConfig(model=m, segments=segs, precision="bf16", channels_last=False, checkpoint_minutes=5.0,
                        sample_every=500, glo_latent_noise=0.0, glo_latent_radius=1.0, glo_energy_weight=4.0,
-                       glo_if_gate=True)
+                       glo_if_gate=True, glo_if_energy_weight=8.0)
 
 
 def _tiny() -> TrainConfig:

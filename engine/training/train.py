@@ -154,6 +154,7 @@ class Trainer:
         energy = ((real[:, :1] + 0.8) / 1.6).clamp(0.0, 1.0)
         w_mag = 1.0 + cfg.glo_energy_weight * energy
         w_if = (2.0 * energy).clamp(max=1.0) if cfg.glo_if_gate else torch.ones_like(energy)
+        w_if = w_if * (1.0 + cfg.glo_if_energy_weight * energy)
         err = torch.stack([(w_mag * diff[:, :1]).mean(), (w_if * diff[:, 1:]).mean()])
         loss = err[0] + cfg.glo_if_weight * err[1]
         for o in ("g_glo", "latents"):

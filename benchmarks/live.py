@@ -9,9 +9,10 @@
    time plus its offset in the block, plus the device's reported output latency.
    Target: at most one block beyond the device's own latency.
 2. Xruns over N s (default 60) of 16-voice playing while the render worker re-renders
-   continuously (the pad moves every 250 ms), against a baseline of the same instrument
-   started but idle for as long in this run (after its render process is up; the xruns
-   of that start-up are counted apart). Target 0. The take is recorded and compared with the samples the
+   continuously (the pad moves every 250 ms), against two baselines of the same length in
+   this run: a bare sounddevice stream whose callback writes zeros (the device's floor), and
+   the instrument started but idle (after its render process is up; the xruns of that
+   start-up are counted apart). Target 0. The take is recorded and compared with the samples the
    callback produced (bit-identical).
 3. A 10-minute take (same 16-voice playing with pad moves) produced by the offline clock
    FASTER than real time (stepped in this thread, writer on its own thread): the WAV read
@@ -211,11 +212,33 @@ def _jack_xrun_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if "xrun" in line.lower() or "not finished" in line]
 
 
+def device_floor_xruns(seconds: float) -> int:
+    """Xruns of a bare sounddevice stream on the same server whose callback only writes zeros: what
+    the device and machine give with no instrument at all (the floor the target of 0 sits on)."""
+    import sounddevice as sd
+
+    from engine.audio import find_output_device
+
+    count = np.zeros(1, np.int64)
+
+    def callback(outdata, frames, time_info, status):
+        outdata.fill(0)
+        if status.output_underflow:
+            count[0] += 1
+
+    dev = find_output_device("system")
+    with sd.OutputStream(device=dev.index, samplerate=RATE, blocksize=PERIOD, channels=2, latency="low",
+                         callback=callback):
+        time.sleep(seconds)
+    return int(count[0])
+
+
 def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "") -> dict:
     from engine.audio import AudioOutput
     from engine.instrument import Instrument
     from engine.recorder import Recorder
 
+    xruns_floor = device_floor_xruns(seconds)
     inst = Instrument(synth, sample_rate=RATE, cache_mb=256)
     inst.renderer.render_now(chord_pitches(synth))
     total_blocks = int((seconds * 2 + 40) * RATE / PERIOD)
@@ -264,6 +287,7 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "") -> dict:
                      and np.array_equal(played, probe.copy[s:s + played.shape[0]]))
     budget_ms = 1000 * PERIOD / RATE
     return {"seconds": seconds, "baseline_idle_s": baseline_s, "xruns_idle": xruns_idle,
+            "xruns_bare_stream": xruns_floor,
             "startup_s": startup_s, "xruns_startup": xruns_startup, "render_process": stats["render_process"],
             "blocks": int(busy_ms.shape[0]), "blocks_over_budget": int((busy_ms > budget_ms).sum()),
             "device_seconds_per_wall_second": played.shape[0] / RATE / seconds,
@@ -357,7 +381,8 @@ def main(argv=None) -> int:
             print(f"[2] xruns: {xr['xruns_playing']} in {xr['seconds']:.0f} s of 16 voices with the pad moving "
                   f"({xr['pad_moves']} moves, {xr['renders']} notes re-rendered, render process "
                   f"{xr['render_process']}) vs {xr['xruns_idle']} in {xr['baseline_idle_s']:.0f} s idle "
-                  f"(target 0); {xr['xruns_startup']} while the worker started ({xr['startup_s']:.1f} s); process() p50 {xr['process_ms_p50']:.3f} ms, "
+                  f"and {xr['xruns_bare_stream']} for a bare stream writing zeros, no instrument (target 0); "
+                  f"{xr['xruns_startup']} while the worker started ({xr['startup_s']:.1f} s); process() p50 {xr['process_ms_p50']:.3f} ms, "
                   f"p99 {xr['process_ms_p99']:.3f} ms, max {xr['process_ms_max']:.2f} ms per "
                   f"{xr['block_ms']:.2f} ms block ({xr['blocks_over_budget']} of {xr['blocks']} blocks over it); "
                   f"the device ran {xr['device_seconds_per_wall_second']:.2f} s per wall second; recording "

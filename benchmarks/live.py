@@ -7,7 +7,12 @@
    A JACK MIDI port (rtmidi UNIX_JACK) plays our MidiInput; the audio callback's start
    times are logged (monotonic clock) per block, so a sample's time is its block's callback
    time plus its offset in the block, plus the device's reported output latency.
-   Target: at most one block beyond the device's own latency.
+   The device's latency is JACK's playback latency of the physical output (both paths feed
+   it; PortAudio reports 5.33 ms for its stream, JACK 10.67 ms for the port: two periods in
+   JACK2's default asynchronous mode).
+   Target: at most one block beyond the device's own latency. Measured for both live paths:
+   sounddevice's JACK stream with rtmidi's JACK MIDI client, and our own JACK client
+   (engine/jackclient.py: audio outs and the MIDI in on one client).
 2. Xruns over N s (default 60) of 16-voice playing while the render worker re-renders
    continuously (the pad moves every 250 ms), against two baselines of the same length in
    this run: a bare sounddevice stream whose callback writes zeros (the device's floor), and
@@ -106,12 +111,15 @@ def chord_pitches(synth, n=16):
 
 # ---------------------------------------------------------------------------- 1. latency
 
-def bench_latency(synth, tmp: Path, trials: int) -> dict:
+def bench_latency(synth, tmp: Path, trials: int, device: str, jack=None) -> dict:
+    """`device` "system": sounddevice's JACK stream + rtmidi's JACK MIDI client; "JACK client":
+    our own client, MIDI into its port."""
     import mido
 
     from engine.audio import AudioOutput
     from engine.events import NoteOff, NoteOn, SetParam
     from engine.instrument import Instrument
+    from engine.jackclient import JACK_CLIENT_DEVICE, playback_latency_ms
     from engine.midi_input import MidiInput
     from engine.recorder import Recorder
 
@@ -120,16 +128,21 @@ def bench_latency(synth, tmp: Path, trials: int) -> dict:
     inst.renderer.render_now([pitch])                       # cache hit
     inst.post(SetParam("release_s", 0.005))
     probe = TimedProbe(inst, max_blocks=RATE * 60 // PERIOD)
-    out = AudioOutput(probe, device="system")
-    # MIDI before audio, as the window does. JACK delivers a note-on sent from outside its
-    # process cycle at the next period, to our MIDI client, which runs beside (not before) the
-    # audio client: "arrived" times it from there.
+    out = AudioOutput(probe, device=device)
     backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK", load=True)
     keys = backend.open_output("Bench Keys", virtual=True)
-    midi = MidiInput(out, port_name="Bench Keys", api="UNIX_JACK", virtual=False, rescan_s=0)
-    midi.start()
+    midi = None
+    if device != JACK_CLIENT_DEVICE:
+        # MIDI before audio, as the window does. JACK delivers a note-on sent from outside its
+        # process cycle at the next period, to our MIDI client, which runs beside (not before)
+        # the audio client: "arrived" times it from there.
+        midi = MidiInput(out, port_name="Bench Keys", api="UNIX_JACK", virtual=False, rescan_s=0)
+        midi.start()
     if not out.open():
         raise RuntimeError(out.last_error)
+    if midi is None:
+        source = [p for p in jack.ports() if "Bench Keys" in p][0]
+        jack.connect(source, "GANSynth:midi_in")
     rec = Recorder(out)
     rec.start(tmp / "latency.wav")
     time.sleep(0.3)
@@ -149,15 +162,19 @@ def bench_latency(synth, tmp: Path, trials: int) -> dict:
             out.post(NoteOff(pitch))
     time.sleep(0.2)
     rec.stop()
-    device_ms = out.latency_ms
+    reported_ms = out.latency_ms
+    device_ms = playback_latency_ms() or reported_ms     # JACK's own figure, the same for both paths
     losses = out.device_losses
     loss_error = out.last_error
-    midi.close()
+    if midi is not None:
+        midi.close()
     keys.close()
     out.close()
     audio, _ = sf.read(tmp / "latency.wav", dtype="float32")
     block_ms = 1000 * PERIOD / RATE
-    result = {"device_latency_ms": device_ms, "block_ms": block_ms, "target_ms": device_ms + block_ms,
+    result = {"device": device, "device_latency_ms": device_ms, "reported_latency_ms": reported_ms,
+              "block_ms": block_ms,
+              "target_ms": device_ms + block_ms,
               "device_losses": losses, "last_error": loss_error}
     # the MIDI note-ons as they reached the engine (after JACK delivered them to our port)
     sends["midi_arrival"] = [t for t in probe.arrivals if any(0 <= t - s < 0.05 for s in sends["midi"])]
@@ -344,6 +361,18 @@ def bench_take(synth, tmp: Path, minutes: float) -> dict:
             "speed_x_realtime": minutes * 60 / wall_s, "file_mb": path.stat().st_size / 2**20}
 
 
+def print_latency(lat: dict) -> None:
+    path = "our JACK client" if lat["device"] != "system" else "sounddevice + rtmidi"
+    for how, label in (("midi", "JACK MIDI note-on sent"), ("midi_arrival", "JACK MIDI note-on arrived"),
+                       ("post", "output.post(NoteOn)")):
+        r = lat[how]
+        print(f"[1] {path}: {label} -> first sample at the DAC (cache hit, {r['trials']} notes): median "
+              f"{r['to_dac_median_ms']:.2f} ms, max {r['to_dac_max_ms']:.2f} ms = device latency "
+              f"{lat['device_latency_ms']:.2f} ms + to the callback median {r['to_callback_median_ms']:.2f}"
+              f" / max {r['to_callback_max_ms']:.2f} ms; target <= {lat['target_ms']:.2f} ms "
+              f"(device + one {lat['block_ms']:.2f} ms block): {r['within_target']}/{r['trials']} met")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None)
@@ -367,15 +396,12 @@ def main(argv=None) -> int:
     summary = {"benchmark": "live", "model": model}
     with JackServer(RATE, PERIOD) as jack:
         if "latency" in parts:
-            summary["latency"] = lat = bench_latency(synth, tmp, args.trials)
-            for how, label in (("midi", "JACK MIDI note-on sent"), ("midi_arrival", "JACK MIDI note-on arrived"),
-                               ("post", "output.post(NoteOn)")):
-                r = lat[how]
-                print(f"[1] {label} -> first sample at the DAC (cache hit, {r['trials']} notes): median "
-                      f"{r['to_dac_median_ms']:.2f} ms, max {r['to_dac_max_ms']:.2f} ms = device latency "
-                      f"{lat['device_latency_ms']:.2f} ms + to the callback median {r['to_callback_median_ms']:.2f}"
-                      f" / max {r['to_callback_max_ms']:.2f} ms; target <= {lat['target_ms']:.2f} ms "
-                      f"(device + one {lat['block_ms']:.2f} ms block): {r['within_target']}/{r['trials']} met")
+            from engine.jackclient import JACK_CLIENT_DEVICE
+
+            for device, key in (("system", "latency"), (JACK_CLIENT_DEVICE, "latency_jack_client")):
+                summary[key] = lat = bench_latency(synth, tmp, args.trials, device, jack)
+                print_latency(lat)
+
         if "xruns" in parts:
             summary["xruns"] = xr = bench_xruns(synth, tmp, args.seconds, jack.log_text)
             print(f"[2] xruns: {xr['xruns_playing']} in {xr['seconds']:.0f} s of 16 voices with the pad moving "

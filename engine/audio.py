@@ -39,6 +39,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.jackclient import JACK_CLIENT_DEVICE, JACK_CLIENT_HOSTAPI
+
 DEFAULT_SAMPLE_RATE = 48000
 CLOCK_BLOCK = 256
 SCOPE_SIZE = 16384
@@ -80,12 +82,32 @@ def _sounddevice():
     return sounddevice
 
 
+_jack_server_lost = False   # our JACK client saw its server go away (see `jack_server_lost`)
+
+
+def jack_server_lost() -> None:
+    """Called when our JACK client's server shut down or dropped us. From then on this process
+    opens no new JACK client: libjack crashes (segfault, measured) when a client connects to a
+    restarted server while another client of the process (PortAudio's, rtmidi's) still holds
+    the old connection state. The instrument stays on the clock; a restart reconnects."""
+    global _jack_server_lost
+    _jack_server_lost = True
+
+
+JACK_LOST_HINT = "the JACK server went away; restart the program to play through JACK again"
+
+
 def refresh_devices() -> None:
     """Re-scan PortAudio's devices (a JACK server or USB device that appeared later).
 
-    Re-initialises PortAudio: only call it with no stream open.
+    Re-initialises PortAudio: only call it with no stream open. Not once a JACK server
+    PortAudio is attached to has gone away: PortAudio's terminate then aborts the process
+    (an assertion in pa_jack.c), so this raises AudioDeviceError and keeps the old list.
     """
     sd = _sounddevice()
+    if _jack_server_lost and any(h["name"].startswith("JACK") for h in sd.query_hostapis()):
+        raise AudioDeviceError(f"cannot re-scan audio devices: {JACK_LOST_HINT} (PortAudio aborts the "
+                               f"process when it lets go of a JACK server that died)")
     sd._terminate()
     sd._initialize()
 
@@ -97,7 +119,7 @@ def list_output_devices() -> list[OutputDevice]:
         devices = sd.query_devices()
         hostapis = sd.query_hostapis()
     except sd.PortAudioError:
-        return []
+        devices, hostapis = [], []
     try:
         default = sd.default.device[1]
     except (sd.PortAudioError, TypeError, IndexError):
@@ -108,11 +130,30 @@ def list_output_devices() -> list[OutputDevice]:
             out.append(OutputDevice(d["index"], d["name"], hostapis[d["hostapi"]]["name"],
                                     d["max_output_channels"], float(d["default_samplerate"]),
                                     d["index"] == default))
+    rate = _jack_client_rate()
+    if rate:
+        out.append(OutputDevice(-1, JACK_CLIENT_DEVICE, JACK_CLIENT_HOSTAPI, 2, float(rate), False))
     return out
+
+
+def _jack_client_rate() -> int:
+    """The JACK server's rate when our own JACK client could run there, else 0."""
+    from engine.jackclient import JackUnavailable, server_sample_rate
+    from engine.midi_input import quiet_stderr
+
+    if _jack_server_lost:
+        return 0
+    try:
+        with quiet_stderr():                 # libjack prints its own complaints when no server runs
+            return server_sample_rate()
+    except JackUnavailable:
+        return 0
 
 
 def find_output_device(name: str | None = None) -> OutputDevice:
     """The device called `name` (exact, else a unique case-insensitive substring); None = default."""
+    if _jack_server_lost and name and name.lower() in JACK_CLIENT_DEVICE.lower():
+        raise AudioDeviceError(f"audio output {name!r}: {JACK_LOST_HINT}")
     devices = list_output_devices()
     if not devices:
         raise AudioDeviceError("no audio output device found (no sound card, and no JACK server "
@@ -381,7 +422,7 @@ class AudioOutput(_OutputBase):
 
     def __init__(self, instrument, device: str | None = None, sample_rate: int | None = None,
                  latency="low", block_size: int = 0, channels: int | None = None,
-                 fallback: bool = True):
+                 fallback: bool = True, midi_channel: int | None = None):
         super().__init__(instrument)
         if sample_rate is not None and int(sample_rate) != self.sample_rate:
             raise ValueError(f"the instrument renders at {self.sample_rate} Hz, not {sample_rate} Hz; "
@@ -391,6 +432,7 @@ class AudioOutput(_OutputBase):
         self.block_size = int(block_size)
         self.channels = channels
         self.fallback = fallback
+        self.midi_channel = midi_channel  # the JACK client's MIDI in: one channel 0..15, None = all
         self.mode = "closed"          # "device" | "clock" | "closed"
         self.device_name = ""
         self.last_error = ""
@@ -511,11 +553,18 @@ class AudioOutput(_OutputBase):
         self._gen += 1
         gen = self._gen
         try:
-            stream = sd.OutputStream(device=dev.index, samplerate=self.sample_rate, channels=channels,
-                                     dtype="float32", latency=self.latency, blocksize=self.block_size,
-                                     callback=self._make_callback(gen),
-                                     finished_callback=self._make_finished(gen))
-        except (sd.PortAudioError, ValueError) as e:
+            if dev.hostapi == JACK_CLIENT_HOSTAPI:
+                from engine.jackclient import JackStream
+
+                stream = JackStream(self.sample_rate, channels, self._make_callback(gen),
+                                    self._make_finished(gen), self.post, self.midi_channel,
+                                    on_server_lost=jack_server_lost)
+            else:
+                stream = sd.OutputStream(device=dev.index, samplerate=self.sample_rate, channels=channels,
+                                         dtype="float32", latency=self.latency, blocksize=self.block_size,
+                                         callback=self._make_callback(gen),
+                                         finished_callback=self._make_finished(gen))
+        except Exception as e:  # PortAudioError, ValueError, JackUnavailable: the message says why
             msg = f"cannot open audio output {dev.name!r} at {self.sample_rate} Hz: {e}"
             if dev.default_sample_rate and int(dev.default_sample_rate) != self.sample_rate:
                 msg += (f" (the device runs at {dev.default_sample_rate:.0f} Hz: start the "
@@ -525,7 +574,7 @@ class AudioOutput(_OutputBase):
         self._hostapi = dev.hostapi
         try:
             stream.start()
-        except sd.PortAudioError as e:
+        except Exception as e:  # PortAudioError, or a JACK activation/connection error
             self._dispose(stream)
             raise AudioDeviceError(f"cannot start audio output {dev.name!r}: {e}") from None
         self._stream = stream

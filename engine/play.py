@@ -25,8 +25,9 @@ def add_arguments(p) -> None:
                    help="listen to MIDI channel N (1-16) only (default: all)")
     p.add_argument("--no-virtual-port", action="store_true",
                    help="do not open the virtual MIDI input other programs can connect to")
-    p.add_argument("--audio-out", default=None, metavar="NAME", help="audio output device (default: the "
-                                                                     "system default)")
+    p.add_argument("--audio-out", default=None, metavar="NAME",
+                   help="audio output device (default: the system default); \"JACK client\" runs the "
+                        "instrument as its own JACK client with a MIDI in port (GANSynth:midi_in)")
     p.add_argument("--preset", default=None, metavar="FILE", help="preset JSON (corners, pad, settings)")
     p.add_argument("--record", default=None, metavar="FILE.wav",
                    help="record the output to a WAV (and the performance to FILE.mid)")
@@ -41,7 +42,8 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from engine.audio import AudioOutput, device_sample_rate
     from engine.instrument import Instrument
-    from engine.midi_input import MidiInput
+    from engine.jackclient import JACK_CLIENT_DEVICE
+    from engine.midi_input import CLIENT_NAME, MidiInput
     from engine.modelfile import ModelFileError
     from engine.recorder import Recorder, RecorderError
     from engine.resources import default_model_path
@@ -63,13 +65,15 @@ def run(args) -> int:
             print(f"gansynth play: {e}", file=sys.stderr)
             return 1
     inst.start()
-    out = AudioOutput(inst, device=args.audio_out)
+    channel = None if args.channel is None else args.channel - 1
+    out = AudioOutput(inst, device=args.audio_out, midi_channel=channel)
     if out.open():
         print(f"audio: {out.device_name} at {out.sample_rate} Hz, latency {out.latency_ms:.1f} ms")
+        if out.device_name == JACK_CLIENT_DEVICE:
+            print(f"MIDI (JACK): connect a MIDI output to {CLIENT_NAME}:midi_in (hardware ports are connected)")
     else:
         print(f"audio: {out.last_error}")
-    midi = MidiInput(out, port_name=args.midi_in, channel=None if args.channel is None else args.channel - 1,
-                     virtual=not args.no_virtual_port)
+    midi = MidiInput(out, port_name=args.midi_in, channel=channel, virtual=not args.no_virtual_port)
     if midi.start():
         virtual = "" if args.no_virtual_port else f", virtual port {midi.virtual_name!r}"
         port = midi.connected_name or ("waiting for " + repr(args.midi_in) if args.midi_in else "no port")

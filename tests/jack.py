@@ -5,13 +5,18 @@
                                         # UNIX_JACK API works; jack.connect(src, dst) wires ports
 
 Each server gets its own name (JACK_DEFAULT_SERVER), so parallel test runs on one machine
-never share a server; JACK_NO_START_SERVER keeps clients from spawning one. PortAudio is
+never share a server; JACK_NO_START_SERVER keeps clients from spawning one. The names come
+from a few fixed slots (a lock file each): libjack's registry holds 8 servers per machine
+and frees the entry of a server that died without cleaning up (killed, a crashed run) only
+when a server of the same name starts, so unique names per run would leak entries until
+"Too many servers already active". PortAudio is
 re-initialised after start so it sees the server, and after stop so it forgets it.
 The `jack_server` fixture (session scope) is registered in tests/conftest.py.
 """
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import os
 import signal
 import subprocess
@@ -25,10 +30,17 @@ PERIOD = 256
 
 
 class JackServer:
-    def __init__(self, sample_rate: int = SAMPLE_RATE, period: int = PERIOD, name: str | None = None):
+    def __init__(self, sample_rate: int = SAMPLE_RATE, period: int = PERIOD, name: str | None = None,
+                 portaudio: bool = True):
         self.sample_rate = sample_rate
+        self.portaudio = portaudio    # False: PortAudio never attaches (a server a test kills under
+                                      # our own JACK client; PortAudio aborts the process if its
+                                      # server dies)
         self.period = period
-        self.name = name or f"gansynth-test-{os.getpid()}-{time.monotonic_ns() % 10**6}"
+        self._slot_lock = None
+        if name is None:
+            name, self._slot_lock = _claim_name()
+        self.name = name
         self.proc: subprocess.Popen | None = None
         self._saved_env: dict = {}
 
@@ -52,7 +64,8 @@ class JackServer:
                 self.stop()
                 raise RuntimeError(f"jackd did not come up within {timeout} s; its output:\n{log}")
             time.sleep(0.05)   # polling another process, not a thread of ours
-        _reinit_portaudio()
+        if self.portaudio:
+            _reinit_portaudio()
         return self
 
     def ready(self) -> bool:
@@ -95,6 +108,9 @@ class JackServer:
         if getattr(self, "_log", None) is not None:
             self._log.close()
             self._log = None
+        if self._slot_lock is not None:
+            self._slot_lock.close()            # releases the name
+            self._slot_lock = None
         for key, value in self._saved_env.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -110,12 +126,28 @@ class JackServer:
 
         from engine.audio import stuck_hostapis
 
-        if stuck_hostapis():     # PortAudio would wait (10 min) on a stream it cannot close
+        if stuck_hostapis() or not self.portaudio:     # PortAudio would wait (10 min) on a stream it cannot close
             self.stop()
             return
         sd._terminate()          # while the server still answers (else PortAudio asserts)
         self.stop()
         sd._initialize()
+
+
+NAME_SLOTS = 6
+
+
+def _claim_name():
+    """(server name, open lock file): the first free slot on this machine."""
+    for slot in range(NAME_SLOTS):
+        lock = open(os.path.join(tempfile.gettempdir(), f"gansynth-jack-{os.getuid()}-{slot}.lock"), "w")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        return f"gansynth-test-{slot}", lock
+    raise RuntimeError(f"all {NAME_SLOTS} JACK test server names are in use on this machine")
 
 
 def _die_with_parent() -> None:

@@ -347,14 +347,19 @@ def test_plays_on_the_jack_dummy_device(qtbot, qapp, tmp_path, model_dir, jack_s
         session = win.session
         assert session.has_device and session.output_name == "system"
         assert "No audio device" not in win.banner.text()
-        assert [win.devices.audio.itemData(i) for i in range(win.devices.audio.count())] == ["", "system"]
-        start = session.tap.frames
-        qtbot.keyPress(win.keyboard.keys, Qt.Key_Z)
-        qtbot.waitUntil(lambda: 60 in stats(win)["held_pitches"], timeout=5000)
-        rate = session.instrument.sample_rate
-        qtbot.waitUntil(lambda: session.tap.frames > start + rate, timeout=10000)   # a second played
-        assert session.output.meters()["mode"] == "device"     # the stream kept running
-        qtbot.keyRelease(win.keyboard.keys, Qt.Key_Z)
+        listed = [win.devices.audio.itemData(i) for i in range(win.devices.audio.count())]
+        assert listed == ["", "system", "JACK client"]        # none, PortAudio's, our own JACK client
+        for device in ("system", "JACK client"):
+            if device != session.output_name:
+                win.choose_audio(device)
+            assert session.has_device and session.output_name == device
+            start = session.tap.frames
+            qtbot.keyPress(win.keyboard.keys, Qt.Key_Z)
+            qtbot.waitUntil(lambda: 60 in stats(win)["held_pitches"], timeout=5000)
+            rate = session.instrument.sample_rate
+            qtbot.waitUntil(lambda: session.tap.frames > start + rate, timeout=10000)   # a second played
+            assert session.output.meters()["mode"] == "device"     # the stream kept running
+            qtbot.keyRelease(win.keyboard.keys, Qt.Key_Z)
     finally:
         win.close()
 

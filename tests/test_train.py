@@ -131,6 +131,8 @@ def test_checkpoint_exports_model_with_latent_prior(tmp_path):
     trainer = build_trainer(_schedule(), toy_data(), tmp_path, log=False)
     trainer.run(max_steps=3, progress_bar=False)
     generator, cfg, spectral, meta = load_model_dir(tmp_path / "model")
+    # the model as each finished segment left it (segment 0 is 2 steps; segment 1 is not done)
+    assert load_model_dir(tmp_path / "model-segment0")[1] == cfg and not (tmp_path / "model-segment1").exists()
     assert cfg == TINY.model and spectral == TOY_SPECTRAL
     prior = meta["provenance"]["latent_prior"]
     assert len(prior["mean"]) == cfg.latent_size and len(prior["basis"]) == 4  # 4 toy instruments

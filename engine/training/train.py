@@ -403,6 +403,8 @@ class Trainer:
                 if self.segment != seg_before or now - last_ckpt >= 60 * self.cfg.checkpoint_minutes:
                     self.save_checkpoint()
                     last_ckpt = now
+                if self.segment != seg_before and self.dist.main:   # kept: the next segment may be worse
+                    self.export_model(self.out / f"model-segment{seg_before}")
         finally:
             bar.close()
             self.save_checkpoint()

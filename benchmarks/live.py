@@ -250,7 +250,7 @@ def device_floor_xruns(seconds: float) -> int:
     return int(count[0])
 
 
-def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "") -> dict:
+def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "", device: str = "system") -> dict:
     from engine.audio import AudioOutput
     from engine.instrument import Instrument
     from engine.recorder import Recorder
@@ -260,7 +260,7 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "") -> dict:
     inst.renderer.render_now(chord_pitches(synth))
     total_blocks = int((seconds * 2 + 40) * RATE / PERIOD)
     probe = TimedProbe(inst, max_blocks=total_blocks, copy_frames=total_blocks * PERIOD)   # idle + take
-    out = AudioOutput(probe, device="system")
+    out = AudioOutput(probe, device=device)
     if not out.open():
         raise RuntimeError(out.last_error)
     t_open = time.monotonic()
@@ -303,7 +303,7 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "") -> dict:
     identical = bool(played.shape[0] > 0 and s + played.shape[0] <= probe.copy.shape[0]
                      and np.array_equal(played, probe.copy[s:s + played.shape[0]]))
     budget_ms = 1000 * PERIOD / RATE
-    return {"seconds": seconds, "baseline_idle_s": baseline_s, "xruns_idle": xruns_idle,
+    return {"device": device, "seconds": seconds, "baseline_idle_s": baseline_s, "xruns_idle": xruns_idle,
             "xruns_bare_stream": xruns_floor,
             "startup_s": startup_s, "xruns_startup": xruns_startup, "render_process": stats["render_process"],
             "blocks": int(busy_ms.shape[0]), "blocks_over_budget": int((busy_ms > budget_ms).sum()),
@@ -381,6 +381,8 @@ def main(argv=None) -> int:
     p.add_argument("--take-minutes", type=float, default=10.0)
     p.add_argument("--trials", type=int, default=30)
     p.add_argument("--parts", default="latency,xruns,take", help="which of latency,xruns,take to run")
+    p.add_argument("--xruns-device", default="system",
+                   help='output for the xrun part: "system" (sounddevice) or "JACK client" (our own)')
     args = p.parse_args(argv)
     parts = set(args.parts.split(","))
     if not parts or parts - {"latency", "xruns", "take"}:
@@ -403,8 +405,8 @@ def main(argv=None) -> int:
                 print_latency(lat)
 
         if "xruns" in parts:
-            summary["xruns"] = xr = bench_xruns(synth, tmp, args.seconds, jack.log_text)
-            print(f"[2] xruns: {xr['xruns_playing']} in {xr['seconds']:.0f} s of 16 voices with the pad moving "
+            summary["xruns"] = xr = bench_xruns(synth, tmp, args.seconds, jack.log_text, args.xruns_device)
+            print(f"[2] xruns on {xr['device']!r}: {xr['xruns_playing']} in {xr['seconds']:.0f} s of 16 voices with the pad moving "
                   f"({xr['pad_moves']} moves, {xr['renders']} notes re-rendered, render process "
                   f"{xr['render_process']}) vs {xr['xruns_idle']} in {xr['baseline_idle_s']:.0f} s idle "
                   f"and {xr['xruns_bare_stream']} for a bare stream writing zeros, no instrument (target 0); "

@@ -18,8 +18,9 @@ clock fallback, reopen, meters and the recorder are `AudioOutput`'s own. The pro
 callback translates MIDI (`message_to_event`) and posts notes and pitch bends (an append to
 the instrument's queue); other events (the mod wheel moves the timbre, which takes a lock and
 wakes the renderer) go to a small thread that posts them. Then it calls the audio callback
-and copies its block into the port buffers. A cycle that JACK's frame time says we missed
-is reported to the audio callback as an underflow (an xrun).
+and copies its block into the port buffers. A cycle that JACK's frame time says we missed,
+or a process call that ended after its period, is reported to the audio callback as an
+underflow (an xrun; JACK's own xrun callback would have to be Python, see below).
 """
 from __future__ import annotations
 
@@ -117,12 +118,13 @@ class JackStream:
         self._poster: threading.Thread | None = None
         self._buffer = np.zeros((max(int(client.blocksize), MAX_PERIOD), channels), np.float32)
         self._last_cycle = -1         # JACK frame time of the previous process cycle
+        self._overran = False         # the previous process call ended after its cycle's deadline
         self._active = False
         self._playback = []
         # Only the process and shutdown callbacks are Python. JACK calls the others (xrun,
         # buffer size) on its notification thread and, for some, waits for the answer: with the
         # GIL held elsewhere in a JACK call (rtmidi opening its client) that deadlocked
-        # (observed). Missed cycles are counted from the frame time instead.
+        # (observed). Xruns are counted from the frame time instead (`_process`).
         client.set_process_callback(self._process)
         client.set_shutdown_callback(self._shutdown)
 
@@ -180,6 +182,7 @@ class JackStream:
                 self._later.put(event)
         cycle = self.client.last_frame_time
         missed = self._last_cycle >= 0 and cycle - self._last_cycle > frames   # skipped a cycle
+        missed = missed or self._overran
         self._last_cycle = cycle
         if frames > self._buffer.shape[0]:              # a server period beyond MAX_PERIOD
             self._buffer = np.zeros((frames, self._buffer.shape[1]), np.float32)
@@ -188,6 +191,7 @@ class JackStream:
         self.callback(block, frames, None, status)
         for i, port in enumerate(self.outs):
             port.get_array()[:] = block[:, i]
+        self._overran = self.client.frames_since_cycle_start > frames   # still running at the next cycle
 
     def _shutdown(self, status, reason: str) -> None:
         self._active = False

@@ -24,6 +24,7 @@ underflow (an xrun; JACK's own xrun callback would have to be Python, see below)
 """
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 
@@ -61,33 +62,33 @@ def _jack():
     return jack
 
 
-def server_sample_rate() -> int:
-    """The running server's rate (opens and closes a client); JackUnavailable without one."""
+@contextlib.contextmanager
+def _probe_client():
+    """(jack module, a short-lived client of the running server); JackUnavailable without one."""
     jack = _jack()
     try:
         client = jack.Client(f"{CLIENT_NAME} probe", no_start_server=True)
     except jack.JackOpenError as e:
         raise JackUnavailable(f"no JACK server running ({e})") from None
     try:
-        return int(client.samplerate)
+        yield jack, client
     finally:
         client.close(ignore_errors=True)
+
+
+def server_sample_rate() -> int:
+    """The running server's rate; JackUnavailable without one."""
+    with _probe_client() as (_, client):
+        return int(client.samplerate)
 
 
 def playback_latency_ms() -> float:
     """JACK's playback latency of the server's first physical output in ms (0 if unknown): one
     measure for every path to the same DAC (PortAudio reports its own figure for its streams)."""
-    jack = _jack()
-    try:
-        client = jack.Client(f"{CLIENT_NAME} probe", no_start_server=True)
-    except jack.JackOpenError as e:
-        raise JackUnavailable(f"no JACK server running ({e})") from None
-    try:
+    with _probe_client() as (jack, client):
         ports = client.get_ports(is_audio=True, is_input=True, is_physical=True)
         frames = _playback_latency_frames(jack, ports[0]) if ports else 0
         return 1000.0 * frames / float(client.samplerate)
-    finally:
-        client.close(ignore_errors=True)
 
 
 class JackStream:

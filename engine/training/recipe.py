@@ -157,6 +157,7 @@ def _lite() -> TrainConfig:
         Segment("glo", 6.0, 6.0, 4_500, 8, 2e-3),     # 128x1024 (the shipped default ends here)
         Segment("glo", 6.0, 6.0, 40_000, 8, 1e-3),    # more full-resolution fitting (background)
         Segment("glo", 6.0, 6.0, 10_000, 8, 5e-4),
+        Segment("glo", 6.0, 6.0, 16_000, 8, 3e-4),
         Segment("gan", 6.0, 6.0, 20_000, 8, 1e-4),
     )
     # bf16 without channels_last measured fastest for these narrow top blocks (benchmarks/train.py).

@@ -406,11 +406,12 @@ def main(argv=None) -> int:
 
         if "xruns" in parts:
             summary["xruns"] = xr = bench_xruns(synth, tmp, args.seconds, jack.log_text, args.xruns_device)
-            print(f"[2] xruns on {xr['device']!r}: {xr['xruns_playing']} in {xr['seconds']:.0f} s of 16 voices with the pad moving "
-                  f"({xr['pad_moves']} moves, {xr['renders']} notes re-rendered, render process "
+            print(f"[2] xruns on {xr['device']!r}: {xr['xruns_playing']} in {xr['seconds']:.0f} s of 16 voices "
+                  f"with the pad moving ({xr['pad_moves']} moves, {xr['renders']} notes re-rendered, render process "
                   f"{xr['render_process']}) vs {xr['xruns_idle']} in {xr['baseline_idle_s']:.0f} s idle "
                   f"and {xr['xruns_bare_stream']} for a bare stream writing zeros, no instrument (target 0); "
-                  f"{xr['xruns_startup']} while the worker started ({xr['startup_s']:.1f} s); process() p50 {xr['process_ms_p50']:.3f} ms, "
+                  f"{xr['xruns_startup']} while the worker started ({xr['startup_s']:.1f} s); "
+                  f"process() p50 {xr['process_ms_p50']:.3f} ms, "
                   f"p99 {xr['process_ms_p99']:.3f} ms, max {xr['process_ms_max']:.2f} ms per "
                   f"{xr['block_ms']:.2f} ms block ({xr['blocks_over_budget']} of {xr['blocks']} blocks over it); "
                   f"the device ran {xr['device_seconds_per_wall_second']:.2f} s per wall second; recording "

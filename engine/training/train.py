@@ -465,7 +465,8 @@ def export_compact_state(run_dir, out_dir) -> Path:
 
 def add_arguments(parser) -> None:
     parser.add_argument("--data", help="dataset directory (NSynth json/wav layout)")
-    parser.add_argument("--out", required=True, help="run directory (checkpoint, logs, model/, and model-segmentN/ as each segment ended)")
+    parser.add_argument("--out", required=True,
+                        help="run directory (checkpoint, logs, model/, and model-segmentN/ as each segment ended)")
     parser.add_argument("--config", default=None,
                         help="paper | lite | tiny | FILE.json (default lite; with --resume: a new schedule "
                              "for the same model, continued from the saved segment and step)")

@@ -184,6 +184,7 @@ def test_compact_state_resumes_the_schedule(tmp_path):
     tensors, header = trainer.state(compact=True)
     assert all(t.dtype in (torch.bfloat16, torch.uint8, torch.float32) for t in tensors.values())
     assert not any(k.endswith(".exp_avg") for k in tensors)
+    assert not any(k.startswith("opt.g_glo.") for k in tensors)    # the saved segment is adversarial
     ckpt.save(tmp_path / "compact" / ckpt.CHECKPOINT_FILE, tensors, header)
     resumed = build_trainer(_schedule(), toy_data(), tmp_path / "compact", resume=True, log=False)
     assert (resumed.segment, resumed.step) == (trainer.segment, trainer.step)

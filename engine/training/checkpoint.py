@@ -7,9 +7,10 @@ The JSON (safetensors metadata key "state") holds the train config, the position
 schedule and the optimisers' param groups. One file renamed into place = atomic: a killed
 run loses at most the last interval, never the checkpoint.
 
-`compact=True` writes a small copy for the repository: bf16 tensors, no exp_avg (Adam's
-first moment is the last gradient when beta1 = 0 and is re-learned in a few steps); a
-run resumed from it continues the schedule but is not bit-exact.
+`compact(...)` makes a small copy for the repository: bf16 tensors, no exp_avg (Adam's
+first moment is the last gradient when beta1 = 0 and is re-learned in a few steps), and Adam
+state only for the optimisers the next segment steps (the others restart when their phase
+comes); a run resumed from it continues the schedule but is not bit-exact.
 """
 from __future__ import annotations
 
@@ -31,16 +32,12 @@ class CheckpointError(Exception):
 
 def pack(modules: dict[str, torch.nn.Module], tensors: dict[str, torch.Tensor],
          optimizers: dict[str, torch.optim.Optimizer], rngs: dict[str, torch.Tensor],
-         state: dict, compact: bool = False) -> tuple[dict[str, torch.Tensor], dict]:
+         state: dict) -> tuple[dict[str, torch.Tensor], dict]:
     """Flatten everything into (name -> tensor, JSON-able header)."""
     out: dict[str, torch.Tensor] = {}
-    dtype = torch.bfloat16 if compact else None
 
     def put(name, t):
-        t = t.detach().cpu()
-        if dtype is not None and t.is_floating_point() and not name.endswith(".step"):
-            t = t.to(dtype)
-        out[name] = t.contiguous().clone()
+        out[name] = t.detach().cpu().contiguous().clone()
 
     for prefix, module in modules.items():
         for k, v in module.state_dict().items():
@@ -53,13 +50,23 @@ def pack(modules: dict[str, torch.nn.Module], tensors: dict[str, torch.Tensor],
         groups[name] = sd["param_groups"]
         for idx, slot in sd["state"].items():
             for key, value in slot.items():
-                if compact and key == "exp_avg":
-                    continue
                 put(f"opt.{name}.{idx}.{key}", torch.as_tensor(value))
     for k, v in rngs.items():
         out[f"rng.{k}"] = v.clone()
-    header = dict(state, optimizer_groups=groups, compact=compact)
+    header = dict(state, optimizer_groups=groups, compact=False)
     return out, header
+
+
+def compact(tensors: dict[str, torch.Tensor], header: dict,
+            keep_optimizers) -> tuple[dict[str, torch.Tensor], dict]:
+    """The small copy (module docstring) of a packed state; Adam state of `keep_optimizers` only."""
+    small = {}
+    for name, t in tensors.items():
+        if name.startswith("opt.") and (name.endswith(".exp_avg") or name.split(".")[1] not in keep_optimizers):
+            continue
+        keep = name.startswith("rng.") or name.endswith(".step") or not t.is_floating_point()
+        small[name] = t if keep else t.to(torch.bfloat16)
+    return small, dict(header, compact=True)
 
 
 def save(path, tensors: dict[str, torch.Tensor], header: dict) -> Path:

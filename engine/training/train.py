@@ -279,8 +279,9 @@ class Trainer:
                 "num_instruments": int(self.latents.shape[0]), "spectral": to_dict(self.spectral)}
 
     def state(self, compact: bool = False) -> tuple[dict, dict]:
-        return ckpt.pack({"g": self.G, "ema": self.ema, "d": self.D}, {"latents": self.latents.data},
-                         self.opts, self._rngs(), self._header(), compact=compact)
+        tensors, header = ckpt.pack({"g": self.G, "ema": self.ema, "d": self.D}, {"latents": self.latents.data},
+                                    self.opts, self._rngs(), self._header())
+        return compact_state(tensors, header) if compact else (tensors, header)
 
     def load_state(self, tensors: dict, header: dict, source) -> None:
         saved = config_from_dict(header["config"], f"{source}: config")
@@ -448,17 +449,20 @@ def export_checkpoint(run_dir, out_dir, dtype: torch.dtype = torch.float32) -> P
     return trainer.export_model(out_dir, dtype=dtype)
 
 
+PHASE_OPTIMIZERS = {"glo": ("g_glo", "latents"), "gan": ("g_gan", "d")}   # what each phase steps
+
+
+def compact_state(tensors: dict, header: dict) -> tuple[dict, dict]:
+    """`ckpt.compact` keeping the Adam state of the optimisers the saved segment steps."""
+    segments, index = header["config"]["segments"], int(header["segment"])
+    keep = PHASE_OPTIMIZERS[segments[index]["phase"]] if index < len(segments) else ()
+    return ckpt.compact(tensors, header, keep)
+
+
 def export_compact_state(run_dir, out_dir) -> Path:
-    """A small resumable copy of RUN's checkpoint: bf16 tensors, no Adam first moments."""
-    path = Path(run_dir) / ckpt.CHECKPOINT_FILE
-    tensors, header = ckpt.load(path)
-    small = {}
-    for name, t in tensors.items():
-        if name.endswith(".exp_avg"):
-            continue
-        keep = name.startswith("rng.") or name.endswith(".step") or not t.is_floating_point()
-        small[name] = t if keep else t.to(torch.bfloat16)
-    return ckpt.save(Path(out_dir) / ckpt.CHECKPOINT_FILE, small, dict(header, compact=True))
+    """A small resumable copy of RUN's checkpoint (`compact_state`)."""
+    tensors, header = ckpt.load(Path(run_dir) / ckpt.CHECKPOINT_FILE)
+    return ckpt.save(Path(out_dir) / ckpt.CHECKPOINT_FILE, *compact_state(tensors, header))
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 PRECISIONS = ("fp32", "bf16", "auto")
 PRECISION_HELP = "generator arithmetic: fp32, bf16, or auto (bf16 where the CPU/GPU has it natively)"
 
+
 @dataclass(frozen=True)
 class SpectralConfig:
     """Audio representation.

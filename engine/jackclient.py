@@ -28,6 +28,7 @@ import contextlib
 import queue
 import threading
 
+import mido
 import numpy as np
 
 from engine.events import NoteOff, NoteOn, PitchBend
@@ -226,8 +227,6 @@ def _playback_latency_frames(jack, port) -> int:
 
 
 def _midi_event(data: bytes, channel: int | None):
-    import mido
-
     try:
         message = mido.Message.from_bytes(data)
     except (ValueError, TypeError):                     # sysex fragments, junk: not ours

@@ -45,7 +45,7 @@ import soxr
 import torch
 
 from engine.spectral import midi_to_hz
-from engine.synthproc import SynthProcess, SynthProcessError
+from engine.synthproc import RENDER_NICENESS, SynthProcess, SynthProcessError
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +93,6 @@ def _take(mailbox: collections.deque):
         return mailbox.popleft()
     except IndexError:
         return None
-
-
-RENDER_NICENESS = 10  # the render thread's nice value, so the audio threads win a contended core
 
 
 def _yield_cpu_to_audio() -> None:

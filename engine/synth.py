@@ -19,7 +19,6 @@ from engine.modelfile import ModelFileError, is_model_dir, load_model_dir
 from engine.spectral import SpecgramsHelper
 
 
-
 def native_bf16(device: torch.device) -> bool:
     """True where bfloat16 arithmetic is native (faster than float32): CUDA GPUs that
     support it, CPUs with AMX or AVX512-BF16. Elsewhere bf16 would be emulated (slower)."""

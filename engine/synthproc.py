@@ -33,7 +33,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-CHILD_NICENESS = 10  # as the in-process render thread: the audio threads win a contended core
+RENDER_NICENESS = 10  # renders (this child, or the in-process render thread): audio threads win a core
 
 
 class SynthProcessError(RuntimeError):
@@ -132,7 +132,7 @@ def _serve(spec: dict, proto) -> int:
     from engine.synth import load_synth
 
     try:
-        os.nice(CHILD_NICENESS)
+        os.nice(RENDER_NICENESS)
     except (AttributeError, OSError):
         pass
     try:

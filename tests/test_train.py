@@ -86,6 +86,25 @@ def test_glo_loss_weights_loud_bins():
     assert mag["glo/l1_logmag"] > plain["glo/l1_logmag"] and mag["glo/l1_if"] == pytest.approx(plain["glo/l1_if"])
 
 
+def test_audio_loss_fits_the_resynthesis():
+    """A segment's audio_weight adds the L1 between the real log-magnitude and the generated
+    spectrogram's resynthesis analysed again, at full resolution only, and training lowers it."""
+    data = toy_data()
+
+    def trainer(weight, progress=2.0):
+        return Trainer(config(Segment("glo", progress, progress, 10_000, 8, 3e-3, audio_weight=weight)),
+                       data, "unused", log=False)
+
+    plain, audio = trainer(0.0).train_step(), trainer(1.0).train_step()
+    assert "glo/l1_audio" not in plain and audio["glo/l1_audio"] > 0
+    assert audio["glo/l1"] == pytest.approx(plain["glo/l1"] + audio["glo/l1_audio"], rel=1e-5)
+    assert "glo/l1_audio" not in trainer(1.0, progress=1.0).train_step()   # below full resolution
+    errors = [s["glo/l1_audio"] for s in run_steps(trainer(1.0), 60)]
+    assert np.mean(errors[-10:]) < 0.8 * np.mean(errors[:10])
+    with pytest.raises(ValueError, match="GLO segments only"):
+        Segment("gan", 2.0, 2.0, 100, audio_weight=1.0)
+
+
 def test_gan_steps_reduce_discriminator_loss():
     trainer = Trainer(config(Segment("gan", 2.0, 2.0, 10_000, 8, 2e-3)), toy_data(), "unused", log=False)
     stats = run_steps(trainer, 40)

@@ -37,12 +37,19 @@ class Segment:
     images: int = 800_000
     batch_size: int = 8
     lr: float = 8e-4
+    # GLO at full resolution only: weight of the resynthesis loss, the log-magnitude L1 (weighted
+    # as the spectrogram's) between the real note and the generated spectrogram inverted to audio
+    # and analysed again. The spectrogram losses fit each IF bin alone; this one sees whether the
+    # IF bins of a partial agree, i.e. whether the partial survives the inverse.
+    audio_weight: float = 0.0
 
     def __post_init__(self):
         if self.phase not in PHASES:
             raise ValueError(f"segment phase must be one of {PHASES}, not {self.phase!r}")
-        if self.images < 0 or self.batch_size < 1 or self.lr <= 0:
-            raise ValueError(f"segment needs images >= 0, batch_size >= 1, lr > 0: {self}")
+        if self.images < 0 or self.batch_size < 1 or self.lr <= 0 or self.audio_weight < 0:
+            raise ValueError(f"segment needs images >= 0, batch_size >= 1, lr > 0, audio_weight >= 0: {self}")
+        if self.audio_weight and self.phase != "glo":
+            raise ValueError(f"audio_weight applies to GLO segments only: {self}")
         if not (0.0 <= self.start_progress <= self.end_progress):
             raise ValueError(f"segment progress must grow: {self}")
 
@@ -157,7 +164,7 @@ def _lite() -> TrainConfig:
         Segment("glo", 6.0, 6.0, 4_500, 8, 2e-3),     # 128x1024 (the shipped default ends here)
         Segment("glo", 6.0, 6.0, 40_000, 8, 1e-3),    # more full-resolution fitting (background)
         Segment("glo", 6.0, 6.0, 10_000, 8, 5e-4),
-        Segment("glo", 6.0, 6.0, 16_000, 8, 3e-4),
+        Segment("glo", 6.0, 6.0, 20_000, 8, 3e-4, audio_weight=1.0),  # resynthesis loss
         Segment("gan", 6.0, 6.0, 20_000, 8, 1e-4),
     )
     # bf16 without channels_last measured fastest for these narrow top blocks (benchmarks/train.py).

@@ -40,6 +40,7 @@ from torch.nn import functional as F
 from engine.config import SpectralConfig, from_dict, to_dict
 from engine.model import Discriminator, Generator, blocks_for_progress, ema_update, make_ema
 from engine.modelfile import save_model_dir
+from engine.spectral import SpecgramsHelper
 from engine.training import checkpoint as ckpt
 from engine.training.batches import TrainData, load_train_data  # noqa: F401 (re-exported)
 from engine.training.distributed import Dist, default_device, init_distributed  # noqa: F401
@@ -107,6 +108,7 @@ class Trainer:
         self.writer = None
         self.log_enabled = log and self.dist.main
         self._fixed = None
+        self._helper = None
 
     # ------------------------------------------------------------------ sampling
     def _global_indices(self, n: int) -> np.ndarray:
@@ -157,6 +159,13 @@ class Trainer:
         w_if = w_if * (1.0 + cfg.glo_if_energy_weight * energy)
         err = torch.stack([(w_mag * diff[:, :1]).mean(), (w_if * diff[:, 1:]).mean()])
         loss = err[0] + cfg.glo_if_weight * err[1]
+        stats = {}
+        if seg.audio_weight and tuple(shape) == tuple(m.output_shape):
+            helper = self._spectral_helper()
+            audio = helper.waves_to_specgrams(helper.specgrams_to_waves(fake.float()))[:, :1]
+            err_audio = (w_mag * (audio - real[:, :1]).abs()).mean()
+            loss = loss + seg.audio_weight * err_audio
+            stats["glo/l1_audio"] = err_audio.item()
         for o in ("g_glo", "latents"):
             self.opts[o].zero_grad(set_to_none=True)
         loss.backward()
@@ -165,7 +174,13 @@ class Trainer:
         self.opts["latents"].step()
         with torch.no_grad():  # GLO keeps latents on a sphere
             self.latents.mul_(self.latent_radius / self.latents.norm(dim=1, keepdim=True))
-        return {"glo/l1": loss.item(), "glo/l1_logmag": err[0].item(), "glo/l1_if": err[1].item()}
+        return {"glo/l1": loss.item(), "glo/l1_logmag": err[0].item(), "glo/l1_if": err[1].item(), **stats}
+
+    def _spectral_helper(self):
+        """The spectral inverse and analysis on the training device (built on first use)."""
+        if self._helper is None:
+            self._helper = SpecgramsHelper(self.spectral, self.device)
+        return self._helper
 
     def gan_step(self, seg, progress: float) -> dict:
         cfg, m = self.cfg, self.cfg.model
@@ -365,9 +380,7 @@ class Trainer:
         img = torch.cat([img[0], img[1]], dim=0).T.flip(0)  # freq up, time right
         self.writer.add_image("samples/logmag_if", ((img + 1) / 2).clamp(0, 1)[None], self.images_total)
         if tuple(spec.shape[2:]) == m.output_shape:
-            from engine.spectral import SpecgramsHelper
-
-            waves = SpecgramsHelper(self.spectral).specgrams_to_waves(spec[:2])
+            waves = self._spectral_helper().specgrams_to_waves(spec[:2].to(self.device)).cpu()
             for i, w in enumerate(waves):
                 self.writer.add_audio(f"samples/audio_{i}", w[None].clamp(-1, 1), self.images_total,
                                       sample_rate=self.spectral.sample_rate)

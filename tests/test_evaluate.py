@@ -80,7 +80,7 @@ def test_spectral_flatness_separates_noise_from_tones():
 def test_eval_end_to_end(tiny_model_dir, tiny_nsynth_dir, tmp_path, capsys):
     out = tmp_path / "report.json"
     code = main(["eval", "--model", str(tiny_model_dir), "--data", str(tiny_nsynth_dir), "--latents", "2",
-                 "--pitches", "60,72", "--bins", "4", "--out", str(out)])
+                 "--pitches", "60,72", "--bins", "4", "--draws", "2", "--out", str(out)])
     assert code == 0
     table = capsys.readouterr().out
     assert "generated" in table and "real, 2 instr." in table and "real, any notes" in table and "NDB/4" in table
@@ -95,6 +95,10 @@ def test_eval_end_to_end(tiny_model_dir, tiny_nsynth_dir, tmp_path, capsys):
     assert real["pitch_accuracy_48_84"] >= 0.8
     assert real["pitch_accuracy"] > gen["pitch_accuracy"]
     assert 0 <= real["ndb"] <= 4 and 0 <= gen["ndb"] <= 4
+    draws = report["ndb_draws"]  # draw 0 is the main one; draw 1 has its own split, bins and latents
+    assert [d["seed"] for d in draws] == [0, 1] and draws[0]["generated"] == gen["ndb"]
+    assert draws[0]["real_instruments"] == inst["ndb"] and all(0 <= d["generated"] <= 4 for d in draws)
+    assert "NDB over 2 draws, generated" in table
     assert real["log_spectrum_distance_db"] < gen["log_spectrum_distance_db"]
     assert 0 < real["spectral_flatness"] < 1 and 0 < gen["spectral_flatness"] < 1
 

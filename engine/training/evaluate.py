@@ -307,30 +307,43 @@ def score(waves: np.ndarray, pitches: np.ndarray, tracker: PitchTracker, measure
     return row
 
 
+def _real_split(notes, pitches, latents, max_fit, bins, seed, measures, log):
+    """(fit notes' measures, centroids, fit bins, instrument notes, held-out notes) for one draw."""
+    fit_notes, inst_notes, held_notes = choose_real_notes(notes, pitches, latents, max_fit, seed)
+    if len(fit_notes) < bins:
+        raise DatasetError(f"need at least {bins} real notes beyond the held-out ones, have {len(fit_notes)}")
+    log(f"eval: {len(fit_notes)} real notes fit {bins} k-means bins; "
+        f"{len(inst_notes)} + {len(held_notes)} held out (seed {seed})")
+    fit = measures.measure(np.stack([load_wave(n.path) for n in fit_notes]))
+    centroids = kmeans(fit["ndb_features"], bins, seed)
+    return fit, centroids, assign_bins(fit["ndb_features"], centroids), inst_notes, held_notes
+
+
+def _generate(synth, latents: int, pitches: list[int], seed: int, log) -> tuple[np.ndarray, np.ndarray]:
+    z = synth.random_latents(latents, seed=seed)
+    gen_pitches = np.repeat(np.array(pitches)[None], latents, 0).reshape(-1)  # latent-major
+    log(f"eval: generating {len(gen_pitches)} notes ({latents} latents x {len(pitches)} pitches, seed {seed})")
+    return synth.generate(np.repeat(z, len(pitches), 0), gen_pitches), gen_pitches
+
+
 def evaluate(synth, notes: list[Note], latents: int = 8, pitches: list[int] | None = None,
              tracker: str = "tiny", seed: int = 0, max_fit: int = 1500, bins: int = NDB_BINS,
-             log=print) -> dict:
-    """Generate latents x pitches notes with `synth` and score them and held-out real notes."""
+             draws: int = 1, log=print) -> dict:
+    """Generate latents x pitches notes with `synth` and score them and held-out real notes.
+
+    With `draws` > 1, NDB is measured again for seeds seed+1 .. seed+draws-1 (new real split,
+    bins and latents each time) for generated and real-instrument sets: with a few timbres it
+    moves a lot from draw to draw."""
     lo, hi = synth.pitch_range
     pitches = sorted(p for p in (pitches or range(lo, hi + 1)) if lo <= p <= hi)
     available = {n.pitch for n in notes}
     pitches = [p for p in pitches if p in available]
     if not pitches:
         raise DatasetError("no real notes at the pitches the model covers")
-    fit_notes, inst_notes, held_notes = choose_real_notes(notes, pitches, latents, max_fit, seed)
-    if len(fit_notes) < bins:
-        raise DatasetError(f"need at least {bins} real notes beyond the held-out ones, have {len(fit_notes)}")
-    log(f"eval: {len(fit_notes)} real notes fit {bins} k-means bins; "
-        f"{len(inst_notes)} + {len(held_notes)} held out")
     measures, pt = SpectralMeasures(), PitchTracker(tracker)
-    fit = measures.measure(np.stack([load_wave(n.path) for n in fit_notes]))
-    centroids = kmeans(fit["ndb_features"], bins, seed)
-    fit_bins = assign_bins(fit["ndb_features"], centroids)
-
-    z = synth.random_latents(latents, seed=seed)
-    gen_pitches = np.repeat(np.array(pitches)[None], latents, 0).reshape(-1)  # latent-major
-    log(f"eval: generating {len(gen_pitches)} notes ({latents} latents x {len(pitches)} pitches)")
-    gen_waves = synth.generate(np.repeat(z, len(pitches), 0), gen_pitches)
+    fit, centroids, fit_bins, inst_notes, held_notes = _real_split(notes, pitches, latents, max_fit, bins,
+                                                                   seed, measures, log)
+    gen_waves, gen_pitches = _generate(synth, latents, pitches, seed, log)
     log("eval: scoring generated notes")
     generated = score(gen_waves, gen_pitches, pt, measures, fit, centroids, fit_bins)
     rows = {}
@@ -339,8 +352,16 @@ def evaluate(synth, notes: list[Note], latents: int = 8, pitches: list[int] | No
         waves = np.stack([load_wave(n.path) for n in held])
         rows[key] = score(waves, np.array([n.pitch for n in held]), pt, measures, fit, centroids, fit_bins)
     rows["real_instruments"]["instruments"] = sorted({n.instrument_str for n in inst_notes})
-    return {"latents": latents, "seed": seed, "tracker": tracker, "pitches": pitches,
-            "ndb_k": bins, "real_fit_count": len(fit_notes), "generated": generated, **rows}
+    ndb_draws = [{"seed": seed, "generated": generated["ndb"], "real_instruments": rows["real_instruments"]["ndb"]}]
+    for s in range(seed + 1, seed + draws):
+        fit_s, cent_s, bins_s, inst_s, _ = _real_split(notes, pitches, latents, max_fit, bins, s, measures, log)
+        row = {"seed": s}
+        for key, waves in (("generated", _generate(synth, latents, pitches, s, log)[0]),
+                           ("real_instruments", np.stack([load_wave(n.path) for n in inst_s]))):
+            row[key] = ndb(bins_s, assign_bins(measures.measure(waves)["ndb_features"], cent_s), bins)["ndb"]
+        ndb_draws.append(row)
+    return {"latents": latents, "seed": seed, "tracker": tracker, "pitches": pitches, "ndb_k": bins,
+            "real_fit_count": len(fit["ndb_features"]), "generated": generated, **rows, "ndb_draws": ndb_draws}
 
 
 def format_table(report: dict) -> str:
@@ -357,6 +378,12 @@ def format_table(report: dict) -> str:
         row = report[key]
         cells = [("-" if row[k] is None else fmt.format(row[k])) for _, k, fmt in cols]
         lines.append(f"{name:<18}" + "".join(f"{c:>12}" for c in cells))
+    draws = report.get("ndb_draws", [])
+    if len(draws) > 1:
+        for key, name in (("generated", "generated"), ("real_instruments", f"real, {report['latents']} instr.")):
+            v = [d[key] for d in draws]
+            lines.append(f"NDB over {len(v)} draws, {name}: mean {np.mean(v):.1f} (min {min(v)}, max {max(v)}): "
+                         + ", ".join(map(str, v)))
     return "\n".join(lines)
 
 
@@ -370,6 +397,8 @@ def add_arguments(p):
     p.add_argument("--pitches", default=None, help="MIDI pitches, e.g. 24-84 or 48,60,72 (default: the model's)")
     p.add_argument("--tracker", default="tiny", choices=("tiny", "full"), help="CREPE model size")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--draws", type=int, default=1,
+                   help="measure NDB on this many independent draws (seeds seed..seed+N-1; default 1)")
     p.add_argument("--max-real", type=int, default=1500, help="real notes for the k-means bins")
     p.add_argument("--bins", type=int, default=NDB_BINS, help="k-means bins for NDB (default 50)")
     p.add_argument("--all-sources", action="store_true",
@@ -386,13 +415,13 @@ def run(args) -> int:
     prog = "gansynth eval"
     try:
         pitches = parse_int_list(args.pitches, 0, 127, "pitch") if args.pitches else None
-        if args.latents < 1:
-            raise ValueError("--latents must be at least 1")
+        if args.latents < 1 or args.draws < 1:
+            raise ValueError("--latents and --draws must be at least 1")
         synth = load_synth(args.model, device=args.device, precision=args.precision)
         notes = filter_notes(read_examples(args.data), sources=None if args.all_sources else ("acoustic",),
                              pitch_range=None)
         report = evaluate(synth, notes, args.latents, pitches, args.tracker, args.seed,
-                          args.max_real, args.bins, log=lambda s: print(s, file=sys.stderr))
+                          args.max_real, args.bins, args.draws, log=lambda s: print(s, file=sys.stderr))
     except (ModelFileError, DatasetError, ValueError, OSError) as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 1

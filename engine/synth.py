@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from engine.config import PRECISIONS, ModelConfig, SpectralConfig
+from engine.latentprior import LatentPrior
 from engine.model import Generator
 from engine.modelfile import ModelFileError, is_model_dir, load_model_dir
 from engine.spectral import SpecgramsHelper
@@ -97,15 +98,13 @@ class Synth:
     def random_latents(self, n: int, seed: int | None = None) -> np.ndarray:
         """float32 [n, latent_size]; the same seed gives the same instruments.
 
-        z ~ N(0, I), or, when the model file carries `provenance.latent_prior`
-        ({"mean": [d], "basis": [k][d]}, written by GLO-trained models),
-        z = mean + eps @ basis with eps ~ N(0, I_k): the Gaussian of the learned latents.
+        z ~ N(0, I), or, when the model file carries `provenance.latent_prior` (written by
+        GLO-trained models), a draw from that prior (`engine.latentprior`).
         """
         rng = np.random.default_rng(seed)
         if self._prior is None:
             return rng.standard_normal((n, self.latent_size)).astype(np.float32)
-        mean, basis = self._prior
-        return (mean + rng.standard_normal((n, basis.shape[0])) @ basis).astype(np.float32)
+        return self._prior.sample(n, rng)
 
     def _check(self, z, pitches) -> tuple[torch.Tensor, torch.Tensor]:
         z = np.asarray(z, np.float32)
@@ -155,20 +154,17 @@ class Synth:
         return torch.cat(out).numpy() if out else np.zeros((0, self.num_samples), np.float32)
 
 
-def _latent_prior(meta: dict, latent_size: int):
-    """(mean [d], basis [k, d]) from model provenance, or None; malformed priors raise ModelFileError."""
+def _latent_prior(meta: dict, latent_size: int) -> LatentPrior | None:
+    """The model's latent prior, or None; a malformed one raises ModelFileError."""
     prior = (meta.get("provenance") or {}).get("latent_prior")
     if prior is None:
         return None
+    if not isinstance(prior, dict):
+        raise ModelFileError("config.json: provenance.latent_prior must be an object")
     try:
-        mean = np.asarray(prior["mean"], np.float64)
-        basis = np.asarray(prior["basis"], np.float64)
-    except (KeyError, TypeError, ValueError):
-        raise ModelFileError("config.json: provenance.latent_prior needs 'mean' [d] and 'basis' [k][d]") from None
-    if mean.shape != (latent_size,) or basis.ndim != 2 or basis.shape[1] != latent_size \
-            or not (np.isfinite(mean).all() and np.isfinite(basis).all()):
-        raise ModelFileError(f"config.json: provenance.latent_prior does not match latent size {latent_size}")
-    return mean, basis
+        return LatentPrior.from_json(prior, latent_size)
+    except ValueError as e:
+        raise ModelFileError(f"config.json: provenance.latent_prior {e}") from None
 
 
 def load_synth(path, device: str = "auto", threads: int | None = None, precision: str = "fp32",

@@ -90,6 +90,8 @@ class TrainConfig:
     glo_if_gate: bool = False          # IF L1 weighted by min(1, 2 * energy): silent bins' IF ignored
     glo_if_energy_weight: float = 0.0  # IF L1 further weighted 1 + this * energy: a loud bin's IF is its
                                        # partial's frequency, and an error there smears the resynthesis
+    glo_sample_spread: float = 0.3     # new instruments: a learned latent + this x their covariance
+                                       # (engine.latentprior); 0 = the learned voices themselves
     glo_latent_radius: float = 0.0     # latents kept at this norm; 0 = sqrt(latent_size). G pixel-norms
                                        # [z, one-hot] together, so a small radius makes the pitch a strong input
     # Bookkeeping.

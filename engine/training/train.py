@@ -11,9 +11,9 @@ the current progress needs, and the real images are average-pooled to that resol
 
 GLO segments (generative latent optimisation) fit G to the training notes: each
 training instrument gets a learned latent, G(latent, pitch) is pulled to the real
-normalized spectrogram by L1. New instruments are then sampled from a Gaussian fitted
-to the learned latents; the exported model files carry it as `provenance.latent_prior`
-({"mean": [d], "basis": [k][d]}, z = mean + eps @ basis, eps ~ N(0, I_k)).
+normalized spectrogram by L1. New instruments are then sampled near the learned
+latents (`engine.latentprior`: a learned voice plus `glo_sample_spread` times their
+covariance); the exported model files carry the prior as `provenance.latent_prior`.
 
 Data parallel runs: start the same command under `torchrun --nproc_per_node N`; ranks
 talk over gloo (CPU) or nccl (CUDA). Each rank draws the same global batch indices and
@@ -38,6 +38,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from engine.config import SpectralConfig, from_dict, to_dict
+from engine.latentprior import LatentPrior
 from engine.model import Discriminator, Generator, blocks_for_progress, ema_update, make_ema
 from engine.modelfile import save_model_dir
 from engine.spectral import SpecgramsHelper
@@ -48,13 +49,6 @@ from engine.training.recipe import TrainConfig, config_from_dict, config_to_dict
 
 
 # ----------------------------------------------------------------------------- trainer
-
-def latent_prior(latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gaussian fitted to learned latents [n, d] -> (mean [d], basis [n, d]); z = mean + eps @ basis."""
-    mean = latents.mean(0)
-    basis = (latents - mean) / math.sqrt(max(1, latents.shape[0] - 1))
-    return mean, basis
-
 
 class Trainer:
     """Owns the networks, optimisers, schedule position and RNG of one run."""
@@ -119,14 +113,17 @@ class Trainer:
         n = len(x) // self.dist.world
         return x[self.dist.rank * n:(self.dist.rank + 1) * n]
 
+    def latent_prior(self) -> LatentPrior:
+        """The prior of the learned GLO latents, as the exported model files carry it."""
+        return LatentPrior.fit(self.latents.detach().float().cpu().numpy(), self.cfg.glo_sample_spread,
+                               self.latent_radius)
+
     def sample_latents(self, n: int) -> torch.Tensor:
-        """Latents for fakes: N(0, I), or the Gaussian of the learned GLO latents."""
-        eps_shape = (n, self.latents.shape[0]) if self.cfg.uses_glo else (n, self.cfg.model.latent_size)
-        eps = torch.randn(eps_shape, generator=self.gen).to(self.device)
+        """Latents for fakes: N(0, I), or the learned latents' prior (drawn from the run's RNG)."""
         if not self.cfg.uses_glo:
-            return eps
-        mean, basis = latent_prior(self.latents.detach())
-        return mean + eps @ basis
+            return torch.randn((n, self.cfg.model.latent_size), generator=self.gen).to(self.device)
+        rng = np.random.default_rng(int(torch.randint(2 ** 62, (1,), generator=self.gen)))
+        return torch.from_numpy(self.latent_prior().sample(n, rng)).to(self.device)
 
     def _labels(self, idx: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(self.data.pitches[idx] - self.cfg.model.lowest_pitch).to(self.device)
@@ -336,9 +333,7 @@ class Trainer:
                     for s, n in zip(cfg.segments, self.images_per_segment)],
                 "train_config": config_to_dict(cfg)}
         if cfg.uses_glo:
-            mean, basis = latent_prior(self.latents.detach())
-            prov["latent_prior"] = {"mean": [round(float(v), 6) for v in mean],
-                                    "basis": [[round(float(v), 6) for v in row] for row in basis]}
+            prov["latent_prior"] = self.latent_prior().to_json()
         return prov
 
     def export_model(self, path, dtype: torch.dtype = torch.float32) -> Path:
@@ -362,18 +357,13 @@ class Trainer:
     @torch.no_grad()
     def _log_samples(self) -> None:
         m = self.cfg.model
-        if self._fixed is None:
-            g = torch.Generator().manual_seed(1234)
-            n = 4
-            eps_dim = self.latents.shape[0] if self.cfg.uses_glo else m.latent_size
+        if self._fixed is None:  # the same draws each time (the prior moves with the latents)
             pitches = torch.tensor([36, 48, 60, 72]).clamp(m.lowest_pitch, m.highest_pitch)
-            self._fixed = (torch.randn(n, eps_dim, generator=g), pitches - m.lowest_pitch)
-        eps, labels = self._fixed
+            self._fixed = (torch.randn(4, m.latent_size, generator=torch.Generator().manual_seed(1234)),
+                           pitches - m.lowest_pitch)
+        z, labels = self._fixed
         if self.cfg.uses_glo:
-            mean, basis = latent_prior(self.latents.detach().cpu())
-            z = mean + eps @ basis
-        else:
-            z = eps
+            z = torch.from_numpy(self.latent_prior().sample(4, np.random.default_rng(1234)))
         progress = min(self.progress, m.final_progress)
         spec = self.ema(z.to(self.device), labels.to(self.device), progress).float().cpu()  # [4, 2, t, f]
         img = torch.cat(list(spec), dim=-1)            # [2, t, 4f]: logmag over IF

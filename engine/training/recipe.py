@@ -167,6 +167,7 @@ def _lite() -> TrainConfig:
         Segment("glo", 6.0, 6.0, 40_000, 8, 1e-3),    # more full-resolution fitting (background)
         Segment("glo", 6.0, 6.0, 10_000, 8, 5e-4),
         Segment("glo", 6.0, 6.0, 20_000, 8, 3e-4, audio_weight=1.0),  # resynthesis loss
+        Segment("glo", 6.0, 6.0, 16_000, 8, 2e-4, audio_weight=1.0),
         Segment("gan", 6.0, 6.0, 20_000, 8, 1e-4),
     )
     # bf16 without channels_last measured fastest for these narrow top blocks (benchmarks/train.py).

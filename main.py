@@ -1,7 +1,7 @@
 """Open the GANSynth instrument window (same as `gansynth` with no command)."""
 import sys
 
-from engine.cli import main
+from engine.commands.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["gui", *sys.argv[1:]]))

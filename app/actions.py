@@ -13,7 +13,7 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from app.keyboard import note_name
 from app.workers import Job
-from engine import resources
+from engine.util import resources
 
 SHORTCUTS = """<table cellpadding=3>
 <tr><td><b>Z S X D C V …</b></td><td>play (lower row, from C of the current octave)</td></tr>
@@ -193,7 +193,7 @@ class FileActions:
         gain = 0.6 * float(inst.settings.volume) + 0.1
 
         def render():
-            from engine.rainbowgram import rainbowgram
+            from engine.gansynth.rainbowgram import rainbowgram
 
             audio = synth.generate(np.array(entry.latent[None]), [pitch])[0]
             return (audition.prepare(audio, synth.sample_rate, gain),
@@ -218,7 +218,7 @@ class FileActions:
                                          "WAV (*.wav)")
         if not wav_path:
             return None
-        from engine import render
+        from engine.songs import render
 
         inst = self.w.session.instrument
         return self.run_job(f"Rendering {Path(midi_path).name}", render.render_for_app,
@@ -230,7 +230,7 @@ class FileActions:
         out_dir = out_dir or QFileDialog.getExistingDirectory(self.w, "Export instrument as SFZ into")
         if not out_dir:
             return None
-        from engine import sfz
+        from engine.songs import sfz
 
         inst = self.w.session.instrument
         return self.run_job("Exporting SFZ", sfz.export_for_app, inst.synth, inst.timbre, out_dir,

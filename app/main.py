@@ -10,8 +10,8 @@ import os
 import sys
 from pathlib import Path
 
-from engine import resources
-from engine.config import PRECISION_HELP, PRECISIONS
+from engine.gansynth.config import PRECISION_HELP, PRECISIONS
+from engine.util import resources
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,8 +44,8 @@ def open_instrument(window, model_path, preset=None, audio_out=None, midi_in=Non
     from app.session import Session
     from app.workers import Job
     from engine import load_synth
-    from engine.audio import DEFAULT_SAMPLE_RATE, device_sample_rate
-    from engine.instrument import Instrument
+    from engine.devices.audio import DEFAULT_SAMPLE_RATE, device_sample_rate
+    from engine.instrument.instrument import Instrument
 
     settings = window.settings
     window.statusBar().showMessage(f"Loading model {model_path}…")

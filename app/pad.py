@@ -1,6 +1,6 @@
 """XY timbre pad: four named, coloured corners and a draggable puck.
 
-Pad coordinates are the engine's (`engine.timbre`): x right, y up, both 0..1;
+Pad coordinates are the engine's (`engine.instrument.timbre`): x right, y up, both 0..1;
 corner i sits at `CORNER_POSITIONS[i]`: A (0, 0) bottom-left, B (1, 0)
 bottom-right, C (0, 1) top-left, D (1, 1) top-right. The pad shows
 each corner's weight and, as a ring around the puck, how much of the current
@@ -14,7 +14,7 @@ from PySide6.QtGui import QBrush, QColor, QFont, QImage, QPainter, QPen, QPixmap
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from app import theme
-from engine.timbre import CORNER_POSITIONS, corner_weights
+from engine.instrument.timbre import CORNER_POSITIONS, corner_weights
 
 MIME_INSTRUMENT = "application/x-gansynth-instrument"
 CORNER_XY = tuple((float(x), float(y)) for x, y in CORNER_POSITIONS)

@@ -1,8 +1,8 @@
 """The window's link to the engine: one `Instrument`, its output, MIDI input and recorder.
 
-The output is `engine.audio.AudioOutput` (a sounddevice stream, which falls back to
+The output is `engine.devices.audio.AudioOutput` (a sounddevice stream, which falls back to
 the offline clock when the device is missing or lost) or, when the user picks no
-device, `engine.audio.OfflineClockOutput`: the on-screen keyboard still plays into
+device, `engine.devices.audio.OfflineClockOutput`: the on-screen keyboard still plays into
 the scope, the meters and the recorder. One `OutputTap` is shared by every output
 the session opens, so a take survives a device switch. The GUI only *pulls*:
 `scope()`, `levels()`, `meters()` and `sounding_notes()` read latest values on timers.
@@ -13,11 +13,11 @@ import logging
 
 import numpy as np
 
-from engine.audio import AudioOutput, OfflineClockOutput, OutputTap, list_output_devices
-from engine.events import NoteOff, NoteOn
-from engine.midi_input import RESCAN_S as MIDI_RESCAN_S
-from engine.midi_input import MidiInput
-from engine.recorder import Recorder
+from engine.devices.audio import AudioOutput, OfflineClockOutput, OutputTap, list_output_devices
+from engine.devices.midi_input import RESCAN_S as MIDI_RESCAN_S
+from engine.devices.midi_input import MidiInput
+from engine.devices.recorder import Recorder
+from engine.instrument.events import NoteOff, NoteOn
 
 log = logging.getLogger(__name__)
 

@@ -144,7 +144,7 @@ class LevelMeter(QWidget):
 
 
 class RainbowgramView(QWidget):
-    """Shows an RGB rainbowgram (`engine.rainbowgram`: uint8 [bins, frames, 3], row 0 = the
+    """Shows an RGB rainbowgram (`engine.gansynth.rainbowgram`: uint8 [bins, frames, 3], row 0 = the
     lowest CQT bin) with low notes at the bottom."""
 
     def __init__(self, parent=None):

@@ -22,8 +22,8 @@ from app.pad import TimbrePad
 from app.palette import PaletteWidget
 from app.views import RainbowgramView, ScopePanel, StatusLine
 from app.workers import Job, Jobs
-from engine.events import CC_MOD_WHEEL, ControlChange, Panic, PadMove, PitchBend, SetParam
-from engine.rainbowgram import rainbowgram
+from engine.gansynth.rainbowgram import rainbowgram
+from engine.instrument.events import CC_MOD_WHEEL, ControlChange, Panic, PadMove, PitchBend, SetParam
 
 METER_FPS = 30
 SCOPE_POINTS = 1024

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from benchmarks.common import summary, time_ms
-from engine import events as ev
-from engine.instrument import Instrument
-from engine.audio import OfflineClockOutput
+from engine.devices.audio import OfflineClockOutput
+from engine.instrument import events as ev
+from engine.instrument.instrument import Instrument
 
 SR = 48000
 BLOCK = 256
@@ -38,15 +38,15 @@ PERIOD_MS = BLOCK / SR * 1000
 
 def load_model(path):
     from engine import load_synth
-    from engine.resources import default_model_path
+    from engine.util.resources import default_model_path
 
     path = path or default_model_path()
     try:
         return load_synth(path, device="cpu", threads=1), str(path)
     except Exception as exc:  # no bundled model yet: lite config, random weights
-        from engine.config import PRESETS, SpectralConfig
-        from engine.model import Generator
-        from engine.synth import Synth
+        from engine.gansynth.config import PRESETS, SpectralConfig
+        from engine.gansynth.model import Generator
+        from engine.gansynth.synth import Synth
 
         print(f"({path}: {exc}; using the lite config with random weights)")
         torch.manual_seed(0)

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from benchmarks.common import matmul_gflops, summary, time_ms
-from engine.config import PRESETS, SpectralConfig
-from engine.model import Generator
-from engine.spectral import SpecgramsHelper
-from engine.synth import Synth
+from engine.gansynth.config import PRESETS, SpectralConfig
+from engine.gansynth.model import Generator
+from engine.gansynth.spectral import SpecgramsHelper
+from engine.gansynth.synth import Synth
 
 
 def generator_macs(cfg) -> int:
@@ -80,7 +80,7 @@ def bench_inverse(threads_list, repeat: int) -> dict:
 
 def bench_range(model: str, repeat: int) -> dict:
     """Seconds for the model's whole pitch range, one note per generate call, one thread."""
-    from engine.synth import load_synth
+    from engine.gansynth.synth import load_synth
 
     out = {}
     for precision in ("fp32", "bf16", "auto"):
@@ -101,7 +101,7 @@ def bench_range(model: str, repeat: int) -> dict:
 
 
 def main():
-    from engine.resources import default_model_path
+    from engine.util.resources import default_model_path
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="fewer repeats, paper config batch 1 only")

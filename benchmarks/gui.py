@@ -32,9 +32,9 @@ CHORDS = ((48, 55, 60, 64), (45, 52, 57, 60), (41, 48, 53, 57), (43, 50, 55, 59)
 def tiny_model(path: Path) -> Path:
     import torch
 
-    from engine.config import PRESETS, SpectralConfig
-    from engine.model import Generator
-    from engine.modelfile import save_model_dir
+    from engine.gansynth.config import PRESETS, SpectralConfig
+    from engine.gansynth.model import Generator
+    from engine.gansynth.modelfile import save_model_dir
 
     torch.manual_seed(0)
     return Path(save_model_dir(path, Generator(PRESETS["tiny"]), SpectralConfig(),
@@ -85,8 +85,8 @@ def main(argv=None) -> int:
     from app import theme
     from app.main import make_settings, open_instrument
     from app.window import MainWindow
-    from engine import resources
-    from engine.modelfile import is_model_dir
+    from engine.gansynth.modelfile import is_model_dir
+    from engine.util import resources
 
     tmp = Path(tempfile.mkdtemp(prefix="gansynth-gui-bench-"))
     model = args.model or resources.default_model_path()

@@ -12,7 +12,7 @@
    JACK2's default asynchronous mode).
    Target: at most one block beyond the device's own latency. Measured for both live paths:
    sounddevice's JACK stream with rtmidi's JACK MIDI client, and our own JACK client
-   (engine/jackclient.py: audio outs and the MIDI in on one client).
+   (engine/devices/jackclient.py: audio outs and the MIDI in on one client).
 2. Xruns over N s (default 60) of 16-voice playing while the render worker re-renders
    continuously (the pad moves every 250 ms), against two baselines of the same length in
    this run: a bare sounddevice stream whose callback writes zeros (the device's floor), and
@@ -87,15 +87,15 @@ class TimedProbe:
 
 
 def build_synth(args):
-    from engine.synth import load_synth
+    from engine.gansynth.synth import load_synth
 
     if args.model:
         return load_synth(args.model, threads=1), args.model
     import torch
 
-    from engine.config import PRESETS, SpectralConfig
-    from engine.model import Generator
-    from engine.modelfile import save_model_dir
+    from engine.gansynth.config import PRESETS, SpectralConfig
+    from engine.gansynth.model import Generator
+    from engine.gansynth.modelfile import save_model_dir
 
     torch.manual_seed(0)
     path = Path(tempfile.mkdtemp(prefix="bench-live-")) / args.config
@@ -116,12 +116,12 @@ def bench_latency(synth, tmp: Path, trials: int, device: str, jack=None) -> dict
     our own client, MIDI into its port."""
     import mido
 
-    from engine.audio import AudioOutput
-    from engine.events import NoteOff, NoteOn, SetParam
-    from engine.instrument import Instrument
-    from engine.jackclient import JACK_CLIENT_DEVICE, playback_latency_ms
-    from engine.midi_input import MidiInput
-    from engine.recorder import Recorder
+    from engine.devices.audio import AudioOutput
+    from engine.devices.jackclient import JACK_CLIENT_DEVICE, playback_latency_ms
+    from engine.devices.midi_input import MidiInput
+    from engine.devices.recorder import Recorder
+    from engine.instrument.events import NoteOff, NoteOn, SetParam
+    from engine.instrument.instrument import Instrument
 
     inst = Instrument(synth, sample_rate=RATE, cache_mb=64)
     pitch = 60
@@ -210,7 +210,7 @@ def _onset_delays(audio, start: int, probe, sends) -> list[float]:
 
 def play_pattern(post, synth, step: int, rng) -> None:
     """Step `step` (every 250 ms): 16 held notes, one retriggered per step; the pad moves."""
-    from engine.events import NoteOff, NoteOn, PadMove
+    from engine.instrument.events import NoteOff, NoteOn, PadMove
 
     pitches = chord_pitches(synth)
     if step == 0:
@@ -234,7 +234,7 @@ def device_floor_xruns(seconds: float) -> int:
     the device and machine give with no instrument at all (the floor the target of 0 sits on)."""
     import sounddevice as sd
 
-    from engine.audio import find_output_device
+    from engine.devices.audio import find_output_device
 
     count = np.zeros(1, np.int64)
 
@@ -251,9 +251,9 @@ def device_floor_xruns(seconds: float) -> int:
 
 
 def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "", device: str = "system") -> dict:
-    from engine.audio import AudioOutput
-    from engine.instrument import Instrument
-    from engine.recorder import Recorder
+    from engine.devices.audio import AudioOutput
+    from engine.devices.recorder import Recorder
+    from engine.instrument.instrument import Instrument
 
     xruns_floor = device_floor_xruns(seconds)
     inst = Instrument(synth, sample_rate=RATE, cache_mb=256)
@@ -323,9 +323,9 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "", device: s
 # ---------------------------------------------------------------------------- 3. long take
 
 def bench_take(synth, tmp: Path, minutes: float) -> dict:
-    from engine.audio import OfflineClockOutput
-    from engine.instrument import Instrument
-    from engine.recorder import Recorder
+    from engine.devices.audio import OfflineClockOutput
+    from engine.devices.recorder import Recorder
+    from engine.instrument.instrument import Instrument
 
     inst = Instrument(synth, sample_rate=RATE, cache_mb=256)
     inst.renderer.render_now(chord_pitches(synth))
@@ -398,7 +398,7 @@ def main(argv=None) -> int:
     summary = {"benchmark": "live", "model": model}
     with JackServer(RATE, PERIOD) as jack:
         if "latency" in parts:
-            from engine.jackclient import JACK_CLIENT_DEVICE
+            from engine.devices.jackclient import JACK_CLIENT_DEVICE
 
             for device, key in (("system", "latency"), (JACK_CLIENT_DEVICE, "latency_jack_client")):
                 summary[key] = lat = bench_latency(synth, tmp, args.trials, device, jack)

@@ -31,11 +31,11 @@ import numpy as np
 import torch
 
 from benchmarks.common import summary
-from engine.config import PRESETS, SpectralConfig
-from engine.model import Generator
-from engine.render import RenderSettings, render_midi_file
-from engine.resources import default_model_path, midi_dir
-from engine.synth import Synth, load_synth
+from engine.gansynth.config import PRESETS, SpectralConfig
+from engine.gansynth.model import Generator
+from engine.gansynth.synth import Synth, load_synth
+from engine.songs.render import RenderSettings, render_midi_file
+from engine.util.resources import default_model_path, midi_dir
 
 BACH = midi_dir() / "bach_prelude_c_bwv846.mid"
 

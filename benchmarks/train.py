@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import summary
-from engine.config import SpectralConfig
+from engine.gansynth.config import SpectralConfig
 from engine.training.recipe import CONFIG_PRESETS, Segment
 from engine.training.train import TrainData, Trainer
 

@@ -2,7 +2,7 @@
 
 Never imports PySide6, pyqtgraph or `app`.
 """
-from engine.modelfile import ModelFileError
-from engine.synth import Synth, load_synth
+from engine.gansynth.modelfile import ModelFileError
+from engine.gansynth.synth import Synth, load_synth
 
 __all__ = ["load_synth", "Synth", "ModelFileError"]

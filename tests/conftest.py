@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.config import PRESETS, SpectralConfig
-from engine.model import Generator
-from engine.modelfile import save_model_dir
+from engine.gansynth.config import PRESETS, SpectralConfig
+from engine.gansynth.model import Generator
+from engine.gansynth.modelfile import save_model_dir
 from tests.jack import jack_server  # noqa: F401  (a JACK dummy device; started on first use)
 
 

@@ -124,7 +124,7 @@ class JackServer:
     def __exit__(self, *exc) -> None:
         import sounddevice as sd
 
-        from engine.audio import stuck_hostapis
+        from engine.devices.audio import stuck_hostapis
 
         if stuck_hostapis() or not self.portaudio:     # PortAudio would wait (10 min) on a stream it cannot close
             self.stop()

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine.audio import (AudioDeviceError, AudioOutput, OfflineClockOutput, device_sample_rate,
+from engine.devices.audio import (AudioDeviceError, AudioOutput, OfflineClockOutput, device_sample_rate,
                           find_output_device, list_output_devices)
-from engine.events import NoteOff, NoteOn
-from engine.performance import read_performance
-from engine.recorder import Recorder
+from engine.devices.performance import read_performance
+from engine.devices.recorder import Recorder
+from engine.instrument.events import NoteOff, NoteOn
 from tests.jack import JackServer
 
 RATE = 48000
@@ -22,13 +22,13 @@ pytestmark = pytest.mark.realtime
 
 @pytest.fixture(scope="module")
 def synth(tiny_model_dir):
-    from engine.synth import load_synth
+    from engine.gansynth.synth import load_synth
 
     return load_synth(tiny_model_dir, threads=1)
 
 
 def make_instrument(synth, rate=RATE, pitches=(60,)):
-    from engine.instrument import Instrument
+    from engine.instrument.instrument import Instrument
 
     inst = Instrument(synth, sample_rate=rate, cache_mb=16, seed=1)
     inst.renderer.render_now(list(pitches))     # a warm cache: notes sound at once
@@ -163,7 +163,7 @@ def test_no_device_runs_on_the_clock_and_still_records(no_audio_devices, synth, 
     played, _ = sf.read(tmp_path / "clock.wav", dtype="float32")
     assert played.shape[0] >= RATE // 10 and np.abs(played).max() > 1e-3
 
-    from engine import devices
+    from engine.commands import devices
 
     assert devices.run(type("Args", (), {"midi_api": "UNIX_JACK"})()) == 0
     text = capsys.readouterr().out
@@ -235,7 +235,7 @@ def test_clock_output_paces_and_steps(synth):
 def test_play_command_runs_headless_and_records(jack_server, tiny_model_dir, tmp_path, capsys):
     import argparse
 
-    from engine import play
+    from engine.commands import play
 
     parser = argparse.ArgumentParser()
     play.add_arguments(parser)
@@ -253,7 +253,7 @@ def test_play_command_runs_headless_and_records(jack_server, tiny_model_dir, tmp
 def test_play_command_reports_a_bad_model_path(tmp_path, capsys):
     import argparse
 
-    from engine import play
+    from engine.commands import play
 
     parser = argparse.ArgumentParser()
     play.add_arguments(parser)

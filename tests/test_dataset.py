@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine.cli import main
+from engine.commands.cli import main
 from engine.training.nsynth import (NSYNTH_KEYS, DatasetError, filter_notes, instrument_ids,
                                     load_wave, make_record, read_examples, split_by_instrument,
                                     write_examples)

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from engine import load_synth
-from engine.cli import main as cli_main
-from engine.download import DownloadError, fetch, verify_zip
+from engine.commands.cli import main as cli_main
+from engine.gansynth.magenta.download import DownloadError, fetch, verify_zip
 
 HIRES = Path(__file__).parent / "fixtures" / "magenta" / "hires_ema"
 

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from engine.cli import main
+from engine.commands.cli import main
 from engine.training.evaluate import (PitchTracker, SpectralMeasures, assign_bins, choose_real_notes, kmeans,
                                       midi_to_hz, ndb, pitch_correct)
 from engine.training.nsynth import Note, note_str

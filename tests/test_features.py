@@ -9,8 +9,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from engine.config import SpectralConfig
-from engine.spectral import SpecgramsHelper
+from engine.gansynth.config import SpectralConfig
+from engine.gansynth.spectral import SpecgramsHelper
 from engine.training.features import compute_features, load_features, pool_features
 from engine.training.nsynth import DatasetError, filter_notes, load_wave, read_examples, split_by_instrument
 

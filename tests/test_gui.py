@@ -22,8 +22,8 @@ import soundfile as sf  # noqa: E402
 from PySide6.QtCore import QEvent, QPoint, Qt  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from engine import resources  # noqa: E402
-from engine.modelfile import is_model_dir  # noqa: E402
+from engine.gansynth.modelfile import is_model_dir  # noqa: E402
+from engine.util import resources  # noqa: E402
 
 pytestmark = pytest.mark.gui
 ROOT = Path(__file__).resolve().parent.parent
@@ -200,7 +200,7 @@ def test_computer_key_reaches_mixer(qtbot, window):
 
 
 def test_midi_notes_light_the_keys(qtbot, window):
-    from engine.midi_input import message_to_event
+    from engine.devices.midi_input import message_to_event
 
     keys = window.keyboard.keys
     post = window.session.post              # what the MIDI callback calls (via MidiInput.target)

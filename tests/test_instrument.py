@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from engine import events as ev
 from engine import load_synth
-from engine.instrument import Instrument
-from engine.audio import OfflineClockOutput
-from engine.offline import OfflineDriver
-from engine.presets import PresetError
+from engine.devices.audio import OfflineClockOutput
+from engine.instrument import events as ev
+from engine.instrument.instrument import Instrument
+from engine.instrument.offline import OfflineDriver
+from engine.instrument.presets import PresetError
 from tests.conftest import make_tiny_model_dir, traced_allocation
 
 
@@ -193,7 +193,7 @@ def test_failed_render_keeps_the_previous_note(synth, tmp_path, caplog):
     with torch.no_grad():
         next(broken.generator.parameters()).fill_(float("nan"))
     inst.swap_model(broken)
-    with caplog.at_level(logging.WARNING, logger="engine.renderer"):
+    with caplog.at_level(logging.WARNING, logger="engine.instrument.renderer"):
         inst.renderer.render_now([60])
     inst.process(16)
     assert inst.stats()["render_failures"] == 1 and "pitch 60 failed" in caplog.text

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine.audio import AudioOutput, find_output_device, list_output_devices
-from engine.events import NoteOff, NoteOn
-from engine.jackclient import JACK_CLIENT_DEVICE, JACK_CLIENT_HOSTAPI
-from engine.performance import read_performance
-from engine.recorder import Recorder
+from engine.devices.audio import AudioOutput, find_output_device, list_output_devices
+from engine.devices.jackclient import JACK_CLIENT_DEVICE, JACK_CLIENT_HOSTAPI
+from engine.devices.performance import read_performance
+from engine.devices.recorder import Recorder
+from engine.instrument.events import NoteOff, NoteOn
 from tests.jack import JackServer
 from tests.test_audio import RATE, Probe, make_instrument, synth  # noqa: F401  (fixture)
 
@@ -83,7 +83,7 @@ def test_midi_port_plays_the_note_in_the_period_that_delivers_it(jack_server, sy
 def test_play_command_on_the_jack_client(jack_server, tiny_model_dir, tmp_path, capsys):
     import argparse
 
-    from engine import play
+    from engine.commands import play
 
     parser = argparse.ArgumentParser()
     play.add_arguments(parser)
@@ -109,7 +109,7 @@ def test_server_that_dies_leaves_the_instrument_on_the_clock(tiny_model_dir):
 
 
 def _server_death(model_dir: str) -> dict:
-    from engine.synth import load_synth
+    from engine.gansynth.synth import load_synth
 
     probe = Probe(make_instrument(load_synth(model_dir, threads=1)))
     server = JackServer(portaudio=False).start()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.latentprior import LatentPrior
+from engine.gansynth.latentprior import LatentPrior
 
 
 def learned(n=6, d=5, seed=0):

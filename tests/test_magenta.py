@@ -1,4 +1,4 @@
-"""Magenta GANSynth checkpoints -> our Generator, checked against references independent of engine.model.
+"""Magenta GANSynth checkpoints -> our Generator, checked against references independent of engine.gansynth.model.
 
 Fixtures (tests/fixtures/magenta/, written by real TensorFlow, see make_magenta_fixtures.py):
 - hires_ema: mel-IF, start 2x16, widths 8,8,8,8,8,6,3 for blocks 1..7, latent 16,
@@ -20,12 +20,12 @@ import pytest
 import torch
 
 from engine import ModelFileError, load_synth
-from engine.cli import main as cli_main
-from engine.config import ModelConfig
-from engine.magenta import (MagentaError, MagentaImportWarning, StagedGenerator, compute_progress,
+from engine.commands.cli import main as cli_main
+from engine.gansynth.config import ModelConfig
+from engine.gansynth.magenta.convert import (MagentaError, MagentaImportWarning, StagedGenerator, compute_progress,
                             discriminator_state_dict, fit_fmap, load_magenta)
-from engine.model import Discriminator
-from engine.tfcheckpoint import CheckpointReader
+from engine.gansynth.magenta.tfcheckpoint import CheckpointReader
+from engine.gansynth.model import Discriminator
 
 FIXTURES = Path(__file__).parent / "fixtures" / "magenta"
 HIRES = FIXTURES / "hires_ema"
@@ -352,7 +352,7 @@ def test_bad_paths(tmp_path, monkeypatch, case):
 
 
 def test_inconsistent_shapes_are_clear_errors():
-    from engine.magenta import DEFAULT_FLAGS, infer_model_config
+    from engine.gansynth.magenta.convert import DEFAULT_FLAGS, infer_model_config
 
     shapes = {n: i.shape for n, i in CheckpointReader(HIRES / "stage_00012").variables().items()}
     bad = dict(shapes)

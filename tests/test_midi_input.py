@@ -7,9 +7,9 @@ import mido
 import pytest
 from mido.ports import BaseInput
 
-from engine.events import ControlChange, NoteOff, NoteOn, PitchBend
-from engine.midi_input import (VIRTUAL_PORT_NAME, MidiInput, MidiUnavailable, match_port,
+from engine.devices.midi_input import (VIRTUAL_PORT_NAME, MidiInput, MidiUnavailable, match_port,
                                message_to_event, open_backend)
+from engine.instrument.events import ControlChange, NoteOff, NoteOn, PitchBend
 
 
 class Collector:

@@ -1,4 +1,4 @@
-"""engine.midifile: real MIDI files written with mido, read back through the module."""
+"""engine.songs.midifile: real MIDI files written with mido, read back through the module."""
 from __future__ import annotations
 
 import importlib.util
@@ -8,7 +8,7 @@ import mido
 import numpy as np
 import pytest
 
-from engine.midifile import MidiFileError, read_midi
+from engine.songs.midifile import MidiFileError, read_midi
 
 ROOT = Path(__file__).resolve().parent.parent
 MIDI_DIR = ROOT / "resources" / "midi"

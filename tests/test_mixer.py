@@ -6,10 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import events as ev
-from engine.mixer import Mixer
-from engine.notecache import NoteCache
-from engine.renderer import Renderer, loop_points
+from engine.instrument import events as ev
+from engine.instrument.mixer import Mixer
+from engine.instrument.notecache import NoteCache
+from engine.instrument.renderer import Renderer, loop_points
 from tests.conftest import traced_allocation
 
 SR = 48000

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from engine.config import PRESETS, ModelConfig
-from engine.model import (Discriminator, EqConv2d, Generator, blocks_for_progress, ema_update, generator_alpha,
+from engine.gansynth.config import PRESETS, ModelConfig
+from engine.gansynth.model import (Discriminator, EqConv2d, Generator, blocks_for_progress, ema_update, generator_alpha,
                           make_ema, minibatch_stddev, pixel_norm, upsample_conv3x3)
 
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from engine import ModelFileError, load_synth
-from engine.config import PRESETS, SpectralConfig
-from engine.model import Generator
-from engine.modelfile import CONFIG_FILE, WEIGHTS_FILE, load_model_dir, save_model_dir
+from engine.gansynth.config import PRESETS, SpectralConfig
+from engine.gansynth.model import Generator
+from engine.gansynth.modelfile import CONFIG_FILE, WEIGHTS_FILE, load_model_dir, save_model_dir
 from tests.conftest import make_tiny_model_dir
 
 
@@ -52,7 +52,7 @@ def test_synth_api(tiny_model_dir):
 
 
 def test_precision_auto_is_bf16_only_where_native(tiny_model_dir):
-    from engine.synth import native_bf16
+    from engine.gansynth.synth import native_bf16
     fp32 = load_synth(tiny_model_dir, device="cpu", threads=1)
     auto = load_synth(tiny_model_dir, device="cpu", threads=1, precision="auto")
     assert fp32.precision == "fp32"
@@ -145,7 +145,7 @@ def test_cli_generate_writes_wavs(tiny_model_dir, tmp_path):
     import soundfile as sf
 
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "engine.cli", "generate", "--model", str(tiny_model_dir),
+    result = subprocess.run([sys.executable, "-m", "engine.commands.cli", "generate", "--model", str(tiny_model_dir),
                              "--count", "2", "--pitch", "60", "--seed", "1", "-o", str(out)],
                             capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr
@@ -156,6 +156,6 @@ def test_cli_generate_writes_wavs(tiny_model_dir, tmp_path):
 
 
 def test_cli_generate_bad_model_is_clear(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "engine.cli", "generate", "--model", str(tmp_path),
+    result = subprocess.run([sys.executable, "-m", "engine.commands.cli", "generate", "--model", str(tmp_path),
                              "-o", str(tmp_path / "o")], capture_output=True, text=True, timeout=240)
     assert result.returncode == 1 and str(tmp_path) in result.stderr

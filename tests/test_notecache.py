@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.notecache import NoteCache
+from engine.instrument.notecache import NoteCache
 
 
 def test_budget_sets_slot_count_and_min_slots_raise_it():

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from engine.presets import Preset, PresetError, load_preset, preset_to_dict, save_preset
-from engine.timbre import TimbreState
+from engine.instrument.presets import Preset, PresetError, load_preset, preset_to_dict, save_preset
+from engine.instrument.timbre import TimbreState
 
 
 def _preset(size=16):
@@ -77,7 +77,7 @@ def test_unreadable_and_corrupt_files(tmp_path):
 
 
 def test_shipped_presets_fit_the_bundled_model():
-    from engine.resources import default_model_path, presets_dir
+    from engine.util.resources import default_model_path, presets_dir
 
     config = json.loads((default_model_path() / "config.json").read_text())
     paths = sorted(presets_dir().glob("*.json"))

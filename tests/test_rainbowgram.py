@@ -1,4 +1,4 @@
-"""engine.rainbowgram: CQT magnitude and IF colour on synthetic signals; the PNG writer."""
+"""engine.gansynth.rainbowgram: CQT magnitude and IF colour on synthetic signals; the PNG writer."""
 from __future__ import annotations
 
 import zlib
@@ -6,7 +6,7 @@ import zlib
 import numpy as np
 import pytest
 
-from engine.rainbowgram import (C1_HZ, cqt, cqt_frequencies, instantaneous_frequency, rainbowgram,
+from engine.gansynth.rainbowgram import (C1_HZ, cqt, cqt_frequencies, instantaneous_frequency, rainbowgram,
                                 read_png_rgb, save_png)
 
 SR = 16000

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine.audio import OfflineClockOutput
-from engine.events import ControlChange, NoteOff, NoteOn, PadMove, Panic, PitchBend, SetParam
-from engine.performance import read_performance, render_performance, write_performance
-from engine.recorder import Recorder, RecorderError, SampleRing, repair_wav
+from engine.devices.audio import OfflineClockOutput
+from engine.devices.performance import read_performance, render_performance, write_performance
+from engine.devices.recorder import Recorder, RecorderError, SampleRing, repair_wav
+from engine.instrument.events import ControlChange, NoteOff, NoteOn, PadMove, Panic, PitchBend, SetParam
 
 RATE = 48000
 
@@ -258,8 +258,8 @@ def test_take_events_are_saved_beside_the_wav(tmp_path):
 
 
 def test_a_live_take_re_renders_identically_with_the_offline_driver(tmp_path, tiny_model_dir):
-    from engine.instrument import Instrument
-    from engine.synth import load_synth
+    from engine.gansynth.synth import load_synth
+    from engine.instrument.instrument import Instrument
 
     synth = load_synth(tiny_model_dir, threads=1)
     live = Instrument(synth, sample_rate=RATE, cache_mb=32, seed=3)

@@ -1,4 +1,4 @@
-"""engine.render with the real tiny model: latents, note shaping, dedup, bounded memory, CLI."""
+"""engine.songs.render with the real tiny model: latents, note shaping, dedup, bounded memory, CLI."""
 from __future__ import annotations
 
 import threading
@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine.cli import main as cli_main
-from engine.midifile import MidiFileError, read_midi
-from engine.rainbowgram import read_png_rgb
-from engine.render import (RenderCancelled, RenderError, RenderSettings, instrument_schedule,
+from engine.commands.cli import main as cli_main
+from engine.gansynth.rainbowgram import read_png_rgb
+from engine.gansynth.synth import load_synth
+from engine.instrument.timbre import slerp_rows
+from engine.songs.midifile import MidiFileError, read_midi
+from engine.songs.render import (RenderCancelled, RenderError, RenderSettings, instrument_schedule,
                            latents_for_keys, note_latent_keys, render_for_app, render_midi_file,
                            render_notes)
-from engine.timbre import slerp_rows
-from engine.synth import load_synth
 
 ROOT = Path(__file__).resolve().parent.parent
 ARPEGGIO = ROOT / "resources" / "midi" / "arpeggio.mid"
@@ -245,8 +245,8 @@ def test_cancel_writes_nothing(synth, tmp_path):
 
 
 def test_app_entry_and_preset_cli_render_the_pad_timbre(synth, tiny_model_dir, tmp_path):
-    from engine.presets import Preset, save_preset
-    from engine.timbre import TimbreState
+    from engine.instrument.presets import Preset, save_preset
+    from engine.instrument.timbre import TimbreState
 
     timbre = TimbreState.random(synth, seed=4, pad=(0.25, 0.75))
     midi = write_notes(tmp_path / "two.mid", [(0, 1, 60, 100), (1, 1, 64, 100), (2, 1, 60, 100)])

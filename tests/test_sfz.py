@@ -1,4 +1,4 @@
-"""engine.sfz: the written patch parses, every sample exists and is a valid WAV; loops; layers."""
+"""engine.songs.sfz: the written patch parses, every sample exists and is a valid WAV; loops; layers."""
 from __future__ import annotations
 
 import json
@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine.cli import main as cli_main
-from engine.sfz import (ExportCancelled, SfzError, bake_crossfade, export_for_app, export_sfz, find_loop,
+from engine.commands.cli import main as cli_main
+from engine.gansynth.synth import load_synth
+from engine.songs.sfz import (ExportCancelled, SfzError, bake_crossfade, export_for_app, export_sfz, find_loop,
                         key_ranges, parse_pitches, velocity_bounds)
-from engine.synth import load_synth
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +130,8 @@ def test_key_and_velocity_ranges():
 
 
 def test_cli_export_with_random_and_preset(synth, tiny_model_dir, tmp_path, capsys):
-    from engine.presets import Preset, save_preset
-    from engine.timbre import TimbreState
+    from engine.instrument.presets import Preset, save_preset
+    from engine.instrument.timbre import TimbreState
 
     model = ["--model", str(tiny_model_dir)]
     rc = cli_main(["export-sfz", *model, "--random", "3", "--seed", "1", "--instrument", "2",
@@ -183,7 +183,7 @@ def test_cancel_removes_the_samples_written(synth, tmp_path):
 
 
 def test_app_entry_exports_the_pad_timbre(synth, tmp_path):
-    from engine.timbre import TimbreState
+    from engine.instrument.timbre import TimbreState
 
     timbre = TimbreState.random(synth, seed=6, pad=(0.5, 0.5))
     fractions = []

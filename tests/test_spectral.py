@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.config import SpectralConfig
-from engine.spectral import (SpecgramsHelper, frame_waves, hertz_to_mel, linear_to_mel_matrix,
+from engine.gansynth.config import SpectralConfig
+from engine.gansynth.spectral import (SpecgramsHelper, frame_waves, hertz_to_mel, linear_to_mel_matrix,
                              mel_to_hertz, mel_to_linear_matrix, overlap_add, phase_to_if)
 
 SR = 16000

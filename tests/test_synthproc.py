@@ -8,10 +8,10 @@ import time
 import numpy as np
 import pytest
 
-from engine import events as ev
-from engine.instrument import Instrument
-from engine.synth import load_synth
-from engine.synthproc import SynthProcess, SynthProcessError
+from engine.gansynth.synth import load_synth
+from engine.instrument import events as ev
+from engine.instrument.instrument import Instrument
+from engine.instrument.synthproc import SynthProcess, SynthProcessError
 
 
 @pytest.fixture(scope="module")

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine import tfcheckpoint as tfc
-from engine.tfcheckpoint import CheckpointError, CheckpointReader, crc32c, mask_crc
+from engine.gansynth.magenta import tfcheckpoint as tfc
+from engine.gansynth.magenta.tfcheckpoint import CheckpointError, CheckpointReader, crc32c, mask_crc
 
 FIXTURES = Path(__file__).parent / "fixtures" / "magenta"
 HIRES = FIXTURES / "hires_ema" / "stage_00012"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.timbre import Corner, TimbreState, corner_weights, interpolate, slerp
+from engine.instrument.timbre import Corner, TimbreState, corner_weights, interpolate, slerp
 
 
 def test_nsynth_weights_centre_edges_and_corners():

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.config import PRESETS, SpectralConfig
+from engine.gansynth.config import PRESETS, SpectralConfig
 from engine.training import checkpoint as ckpt
 from engine.training.recipe import (CONFIG_PRESETS, Segment, TrainConfig, config_from_dict, config_to_dict,
                                     progressive_segments)
@@ -145,7 +145,7 @@ def test_resume_equals_uninterrupted(tmp_path):
 
 
 def test_checkpoint_exports_model_with_latent_prior(tmp_path):
-    from engine.modelfile import load_model_dir
+    from engine.gansynth.modelfile import load_model_dir
 
     trainer = build_trainer(_schedule(), toy_data(), tmp_path, log=False)
     trainer.run(max_steps=3, progress_bar=False)
@@ -160,7 +160,7 @@ def test_checkpoint_exports_model_with_latent_prior(tmp_path):
     torch.testing.assert_close(generator.state_dict()["blocks.0.conv0.weight"],
                                trainer.ema.state_dict()["blocks.0.conv0.weight"])
     # Synth.random_latents draws from that prior: four instruments near four different learned ones.
-    from engine.synth import load_synth
+    from engine.gansynth.synth import load_synth
 
     synth = load_synth(tmp_path / "model", device="cpu")
     z = synth.random_latents(4, seed=3)
@@ -168,7 +168,7 @@ def test_checkpoint_exports_model_with_latent_prior(tmp_path):
     assert sorted(nearest) == [0, 1, 2, 3]
     np.testing.assert_allclose(np.linalg.norm(z, axis=1), trainer.latent_radius, rtol=1e-5)
     np.testing.assert_array_equal(synth.random_latents(2, seed=3), synth.random_latents(2, seed=3))
-    from engine.modelfile import ModelFileError
+    from engine.gansynth.modelfile import ModelFileError
 
     bad = tmp_path / "bad"
     shutil.copytree(tmp_path / "model", bad)
@@ -260,8 +260,8 @@ def test_two_gloo_processes_match_one_process_with_same_global_batch(tmp_path):
 # ----------------------------------------------------------------------------- CLI on a real dataset
 
 def test_cli_trains_resumes_and_exports(tmp_path, tiny_nsynth_dir):
-    from engine.cli import main
-    from engine.synth import load_synth
+    from engine.commands.cli import main
+    from engine.gansynth.synth import load_synth
 
     data = tmp_path / "data"
     shutil.copytree(tiny_nsynth_dir, data)

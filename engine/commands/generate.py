@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from engine.config import PRECISION_HELP, PRECISIONS
-from engine.modelfile import ModelFileError
-from engine.synth import load_synth
+from engine.gansynth.config import PRECISION_HELP, PRECISIONS
+from engine.gansynth.modelfile import ModelFileError
+from engine.gansynth.synth import load_synth
 
 
 def add_arguments(p):
@@ -24,7 +24,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from engine.resources import default_model_path
+    from engine.util.resources import default_model_path
 
     try:
         synth = load_synth(args.model or default_model_path(), device=args.device, precision=args.precision)

@@ -1,4 +1,5 @@
 """Training-side code: NSynth-format datasets, SoundFont renders, feature cache, trainer, eval.
 
-Nothing at run time (synth, mixer, audio, GUI) imports this package.
+Imports `engine.gansynth` and `engine.util` only. Nothing at run time (synth, mixer, audio,
+GUI) imports this package; the CLI reaches its subcommands by name.
 """

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from engine.config import SpectralConfig
+from engine.gansynth.config import SpectralConfig
 
 
 class TrainData:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.rainbowgram import rainbowgram, save_png
+from engine.gansynth.rainbowgram import rainbowgram, save_png
 
 PITCHES = (36, 60, 84)
 
@@ -44,7 +44,7 @@ def grid(notes: list[list[np.ndarray]], sample_rate: int) -> np.ndarray:
 
 
 def main(argv=None) -> int:
-    from engine.synth import load_synth
+    from engine.gansynth.synth import load_synth
     from engine.training.nsynth import load_wave, read_examples
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

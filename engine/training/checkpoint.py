@@ -21,7 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from engine.fileio import atomic_path
+from engine.util.fileio import atomic_path
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 

@@ -41,11 +41,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.config import PRECISION_HELP, PRECISIONS, SpectralConfig
-from engine.fileio import atomic_write_text
-from engine.spectral import SpecgramsHelper, midi_to_hz
+from engine.gansynth.config import PRECISION_HELP, PRECISIONS, SpectralConfig
+from engine.gansynth.spectral import SpecgramsHelper, midi_to_hz
 from engine.training.nsynth import (DatasetError, Note, filter_notes, load_wave,
                                     read_examples)
+from engine.util.fileio import atomic_write_text
 
 RELIABLE_PITCHES = (48, 84)
 CENTS_TOLERANCE = 50.0
@@ -408,8 +408,8 @@ def add_arguments(p):
 
 
 def run(args) -> int:
-    from engine.modelfile import ModelFileError
-    from engine.synth import load_synth
+    from engine.gansynth.modelfile import ModelFileError
+    from engine.gansynth.synth import load_synth
     from engine.training.soundfont import parse_int_list
 
     prog = "gansynth eval"

@@ -37,11 +37,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.config import SpectralConfig, to_dict
-from engine.fileio import atomic_write_text
-from engine.spectral import SpecgramsHelper
+from engine.gansynth.config import SpectralConfig, to_dict
+from engine.gansynth.spectral import SpecgramsHelper
 from engine.training.nsynth import (GANSYNTH_PITCHES, DatasetError, Note,
                                     filter_notes, instrument_ids, load_wave, read_examples)
+from engine.util.fileio import atomic_write_text
 
 CACHE_VERSION = 1
 POOL_FACTORS = (2, 4, 8, 16, 32, 64)

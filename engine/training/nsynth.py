@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from engine.fileio import atomic_write_text
+from engine.util.fileio import atomic_write_text
 
 FAMILIES = ("bass", "brass", "flute", "guitar", "keyboard", "mallet", "organ", "reed", "string",
             "synth_lead", "vocal")

@@ -21,10 +21,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.config import PRESETS, ModelConfig, from_dict, to_dict
+from engine.gansynth.config import PRESETS, ModelConfig, from_dict, to_dict
 
 PHASES = ("glo", "gan")
-TRAIN_PRECISIONS = ("bf16", "fp32")  # training autocast (engine.config.PRECISIONS is the Synth's)
+TRAIN_PRECISIONS = ("bf16", "fp32")  # training autocast (engine.gansynth.config.PRECISIONS is the Synth's)
 
 
 @dataclass(frozen=True)
@@ -91,7 +91,7 @@ class TrainConfig:
     glo_if_energy_weight: float = 0.0  # IF L1 further weighted 1 + this * energy: a loud bin's IF is its
                                        # partial's frequency, and an error there smears the resynthesis
     glo_sample_spread: float = 0.3     # new instruments: a learned latent + this x their covariance
-                                       # (engine.latentprior); 0 = the learned voices themselves
+                                       # (engine.gansynth.latentprior); 0 = the learned voices themselves
     glo_latent_radius: float = 0.0     # latents kept at this norm; 0 = sqrt(latent_size). G pixel-norms
                                        # [z, one-hot] together, so a small radius makes the pitch a strong input
     # Bookkeeping.
@@ -144,7 +144,7 @@ def _paper() -> TrainConfig:
     return TrainConfig(model=m, segments=segs, precision="fp32", channels_last=False)
 
 
-# The default model: engine.config's `lite` (widths 64..8, 64-d latent).
+# The default model: engine.gansynth.config's `lite` (widths 64..8, 64-d latent).
 DEFAULT_MODEL = PRESETS["lite"]
 
 
@@ -209,7 +209,7 @@ def config_from_dict(d: dict, source: str = "train config") -> TrainConfig:
     return TrainConfig(model=model, segments=segs, **dataclasses.asdict(rest))
 
 
-# TrainConfig's scalar fields (all but model and segments), for validation by `engine.config.from_dict`.
+# TrainConfig's scalar fields (all but model and segments), for validation by `engine.gansynth.config.from_dict`.
 _Flat = dataclasses.make_dataclass(
     "_Flat", [(f.name, f.type, field(default=f.default)) for f in dataclasses.fields(TrainConfig)
               if f.name not in ("model", "segments")], frozen=True)

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from engine.fileio import atomic_write_text
 from engine.training.nsynth import make_record, note_str, write_examples
+from engine.util.fileio import atomic_write_text
 
 SAMPLE_RATE = 16000
 HELD_SAMPLES = 3 * SAMPLE_RATE

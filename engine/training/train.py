@@ -12,7 +12,7 @@ the current progress needs, and the real images are average-pooled to that resol
 GLO segments (generative latent optimisation) fit G to the training notes: each
 training instrument gets a learned latent, G(latent, pitch) is pulled to the real
 normalized spectrogram by L1. New instruments are then sampled near the learned
-latents (`engine.latentprior`: a learned voice plus `glo_sample_spread` times their
+latents (`engine.gansynth.latentprior`: a learned voice plus `glo_sample_spread` times their
 covariance); the exported model files carry the prior as `provenance.latent_prior`.
 
 Data parallel runs: start the same command under `torchrun --nproc_per_node N`; ranks
@@ -37,11 +37,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from engine.config import SpectralConfig, from_dict, to_dict
-from engine.latentprior import LatentPrior
-from engine.model import Discriminator, Generator, blocks_for_progress, ema_update, make_ema
-from engine.modelfile import save_model_dir
-from engine.spectral import SpecgramsHelper
+from engine.gansynth.config import SpectralConfig, from_dict, to_dict
+from engine.gansynth.latentprior import LatentPrior
+from engine.gansynth.model import Discriminator, Generator, blocks_for_progress, ema_update, make_ema
+from engine.gansynth.modelfile import save_model_dir
+from engine.gansynth.spectral import SpecgramsHelper
 from engine.training import checkpoint as ckpt
 from engine.training.batches import TrainData, load_train_data  # noqa: F401 (re-exported)
 from engine.training.distributed import Dist, default_device, init_distributed  # noqa: F401

@@ -1,0 +1,715 @@
+"""Live audio output: a sounddevice stream, or a paced clock when there is no device.
+
+    out = AudioOutput(instrument, device="system")   # name or substring; None = default
+    out.open()            # True: a device plays; False: running on the offline clock (see last_error)
+    out.post(NoteOn(60, 100))                        # forwards to the instrument, timestamps for the recorder
+    out.xruns, out.cpu_load, out.latency_ms, out.last_error, out.mode   # meters
+    out.tap.scope(2048), out.tap.levels()            # newest samples, (peak, rms) since last read
+    out.reopen("other device"); out.close()
+
+Thread model (the whole engine's; see also engine/instrument/instrument.py):
+- GUI / main thread: opens, closes, reopens outputs; reads meters and the tap; posts events.
+  May block (device open/close), never inside the callback.
+- Render worker (the instrument's): renders notes with torch; never touches the stream.
+- Audio callback (PortAudio's thread) or the clock thread (`OfflineClockOutput`): the only
+  caller of `instrument.process(frames)`. It copies the block into every channel of
+  `outdata`, fills the whole buffer, counts xruns from `status.output_underflow`, and
+  pushes the block into the tap (scope ring, level, recorder ring). No locks, no logging,
+  no file I/O, no Qt; an exception becomes silence plus `callback_errors`.
+- MIDI callback (rtmidi's thread): translates messages and calls `post`; nothing else.
+- Recorder writer: drains the recorder ring to disk (engine/devices/recorder.py).
+- Watchdog (one per AudioOutput): every 0.25 s checks the stream is alive. A stall (no
+  callback for `stall_s`) is counted and shown in `last_error` while it lasts; a stream
+  that stopped by itself, or stalled for `lost_s`, is lost: reported in `last_error` and,
+  with `fallback=True`, the clock takes over so the instrument (and a recording) keeps
+  running. `reopen()` tries a device again.
+
+Cross-thread data: events go through the instrument's queue; meters are plain attributes
+(latest-value); the scope is a ring guarded by a sequence counter; the recorder ring is a
+single-producer single-consumer ring. Event timestamps (`post`) are the output frame at
+which the next block starts, i.e. exact to one block.
+"""
+from __future__ import annotations
+
+import gc
+import sys
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from engine.devices.jackclient import JACK_CLIENT_DEVICE, JACK_CLIENT_HOSTAPI
+
+DEFAULT_SAMPLE_RATE = 48000
+CLOCK_BLOCK = 256
+SCOPE_SIZE = 16384
+MAX_BLOCK = 1 << 16     # largest block the tap accepts (the mixer's own limit)
+GIL_SWITCH_S = 0.0005  # the GIL hand-over interval while a stream runs (Python's default: 5 ms)
+STALL_S = 0.5          # no callback for this long: reported as a stall (the stream is kept)
+LOST_S = 3.0           # no callback (or only underflows) for this long: the device is lost
+WATCHDOG_S = 0.25
+REAP_WAIT_S = 2.0      # reopen waits this long for a lost stream's close to return
+
+
+class AudioDeviceError(Exception):
+    """No usable audio output; the message says what was looked for and what exists."""
+
+
+# ---------------------------------------------------------------------------- devices
+
+@dataclass(frozen=True)
+class OutputDevice:
+    index: int
+    name: str
+    hostapi: str
+    channels: int
+    default_sample_rate: float
+    is_default: bool
+
+    def __str__(self) -> str:
+        mark = " (default)" if self.is_default else ""
+        return (f"{self.name} [{self.hostapi}, {self.channels} ch, "
+                f"{self.default_sample_rate:.0f} Hz]{mark}")
+
+
+def _sounddevice():
+    """sounddevice, or AudioDeviceError when PortAudio itself is missing."""
+    try:
+        import sounddevice
+    except OSError as e:  # libportaudio2 not installed
+        raise AudioDeviceError(f"PortAudio is not available ({e}); install libportaudio2") from None
+    return sounddevice
+
+
+_jack_server_lost = False   # our JACK client saw its server go away (see `jack_server_lost`)
+
+
+def jack_server_lost() -> None:
+    """Called when our JACK client's server shut down or dropped us. From then on this process
+    opens no new JACK client: libjack crashes (segfault, measured) when a client connects to a
+    restarted server while another client of the process (PortAudio's, rtmidi's) still holds
+    the old connection state. The instrument stays on the clock; a restart reconnects."""
+    global _jack_server_lost
+    _jack_server_lost = True
+
+
+JACK_LOST_HINT = "the JACK server went away; restart the program to play through JACK again"
+
+
+def refresh_devices() -> None:
+    """Re-scan PortAudio's devices (a JACK server or USB device that appeared later).
+
+    Re-initialises PortAudio: only call it with no stream open. Not once a JACK server
+    PortAudio is attached to has gone away: PortAudio's terminate then aborts the process
+    (an assertion in pa_jack.c), so this raises AudioDeviceError and keeps the old list.
+    """
+    sd = _sounddevice()
+    if _jack_server_lost and any(h["name"].startswith("JACK") for h in sd.query_hostapis()):
+        raise AudioDeviceError(f"cannot re-scan audio devices: {JACK_LOST_HINT} (PortAudio aborts the "
+                               f"process when it lets go of a JACK server that died)")
+    sd._terminate()
+    sd._initialize()
+
+
+def list_output_devices() -> list[OutputDevice]:
+    """Every device with output channels; [] when there is none (no sound card, no JACK)."""
+    sd = _sounddevice()
+    try:
+        devices = sd.query_devices()
+        hostapis = sd.query_hostapis()
+    except sd.PortAudioError:
+        devices, hostapis = [], []
+    try:
+        default = sd.default.device[1]
+    except (sd.PortAudioError, TypeError, IndexError):
+        default = -1
+    out = []
+    for d in devices:
+        if d["max_output_channels"] > 0:
+            out.append(OutputDevice(d["index"], d["name"], hostapis[d["hostapi"]]["name"],
+                                    d["max_output_channels"], float(d["default_samplerate"]),
+                                    d["index"] == default))
+    rate = _jack_client_rate()
+    if rate:
+        out.append(OutputDevice(-1, JACK_CLIENT_DEVICE, JACK_CLIENT_HOSTAPI, 2, float(rate), False))
+    return out
+
+
+def _jack_client_rate() -> int:
+    """The JACK server's rate when our own JACK client could run there, else 0."""
+    from engine.devices.jackclient import JackUnavailable, server_sample_rate
+    from engine.devices.midi_input import quiet_stderr
+
+    if _jack_server_lost:
+        return 0
+    try:
+        with quiet_stderr():                 # libjack prints its own complaints when no server runs
+            return server_sample_rate()
+    except JackUnavailable:
+        return 0
+
+
+def find_output_device(name: str | None = None) -> OutputDevice:
+    """The device called `name` (exact, else a unique case-insensitive substring); None = default."""
+    if _jack_server_lost and name and name.lower() in JACK_CLIENT_DEVICE.lower():
+        raise AudioDeviceError(f"audio output {name!r}: {JACK_LOST_HINT}")
+    devices = list_output_devices()
+    if not devices:
+        raise AudioDeviceError("no audio output device found (no sound card, and no JACK server "
+                               "running)")
+    if name is None or name == "":
+        for d in devices:
+            if d.is_default:
+                return d
+        return devices[0]
+    exact = [d for d in devices if d.name == name]
+    if exact:
+        return exact[0]
+    partial = [d for d in devices if name.lower() in d.name.lower()]
+    if len(partial) == 1:
+        return partial[0]
+    names = ", ".join(repr(d.name) for d in devices)
+    what = "matches several devices" if partial else "matches no device"
+    raise AudioDeviceError(f"audio output {name!r} {what}; available: {names}")
+
+
+def device_sample_rate(name: str | None = None) -> int:
+    """The rate to build the instrument at for device `name` (48 kHz when unknown)."""
+    try:
+        rate = find_output_device(name).default_sample_rate
+    except AudioDeviceError:
+        return DEFAULT_SAMPLE_RATE
+    return int(rate) if rate > 0 else DEFAULT_SAMPLE_RATE
+
+
+# ---------------------------------------------------------------------------- tap
+
+class OutputTap:
+    """What the output played, for the GUI and the recorder. Written by the audio thread only.
+
+    - `scope(n)`: the newest n samples (a copy; seqlock-consistent).
+    - `levels()`: (peak, rms) linear, peak held since the previous call, rms of the last block.
+    - `frames`: samples produced so far (monotonic across device/clock switches).
+    - a recorder ring (`attach_ring`) gets every block while attached.
+    """
+
+    def __init__(self, scope_size: int = SCOPE_SIZE):
+        self._scope = np.zeros(scope_size, np.float32)
+        self._abs = np.zeros(MAX_BLOCK, np.float32)
+        self._seq = 0
+        self.frames = 0
+        self._peak = 0.0
+        self._rms = 0.0
+        self._ring = None
+        self._in_push = False
+
+    # ---- audio thread ----
+    def push(self, block: np.ndarray) -> None:
+        self._in_push = True
+        n = block.shape[0]
+        ring = self._ring
+        if ring is not None:
+            if ring.start_frame < 0:
+                ring.start_frame = self.frames
+            ring.push(block)
+        np.abs(block, out=self._abs[:n])
+        peak = float(self._abs[:n].max()) if n else 0.0
+        if peak > self._peak:
+            self._peak = peak
+        self._rms = float(np.sqrt(np.dot(block, block) / n)) if n else 0.0
+        self._seq += 1                      # odd: writing
+        size = self._scope.shape[0]
+        if n >= size:
+            self._scope[:] = block[n - size:]
+        else:
+            self._scope[:-n] = self._scope[n:]
+            self._scope[-n:] = block
+        self._seq += 1                      # even: consistent
+        self.frames += n
+        self._in_push = False
+
+    # ---- readers ----
+    def scope(self, n: int) -> np.ndarray:
+        n = min(int(n), self._scope.shape[0])
+        for _ in range(8):
+            seq = self._seq
+            out = self._scope[self._scope.shape[0] - n:].copy()
+            if seq % 2 == 0 and seq == self._seq:
+                return out
+            time.sleep(0.0005)
+        return out
+
+    def levels(self) -> tuple[float, float]:
+        peak, self._peak = self._peak, 0.0
+        return peak, self._rms
+
+    # ---- recorder (GUI thread) ----
+    def attach_ring(self, ring) -> None:
+        self._ring = ring
+
+    def detach_ring(self, ring) -> None:
+        """Stop feeding `ring`; returns once the audio thread is out of `push`."""
+        if self._ring is ring:
+            self._ring = None
+        deadline = time.monotonic() + 0.1
+        while self._in_push and time.monotonic() < deadline:
+            time.sleep(0.0005)
+
+
+# ---------------------------------------------------------------------------- shared parts
+
+class _OutputBase:
+    """Event posting with timestamps, the recorder hook and the tap, shared by both outputs."""
+
+    def __init__(self, instrument, tap: OutputTap | None = None):
+        self.instrument = instrument
+        self.sample_rate = int(instrument.sample_rate)
+        self.tap = tap or OutputTap()
+        self.recorder = None          # set by engine.devices.recorder.Recorder users (see `post`)
+        self.callback_errors = 0
+        self.callback_error: BaseException | None = None
+
+    def post(self, event) -> None:
+        """Send `event` to the instrument (any thread); a recorder logs it with its frame."""
+        self.instrument.post(event)
+        recorder = self.recorder
+        if recorder is not None:
+            recorder.log_event(self.tap.frames, event)
+
+    def _render(self, frames: int) -> np.ndarray:
+        """One block from the instrument into the tap. Audio/clock thread only."""
+        block = self.instrument.process(frames)
+        self.tap.push(block)
+        return block
+
+
+class OfflineClockOutput(_OutputBase):
+    """Calls `instrument.process(block_size)` from its own thread without a device.
+
+    `realtime=True` paces blocks at the sample rate (the on-screen keyboard still sounds
+    into the scope and the recorder); `realtime=False` runs as fast as the instrument and
+    an attached recorder's writer allow (offline takes, benchmarks). Late blocks (the
+    machine could not keep pace) count as `xruns`.
+    """
+
+    name = "offline clock"
+    mode = "clock"
+
+    def __init__(self, instrument, block_size: int = CLOCK_BLOCK, realtime: bool = True,
+                 tap: OutputTap | None = None, on_block=None):
+        super().__init__(instrument, tap)
+        self.block_size = int(block_size)
+        self.realtime = realtime
+        self.on_block = on_block  # clock thread: on_block(block), block valid during the call only
+        self.xruns = 0
+        self.cpu_load = 0.0
+        self.last_error = ""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._frame_cond = threading.Condition()
+        self.max_frames: int | None = None   # stop by itself after this many frames
+
+    @property
+    def latency_ms(self) -> float:
+        return 1000.0 * self.block_size / self.sample_rate
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def open(self) -> bool:
+        self.start()
+        return False
+
+    def start(self) -> None:
+        if self.running:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="offline-clock", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5.0)
+        self._thread = None
+
+    def run_blocks(self, blocks: int) -> None:
+        """Render `blocks` blocks in the calling thread (single-threaded mode; not while started)."""
+        if self.running:
+            raise RuntimeError("the clock thread is running; stop it before stepping by hand")
+        for _ in range(int(blocks)):
+            self._render(self.block_size)
+        if self.realtime is False:
+            self._wait_for_recorder()
+
+    def wait_frames(self, frames: int, timeout: float) -> bool:
+        """Block until the tap has produced `frames` frames in total (or timeout)."""
+        with self._frame_cond:
+            return self._frame_cond.wait_for(lambda: self.tap.frames >= frames or self._stop.is_set(),
+                                             timeout)
+
+    def _run(self) -> None:
+        period = self.block_size / self.sample_rate
+        deadline = time.monotonic()
+        while not self._stop.is_set():
+            if self.max_frames is not None and self.tap.frames >= self.max_frames:
+                break
+            t0 = time.monotonic()
+            try:
+                block = self._render(self.block_size)
+                if self.on_block is not None:
+                    self.on_block(block)
+            except Exception as e:  # keep time going: silence plus a count
+                self.callback_errors += 1
+                self.callback_error = e
+                self.tap.push(np.zeros(self.block_size, np.float32))
+            busy = time.monotonic() - t0
+            self.cpu_load = 0.9 * self.cpu_load + 0.1 * busy / period
+            with self._frame_cond:
+                self._frame_cond.notify_all()
+            if self.realtime:
+                deadline += period
+                wait = deadline - time.monotonic()
+                if wait < -period:                # missed a whole block: count and resync
+                    self.xruns += 1
+                    deadline = time.monotonic()
+                elif wait > 0:
+                    self._stop.wait(wait)
+            else:
+                self._wait_for_recorder()
+        with self._frame_cond:
+            self._frame_cond.notify_all()
+
+    def _wait_for_recorder(self) -> None:
+        """Faster than real time: never outrun the recorder's writer (no overruns)."""
+        rec = self.recorder
+        while rec is not None and rec.recording and not self._stop.is_set() \
+                and rec.backlog_frames > rec.ring_capacity // 2:
+            self._stop.wait(0.002)
+
+    def meters(self) -> dict:
+        return {"mode": self.mode, "device": self.name, "sample_rate": self.sample_rate,
+                "block_size": self.block_size, "latency_ms": self.latency_ms, "xruns": self.xruns,
+                "cpu_load": self.cpu_load, "last_error": self.last_error}
+
+
+# ---------------------------------------------------------------------------- device output
+
+_open_streams = 0          # streams of this process not yet closed (refresh only when 0)
+_stuck_hostapis: dict[str, int] = {}   # host API -> streams PortAudio is still failing to close
+_stuck_lock = threading.Lock()
+
+
+def stuck_hostapis() -> list[str]:
+    """Host APIs with a lost stream PortAudio has not released (e.g. a JACK server that died:
+    PortAudio 19.6 waits up to 10 minutes); their devices cannot be reopened until then."""
+    return [name for name, n in _stuck_hostapis.items() if n > 0]
+
+
+class AudioOutput(_OutputBase):
+    """The instrument on a sounddevice output stream, with the offline clock as fallback.
+
+    `device`: name or unique substring (None = PortAudio's default output). The stream
+    runs at the instrument's sample rate (build the instrument at `device_sample_rate()`),
+    `latency='low'` and `block_size=0` (the device's own period) by default, on
+    `channels` channels (default: up to 2), every channel the same mono signal.
+    """
+
+    def __init__(self, instrument, device: str | None = None, sample_rate: int | None = None,
+                 latency="low", block_size: int = 0, channels: int | None = None,
+                 fallback: bool = True, midi_channel: int | None = None):
+        super().__init__(instrument)
+        if sample_rate is not None and int(sample_rate) != self.sample_rate:
+            raise ValueError(f"the instrument renders at {self.sample_rate} Hz, not {sample_rate} Hz; "
+                             f"build it at the device's rate (engine.devices.audio.device_sample_rate)")
+        self.device = device
+        self.latency = latency
+        self.block_size = int(block_size)
+        self.channels = channels
+        self.fallback = fallback
+        self.midi_channel = midi_channel  # the JACK client's MIDI in: one channel 0..15, None = all
+        self.mode = "closed"          # "device" | "clock" | "closed"
+        self.device_name = ""
+        self.last_error = ""
+        self.device_losses = 0
+        self.stalls = 0               # callback gaps longer than stall_s
+        self.stall_s = STALL_S
+        self.lost_s = LOST_S
+        self._xruns = 0
+        self._underflow_run = 0
+        self._last_frames = 0
+        self._stream = None
+        self._hostapi = ""
+        self._reapers: list[threading.Thread] = []
+        self._clock: OfflineClockOutput | None = None
+        self._gen = 0                 # bumps on every open/close: stale callbacks go silent
+        self._finished_gen = -1
+        self._lock = threading.RLock()  # GUI thread vs watchdog
+        self._changed = threading.Condition()   # notified when `mode` changes (never by the callback)
+        self._watch_stop = threading.Event()
+        self._watchdog: threading.Thread | None = None
+
+    # ---- meters (any thread) ----
+    @property
+    def xruns(self) -> int:
+        clock = self._clock
+        return self._xruns + (clock.xruns if clock is not None else 0)
+
+    @property
+    def cpu_load(self) -> float:
+        stream, clock = self._stream, self._clock
+        if stream is not None:
+            return float(stream.cpu_load)
+        return clock.cpu_load if clock is not None else 0.0
+
+    @property
+    def latency_ms(self) -> float:
+        """Output latency the device reports (s -> ms); one block on the clock."""
+        stream, clock = self._stream, self._clock
+        if stream is not None:
+            return 1000.0 * float(stream.latency)
+        return clock.latency_ms if clock is not None else 0.0
+
+    @property
+    def block_frames(self) -> int:
+        """Frames in the last block the device asked for (its period when block_size=0)."""
+        if self._stream is None and self._clock is not None:
+            return self._clock.block_size
+        return self._last_frames
+
+    def meters(self) -> dict:
+        return {"mode": self.mode, "device": self.device_name, "sample_rate": self.sample_rate,
+                "block_size": self.block_frames, "latency_ms": self.latency_ms, "xruns": self.xruns,
+                "cpu_load": self.cpu_load, "last_error": self.last_error,
+                "callback_errors": self.callback_errors, "device_losses": self.device_losses,
+                "stalls": self.stalls}
+
+    # ---- control (GUI thread) ----
+    def open(self) -> bool:
+        """Open the device; True if it plays. Otherwise (fallback) the clock runs: see last_error.
+
+        Also readies the interpreter for a callback that needs the GIL every period:
+        - shortens the GIL switch interval to GIL_SWITCH_S: with the default 5 ms a busy
+          render thread can hold it for a whole 5.3 ms period (measured: p99 process()
+          5.4 ms -> xruns);
+        - collects, then freezes every object alive now (modules, torch, Qt, the model)
+          out of the collector's reach: a full collection over them held the GIL for
+          ~50 ms mid-performance (measured with gc.callbacks), 10 blocks of silence."""
+        if sys.getswitchinterval() > GIL_SWITCH_S:
+            sys.setswitchinterval(GIL_SWITCH_S)
+        gc.collect()
+        gc.freeze()
+        with self._lock:
+            self._shut()
+            try:
+                self._open_device()
+            except AudioDeviceError as e:
+                self._use_clock(str(e))
+                return False
+            self.last_error = ""
+            self._start_watchdog()
+            return True
+
+    def reopen(self, device: str | None = ..., rescan: bool = True) -> bool:
+        """Close, optionally choose another device (None = default), re-scan devices, open."""
+        with self._lock:
+            if device is not ...:
+                self.device = device
+            self._shut()
+            for reaper in self._reapers:      # a lost stream may just be finishing its close
+                reaper.join(timeout=REAP_WAIT_S)
+            self._reapers = [r for r in self._reapers if r.is_alive()]
+            if rescan and _open_streams == 0 and not stuck_hostapis():
+                try:
+                    refresh_devices()
+                except Exception as e:  # PortAudio refused: keep the old device list
+                    self.last_error = f"could not re-scan audio devices: {e}"
+            return self.open()
+
+    def close(self) -> None:
+        with self._lock:
+            self._shut()
+            self._set_mode("closed")
+        self._watch_stop.set()
+        if self._watchdog is not None and self._watchdog is not threading.current_thread():
+            self._watchdog.join(timeout=2.0)
+        self._watchdog = None
+
+    # ---- internals ----
+    def _open_device(self) -> None:
+        global _open_streams
+        sd = _sounddevice()
+        dev = find_output_device(self.device)
+        if dev.hostapi in stuck_hostapis():
+            raise AudioDeviceError(f"audio output {dev.name!r} ({dev.hostapi}) was lost and PortAudio has "
+                                   f"not released it yet; choose a device of another host API or "
+                                   f"restart the program")
+        channels = self.channels or min(2, dev.channels)
+        self._gen += 1
+        gen = self._gen
+        try:
+            if dev.hostapi == JACK_CLIENT_HOSTAPI:
+                from engine.devices.jackclient import JackStream
+
+                stream = JackStream(self.sample_rate, channels, self._make_callback(gen),
+                                    self._make_finished(gen), self.post, self.midi_channel,
+                                    on_server_lost=jack_server_lost)
+            else:
+                stream = sd.OutputStream(device=dev.index, samplerate=self.sample_rate, channels=channels,
+                                         dtype="float32", latency=self.latency, blocksize=self.block_size,
+                                         callback=self._make_callback(gen),
+                                         finished_callback=self._make_finished(gen))
+        except Exception as e:  # PortAudioError, ValueError, JackUnavailable: the message says why
+            msg = f"cannot open audio output {dev.name!r} at {self.sample_rate} Hz: {e}"
+            if dev.default_sample_rate and int(dev.default_sample_rate) != self.sample_rate:
+                msg += (f" (the device runs at {dev.default_sample_rate:.0f} Hz: start the "
+                        f"instrument at that rate)")
+            raise AudioDeviceError(msg) from None
+        _open_streams += 1
+        self._hostapi = dev.hostapi
+        try:
+            stream.start()
+        except Exception as e:  # PortAudioError, or a JACK activation/connection error
+            self._dispose(stream)
+            raise AudioDeviceError(f"cannot start audio output {dev.name!r}: {e}") from None
+        self._stream = stream
+        self._underflow_run = 0
+        self.device_name = dev.name
+        self._set_mode("device")
+
+    def wait_mode(self, mode: str, timeout: float) -> bool:
+        """Block until `mode` is "device", "clock" or "closed" (scripts, tests)."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self.mode == mode, timeout)
+
+    def _set_mode(self, mode: str) -> None:
+        self.mode = mode
+        with self._changed:
+            self._changed.notify_all()
+
+    def _make_callback(self, gen: int):
+        def callback(outdata, frames, time_info, status):
+            if gen != self._gen:              # an abandoned stream: stay silent
+                outdata.fill(0.0)
+                return
+            if status.output_underflow:
+                self._xruns += 1
+                self._underflow_run += 1
+            else:
+                self._underflow_run = 0
+            self._last_frames = frames
+            try:
+                outdata[:] = self._render(frames)[:, None]
+            except Exception as e:            # starvation is silence plus a count
+                outdata.fill(0.0)
+                self.callback_errors += 1
+                self.callback_error = e
+        return callback
+
+    def _make_finished(self, gen: int):
+        def finished():
+            self._finished_gen = gen          # the watchdog decides whether it was expected
+        return finished
+
+    def _use_clock(self, reason: str) -> None:
+        if not self.fallback:
+            self._set_mode("closed")
+            self.device_name = ""
+            self.last_error = reason
+            return
+        self._clock = OfflineClockOutput(self.instrument, tap=self.tap)
+        self._clock.recorder = self.recorder
+        self._clock.start()
+        self._set_mode("clock")
+        self.device_name = self._clock.name
+        self.last_error = f"{reason}; playing on the offline clock (no sound, recording works)"
+
+    def _shut(self) -> None:
+        """Stop whatever runs now (lock held)."""
+        self._gen += 1
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            self._dispose(stream)
+        clock, self._clock = self._clock, None
+        if clock is not None:
+            self._xruns += clock.xruns
+            clock.stop()
+
+    def _dispose(self, stream, timeout: float = 0.5) -> None:
+        """Abort and close a stream off this thread; never blocks longer than `timeout`.
+
+        A stream PortAudio cannot close (a dead JACK server) marks its host API stuck
+        until the close returns."""
+        global _open_streams
+        hostapi = self._hostapi
+        state = {"done": False, "stuck": False}
+
+        def reap():
+            try:
+                stream.abort(ignore_errors=True)
+                stream.close(ignore_errors=True)
+            except Exception:
+                pass
+            with _stuck_lock:
+                state["done"] = True
+                if state["stuck"]:
+                    _stuck_hostapis[hostapi] -= 1
+
+        reaper = threading.Thread(target=reap, name="audio-reaper", daemon=True)
+        reaper.start()
+        self._reapers.append(reaper)
+        _open_streams -= 1
+        reaper.join(timeout)
+        with _stuck_lock:
+            if not state["done"]:
+                state["stuck"] = True
+                _stuck_hostapis[hostapi] = _stuck_hostapis.get(hostapi, 0) + 1
+
+    def _start_watchdog(self) -> None:
+        if self._watchdog is not None and self._watchdog.is_alive():
+            return
+        self._watch_stop.clear()
+        self._watchdog = threading.Thread(target=self._watch, name="audio-watchdog", daemon=True)
+        self._watchdog.start()
+
+    def _watch(self) -> None:
+        last_frames, last_change = self.tap.frames, time.monotonic()
+        stalled = False
+        while not self._watch_stop.wait(WATCHDOG_S):
+            now, frames = time.monotonic(), self.tap.frames
+            if frames != last_frames or self.mode != "device":
+                last_frames, last_change = frames, now
+            if self.mode != "device":
+                continue
+            quiet_s = now - last_change
+            if stalled and quiet_s == 0.0:
+                stalled = False
+                if self.last_error.startswith("audio output stalled"):
+                    self.last_error = ""
+            block_s = max(self._last_frames, 1) / self.sample_rate
+            if self._finished_gen == self._gen:
+                self._lost("its stream stopped")
+            elif quiet_s > self.lost_s:
+                self._lost(f"no audio callback for {quiet_s:.1f} s")
+            elif self._underflow_run * block_s > self.lost_s:
+                self._lost(f"every block underflowed for {self.lost_s:.1f} s")
+            elif quiet_s > self.stall_s and not stalled:
+                stalled = True
+                self.stalls += 1
+                self.last_error = (f"audio output stalled: no callback from {self.device_name!r} "
+                                   f"for {quiet_s:.1f} s")
+
+    def _lost(self, why: str) -> None:
+        with self._lock:
+            if self.mode != "device":
+                return
+            name = self.device_name
+            self.device_losses += 1
+            self._shut()
+            self._use_clock(f"audio output {name!r} was lost ({why}); reopen it or choose "
+                            f"another device")

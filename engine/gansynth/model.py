@@ -1,0 +1,222 @@
+"""Progressive GANSynth generator and discriminator (Magenta's architecture).
+
+Tensors are NCHW: [batch, channels, time, freq]; the final output is
+[batch, 2, 128, 1024] for the H representation (channel 0 log-mel, 1 mel-IF,
+both normalized to [-1, 1] by tanh).
+
+Each network runs only up to the block that `progress` needs: at progress p,
+blocks 1..ceil(p)+1 contribute (Magenta runs every block at full resolution and
+masks with alphas; outputs agree up to nearest upsampling).
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from engine.gansynth.config import ModelConfig
+
+LEAKY_SLOPE = 0.2
+
+
+def pixel_norm(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """x / sqrt(mean over channels of x^2 + eps); x [batch, channels, ...]."""
+    return x * torch.rsqrt(torch.mean(x * x, dim=1, keepdim=True) + eps)
+
+
+def he_scale(fan_in: int, slope: float) -> float:
+    """Equalized-LR scale sqrt(2 / ((1 + slope^2) fan_in)); slope 0 for body convs, 1 for linear outputs."""
+    return math.sqrt(2.0 / ((1.0 + slope * slope) * fan_in))
+
+
+class EqConv2d(nn.Module):
+    """Conv with N(0,1) weights scaled at run time by the He constant, bias added after."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: tuple[int, int] | int, padding=0, slope: float = 0.0):
+        super().__init__()
+        kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kh, kw))
+        self.bias = nn.Parameter(torch.zeros(out_ch))
+        self.scale = he_scale(in_ch * kh * kw, slope)
+        self.padding = padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
+
+
+class EqLinear(nn.Module):
+    def __init__(self, in_features: int, out_features: int, slope: float = 1.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        self.scale = he_scale(in_features, slope)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight * self.scale, self.bias)
+
+
+def _act(x: torch.Tensor) -> torch.Tensor:
+    return F.leaky_relu(x, LEAKY_SLOPE)
+
+
+# Nearest x2 upsampling followed by a 3x3 conv (padding 1) equals a 3x3 conv of the
+# low-resolution input with four kernels, one per output phase (row parity a, column
+# parity b), then a pixel shuffle. Output row 2i+a reads input rows i-1, i (a=0) or
+# i, i+1 (a=1): kernel row k of phase a sums the original rows _PHASE_ROWS[a, k, :].
+_PHASE_ROWS = torch.tensor([[[1., 0., 0.], [0., 1., 1.], [0., 0., 0.]],
+                            [[0., 0., 0.], [1., 1., 0.], [0., 0., 1.]]])
+FUSE_MIN_PIXELS = 64 * 512  # fuse where the upsampled image has at least this many pixels
+
+
+def upsample_conv3x3(x: torch.Tensor, conv: "EqConv2d") -> torch.Tensor:
+    """conv(nearest-upsample-x2(x)) for a 3x3 EqConv2d with padding 1, without the upsampled image:
+    ~4 times less memory traffic, the same sums (to float rounding)."""
+    w = conv.weight * conv.scale
+    out_ch = w.shape[0]
+    rows = _PHASE_ROWS.to(w)
+    phases = torch.einsum("akr,blc,oirc->aboikl", rows, rows, w).reshape(4 * out_ch, w.shape[1], 3, 3)
+    y = F.conv2d(x, phases, conv.bias.repeat(4), padding=1)  # [B, (a, b, out), H, W]
+    b, _, h, wd = y.shape
+    if y.is_contiguous(memory_format=torch.channels_last):  # memory (B, H, W, a, b, out)
+        y = y.permute(0, 2, 3, 1).reshape(b, h, wd, 2, 2, out_ch).permute(0, 1, 3, 2, 4, 5)
+        return y.reshape(b, 2 * h, 2 * wd, out_ch).permute(0, 3, 1, 2)  # stays channels_last
+    y = y.reshape(b, 2, 2, out_ch, h, wd).permute(0, 3, 4, 1, 5, 2)
+    return y.reshape(b, out_ch, 2 * h, 2 * wd)
+
+
+def blocks_for_progress(cfg: ModelConfig, progress: float) -> int:
+    """Number of blocks with non-zero weight at `progress` (1..num_resolutions)."""
+    return max(1, min(cfg.num_resolutions, math.ceil(progress - 1e-9) + 1))
+
+
+def generator_alpha(block: int, progress: float) -> float:
+    return max(0.0, min(progress - (block - 2), block - progress))
+
+
+def _act_norm(x: torch.Tensor) -> torch.Tensor:
+    """pixel_norm(leaky ReLU(x)); in place when autograd is off (inference: fewer passes over memory)."""
+    if torch.is_grad_enabled():
+        return pixel_norm(_act(x))
+    x = F.leaky_relu_(x, LEAKY_SLOPE)
+    if x.is_contiguous(memory_format=torch.channels_last):  # channels innermost: one reduction pass
+        ms = torch.linalg.vector_norm(x, dim=1, keepdim=True).square_().div_(x.shape[1])
+    else:
+        ms = torch.mean(x * x, dim=1, keepdim=True)
+    return x.mul_(ms.add_(1e-8).rsqrt_())
+
+
+class GeneratorBlock(nn.Module):
+    def __init__(self, cfg: ModelConfig, block: int):
+        super().__init__()
+        out_ch = cfg.num_filters(block)
+        if block == 1:
+            in_ch = cfg.latent_size + cfg.num_pitches
+            sh, sw = cfg.start_shape
+            # Magenta pads the 1x1 input by (sh-1, sw-1) then runs a VALID (sh, sw) conv.
+            self.conv0 = EqConv2d(in_ch, out_ch, (sh, sw), padding=(sh - 1, sw - 1))
+        else:
+            self.conv0 = EqConv2d(cfg.num_filters(block - 1), out_ch, cfg.kernel_size, padding=cfg.kernel_size // 2)
+        self.conv1 = EqConv2d(out_ch, out_ch, cfg.kernel_size, padding=cfg.kernel_size // 2)
+        self.to_rgb = EqConv2d(out_ch, 2, 1, slope=1.0)
+        self.first = block == 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.first:
+            x = self.conv0(x)
+        elif (not torch.is_grad_enabled() and self.conv0.weight.shape[2:] == (3, 3)
+              and 4 * x.shape[2] * x.shape[3] >= FUSE_MIN_PIXELS):
+            x = upsample_conv3x3(x, self.conv0)  # inference on the large blocks
+        else:
+            x = self.conv0(F.interpolate(x, scale_factor=2, mode="nearest"))
+        x = _act_norm(x)
+        return _act_norm(self.conv1(x))
+
+
+class Generator(nn.Module):
+    """z [batch, latent] + pitch labels [batch] (0-based) -> [batch, 2, T, F] in [-1, 1]."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.blocks = nn.ModuleList(GeneratorBlock(cfg, k) for k in range(1, cfg.num_resolutions + 1))
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor, progress: float | None = None) -> torch.Tensor:
+        cfg = self.cfg
+        progress = cfg.final_progress if progress is None else progress
+        n_blocks = blocks_for_progress(cfg, progress)
+        onehot = F.one_hot(labels.long(), cfg.num_pitches).to(z.dtype)
+        x = pixel_norm(torch.cat([z, onehot], dim=1))[:, :, None, None]  # [B, latent+pitches, 1, 1]
+        out = None  # the sum of the faded-in outputs so far (None: all zero)
+        for k in range(1, n_blocks + 1):
+            block = self.blocks[k - 1]
+            x = block(x)
+            alpha = generator_alpha(k, progress)
+            if out is not None:
+                out = F.interpolate(out, scale_factor=2, mode="nearest")
+            if alpha > 0:
+                rgb = torch.tanh(block.to_rgb(x))
+                rgb = rgb if alpha == 1.0 else alpha * rgb
+                out = rgb if out is None else out + rgb
+        if out is None:
+            out = torch.zeros(x.shape[0], 2, *x.shape[2:], dtype=x.dtype, device=x.device)
+        return out
+
+
+def minibatch_stddev(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Scalar: mean over all features of sqrt(population var over batch + eps)."""
+    var = torch.mean((x - x.mean(dim=0, keepdim=True)) ** 2, dim=0)
+    return torch.mean(torch.sqrt(var + eps))
+
+
+class Discriminator(nn.Module):
+    """[batch, 2, T, F] at the resolution of `progress` -> (logits [batch], pitch logits [batch, pitches])."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        nf, k_pad = cfg.num_filters, cfg.kernel_size // 2
+        self.from_rgb = nn.ModuleList(EqConv2d(2, nf(k), 1) for k in range(1, cfg.num_resolutions + 1))
+        self.conv0 = nn.ModuleList()
+        self.conv1 = nn.ModuleList()
+        for k in range(1, cfg.num_resolutions + 1):
+            if k == 1:
+                self.conv0.append(EqConv2d(nf(1) + 1, nf(1), cfg.kernel_size, padding=k_pad))
+                self.conv1.append(EqConv2d(nf(1), nf(0), cfg.start_shape))
+            else:
+                self.conv0.append(EqConv2d(nf(k), nf(k), cfg.kernel_size, padding=k_pad))
+                self.conv1.append(EqConv2d(nf(k), nf(k - 1), cfg.kernel_size, padding=k_pad))
+        self.logits = EqLinear(nf(0), 1)
+        self.classifier = EqLinear(nf(0), cfg.num_pitches)
+
+    def forward(self, images: torch.Tensor, progress: float | None = None):
+        cfg = self.cfg
+        progress = cfg.final_progress if progress is None else progress
+        top = blocks_for_progress(cfg, progress)
+        x = _act(self.from_rgb[top - 1](images))
+        for k in range(top, 1, -1):
+            x = _act(self.conv1[k - 1](_act(self.conv0[k - 1](x))))
+            x = F.avg_pool2d(x, 2)
+            alpha = min(1.0, max(0.0, (k - 1) - progress))
+            if alpha > 0:
+                lod = F.avg_pool2d(images, 2 ** (top - k + 1))
+                x = alpha * _act(self.from_rgb[k - 2](lod)) + (1.0 - alpha) * x
+        std = minibatch_stddev(x).expand(x.shape[0], 1, *x.shape[2:])
+        x = _act(self.conv0[0](torch.cat([x, std], dim=1)))
+        x = _act(self.conv1[0](x)).flatten(1)  # [B, nf(0)]
+        return self.logits(x).squeeze(1), self.classifier(x)
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    """ema <- decay * ema + (1 - decay) * model, parameter by parameter."""
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach().to(e.dtype), 1.0 - decay)
+
+
+def make_ema(model: nn.Module) -> nn.Module:
+    ema = copy.deepcopy(model)
+    ema.requires_grad_(False)
+    return ema.eval()

@@ -1,0 +1,171 @@
+"""`SynthProcess`: a Synth's `generate` in a child process, with its own interpreter and GIL.
+
+The live instrument's render worker generates notes many times a second while the audio
+callback needs the GIL every period (5.3 ms at 256 frames / 48 kHz). In one process the
+torch and numpy glue of a render holds the GIL for up to ~2 ms at a time (measured), and
+the callback starts late: xruns while the pad moves. In a child process the renders cost
+the parent's GIL nothing; the parent's worker thread only waits on a pipe (in C, without
+the GIL) and copies the samples.
+
+The child loads the same model with the same device, threads and precision as the parent's
+Synth (`Synth.source`, set by `load_synth`), so its notes are the parent's (to float rounding).
+
+Protocol (no pickle, nothing executed from the data): the parent writes one JSON line per
+request on the child's stdin, {"z": [[float]], "pitches": [int]}; the child answers on its
+stdout with one JSON line, {"n": N} followed by N x num_samples float32 samples (native
+byte order), or {"error": "..."} for a request it rejected (the parent raises ValueError).
+The child's first line is {"ready": true} once its model is loaded, or {"error": ...}.
+Anything else the child prints goes to stderr. End of stdin ends the child.
+
+    python -m engine.instrument.synthproc SPEC_JSON     # the child; SPEC = Synth.source
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+RENDER_NICENESS = 10  # renders (this child, or the in-process render thread): audio threads win a core
+
+
+class SynthProcessError(RuntimeError):
+    """The render process is gone or broke the protocol; render in-process instead."""
+
+
+class SynthProcess:
+    """Parent side. `ready` is set once the child has loaded its model; `generate` before
+    that (or after a failure) raises SynthProcessError. One caller at a time (a lock)."""
+
+    def __init__(self, source: dict, num_samples: int):
+        self.num_samples = int(num_samples)
+        self.ready = threading.Event()
+        self.error = ""
+        self._lock = threading.Lock()
+        self._proc = subprocess.Popen([sys.executable, "-m", "engine.instrument.synthproc", json.dumps(source)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        threading.Thread(target=self._wait_ready, name="gansynth-synthproc-start", daemon=True).start()
+
+    def _wait_ready(self) -> None:
+        try:
+            msg = self._read_header()
+        except SynthProcessError as e:
+            self.error = str(e)
+            return
+        if msg.get("ready") is True:
+            self.ready.set()
+        else:
+            self.error = f"render process could not start: {msg.get('error', msg)}"
+            log.warning("%s", self.error)
+            self.close()
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def _read_header(self) -> dict:
+        line = self._proc.stdout.readline()
+        if not line:
+            code = self._proc.poll()
+            raise SynthProcessError(f"render process exited (code {code})")
+        try:
+            return json.loads(line)
+        except ValueError:
+            raise SynthProcessError(f"render process sent {line[:80]!r}") from None
+
+    def generate(self, z, pitches) -> np.ndarray:
+        """float32 [n, num_samples], as Synth.generate."""
+        if not self.ready.is_set():
+            raise SynthProcessError(self.error or "render process not ready")
+        z = np.asarray(z, np.float32)
+        request = json.dumps({"z": z.reshape(len(z), -1).tolist(), "pitches": [int(p) for p in pitches]})
+        with self._lock:
+            try:
+                self._proc.stdin.write(request.encode() + b"\n")
+                msg = self._read_header()
+                if "error" in msg:
+                    raise ValueError(msg["error"])
+                n = int(msg["n"])
+                out = np.empty((n, self.num_samples), np.float32)
+                view = memoryview(out).cast("B")
+                got = 0
+                while got < view.nbytes:  # a pipe read returns at most what is buffered
+                    k = self._proc.stdout.readinto(view[got:])
+                    if not k:
+                        raise SynthProcessError("render process exited mid-note")
+                    got += k
+                return out
+            except (OSError, KeyError, TypeError) as e:
+                self.ready.clear()
+                code = self._proc.poll()
+                self.error = (f"render process exited (code {code})" if code is not None
+                              else f"render process failed: {type(e).__name__}: {e}")
+                raise SynthProcessError(self.error) from e
+            except SynthProcessError as e:
+                self.ready.clear()
+                self.error = str(e)
+                raise
+
+    def close(self, timeout: float = 5.0) -> None:
+        """End the child (end of stdin; killed if it does not exit within `timeout`)."""
+        self.ready.clear()
+        try:
+            self._proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc.stdout.close()
+
+
+def _serve(spec: dict, proto) -> int:
+    from engine.gansynth.synth import load_synth
+
+    try:
+        os.nice(RENDER_NICENESS)
+    except (AttributeError, OSError):
+        pass
+    try:
+        synth = load_synth(spec["path"], device=spec.get("device", "cpu"), threads=spec.get("threads"),
+                           precision=spec.get("precision", "fp32"), batch_size=spec.get("batch_size"))
+    except Exception as e:  # the parent reports it and renders in-process
+        proto.write((json.dumps({"error": f"{type(e).__name__}: {e}"}) + "\n").encode())
+        proto.flush()
+        return 1
+    proto.write(b'{"ready": true}\n')
+    proto.flush()
+    for line in sys.stdin.buffer:
+        try:
+            req = json.loads(line)
+            waves = synth.generate(np.asarray(req["z"], np.float32), np.asarray(req["pitches"], np.int64))
+        except (ValueError, KeyError, TypeError) as e:
+            proto.write((json.dumps({"error": str(e)}) + "\n").encode())
+            proto.flush()
+            continue
+        waves = np.ascontiguousarray(waves, np.float32)
+        proto.write((json.dumps({"n": int(waves.shape[0])}) + "\n").encode())
+        proto.write(memoryview(waves).cast("B"))
+        proto.flush()
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the parent; its end of stdin ends us
+    proto = os.fdopen(os.dup(1), "wb")  # the protocol's own copy of stdout ...
+    os.dup2(2, 1)                       # ... so stray prints land on stderr
+    return _serve(json.loads(argv[0]), proto)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -2,7 +2,7 @@
 
 Panels only emit signals; the window turns them into engine calls:
 `SoundControls.paramChanged(name, value)` uses the engine's parameter names
-(`engine.instrument.instrument.PARAMS`).
+(`engine.instrument.params.PARAMS`).
 """
 from __future__ import annotations
 

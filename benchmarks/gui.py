@@ -83,7 +83,8 @@ def main(argv=None) -> int:
     from PySide6.QtWidgets import QApplication
 
     from app import theme
-    from app.main import make_settings, open_instrument
+    from app.actions import open_instrument
+    from app.main import make_settings
     from app.window import MainWindow
     from engine.gansynth.modelfile import is_model_dir
     from engine.util import resources

@@ -39,7 +39,8 @@ def model_dir(tiny_model_dir):
 
 def open_window(qtbot, qapp, settings_path, model_dir, audio_out=""):
     from app import theme
-    from app.main import make_settings, open_instrument
+    from app.actions import open_instrument
+    from app.main import make_settings
     from app.window import MainWindow
 
     theme.apply_theme(qapp)
@@ -88,7 +89,8 @@ def test_window_opens_with_model(window, model_dir):
 
 def test_corrupt_model_is_reported_and_the_window_stays(qtbot, qapp, tmp_path):
     from app import theme
-    from app.main import make_settings, open_instrument
+    from app.actions import open_instrument
+    from app.main import make_settings
     from app.window import MainWindow
 
     bad = tmp_path / "broken_model"

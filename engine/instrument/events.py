@@ -10,7 +10,7 @@ the start of its next block. Values use MIDI ranges unless stated otherwise.
     PitchBend(8191)            # -8192..8191, 0 = centre
     PadMove(0.25, 0.75)        # pad position, x and y in 0..1
     Panic()                    # All Notes Off + All Sound Off + reset controllers
-    SetParam("attack_s", 0.5)  # an instrument setting, see engine.instrument.instrument.PARAMS
+    SetParam("attack_s", 0.5)  # an instrument setting, see engine.instrument.params.PARAMS
 """
 from __future__ import annotations
 

@@ -7,7 +7,7 @@
       "corners": [ {"name": "Bell", "colour": "#e4572e", "latent": [256 numbers]}, ... x4 ],
       "pad": {"x": 0.5, "y": 0.5},
       "interpolation": "nsynth", "spherical": false, "pad_grid": 32,
-      "settings": {"attack_s": 0.005, "release_s": 0.3, ...}    # see engine.instrument.instrument.PARAMS
+      "settings": {"attack_s": 0.005, "release_s": 0.3, ...}    # see engine.instrument.params.PARAMS
     }
 
 `load_preset` validates everything where it enters and raises `PresetError` naming
@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.gansynth.spectral import midi_to_hz
+from engine.instrument.params import PARAMS, TIMBRE_PARAMS, check_param
 from engine.instrument.timbre import DEFAULT_COLOURS, MODES, Corner, TimbreState
 from engine.util.fileio import atomic_write_text
 
@@ -84,8 +85,6 @@ def load_preset(path, latent_size: int | None = None) -> Preset:
 
 
 def preset_from_dict(data, source: str, latent_size: int | None = None) -> Preset:
-    from engine.instrument.instrument import PARAMS, TIMBRE_PARAMS, check_param
-
     def fail(msg):
         raise PresetError(f"{source}: {msg}")
 

@@ -23,7 +23,7 @@ from engine import ModelFileError, load_synth
 from engine.commands.cli import main as cli_main
 from engine.gansynth.config import ModelConfig
 from engine.gansynth.magenta.convert import (MagentaError, MagentaImportWarning, StagedGenerator, compute_progress,
-                            discriminator_state_dict, fit_fmap, load_magenta)
+                                             discriminator_state_dict, fit_fmap, load_magenta)
 from engine.gansynth.magenta.tfcheckpoint import CheckpointReader
 from engine.gansynth.model import Discriminator
 

@@ -8,7 +8,7 @@ import pytest
 from mido.ports import BaseInput
 
 from engine.devices.midi_input import (VIRTUAL_PORT_NAME, MidiInput, MidiUnavailable, match_port,
-                               message_to_event, open_backend)
+                                       message_to_event, open_backend)
 from engine.instrument.events import ControlChange, NoteOff, NoteOn, PitchBend
 
 

@@ -6,7 +6,7 @@ import torch
 
 from engine.gansynth.config import PRESETS, ModelConfig
 from engine.gansynth.model import (Discriminator, EqConv2d, Generator, blocks_for_progress, ema_update, generator_alpha,
-                          make_ema, minibatch_stddev, pixel_norm, upsample_conv3x3)
+                                   make_ema, minibatch_stddev, pixel_norm, upsample_conv3x3)
 
 
 def count(m):

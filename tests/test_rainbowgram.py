@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from engine.gansynth.rainbowgram import (C1_HZ, cqt, cqt_frequencies, instantaneous_frequency, rainbowgram,
-                                read_png_rgb, save_png)
+                                         read_png_rgb, save_png)
 
 SR = 16000
 HOP = 256

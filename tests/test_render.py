@@ -15,8 +15,8 @@ from engine.gansynth.synth import load_synth
 from engine.instrument.timbre import slerp_rows
 from engine.songs.midifile import MidiFileError, read_midi
 from engine.songs.render import (RenderCancelled, RenderError, RenderSettings, instrument_schedule,
-                           latents_for_keys, note_latent_keys, render_for_app, render_midi_file,
-                           render_notes)
+                                 latents_for_keys, note_latent_keys, render_for_app, render_midi_file,
+                                 render_notes)
 
 ROOT = Path(__file__).resolve().parent.parent
 ARPEGGIO = ROOT / "resources" / "midi" / "arpeggio.mid"

@@ -11,9 +11,10 @@ import pytest
 import soundfile as sf
 
 from engine.commands.cli import main as cli_main
+from engine.commands.export_sfz import parse_pitches
 from engine.gansynth.synth import load_synth
 from engine.songs.sfz import (ExportCancelled, SfzError, bake_crossfade, export_for_app, export_sfz, find_loop,
-                        key_ranges, parse_pitches, velocity_bounds)
+                              key_ranges, velocity_bounds)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import torch
 
 from engine.gansynth.config import SpectralConfig
 from engine.gansynth.spectral import (SpecgramsHelper, frame_waves, hertz_to_mel, linear_to_mel_matrix,
-                             mel_to_hertz, mel_to_linear_matrix, overlap_add, phase_to_if)
+                                      mel_to_hertz, mel_to_linear_matrix, overlap_add, phase_to_if)
 
 SR = 16000
 H = SpectralConfig()

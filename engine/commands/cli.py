@@ -14,15 +14,15 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "gui": ("app.main", "open the instrument window (the default)"),
     "generate": ("engine.commands.generate", "write WAVs of random instruments"),
-    "import-magenta": ("engine.gansynth.magenta.convert", "convert a Magenta GANSynth checkpoint to model files"),
-    "download": ("engine.gansynth.magenta.download", "download and import an official GANSynth checkpoint"),
+    "import-magenta": ("engine.commands.import_magenta", "convert a Magenta GANSynth checkpoint to model files"),
+    "download": ("engine.commands.download", "download and import an official GANSynth checkpoint"),
     "make-dataset": ("engine.training.soundfont", "render an NSynth-format dataset from a SoundFont"),
     "train": ("engine.training.train", "train a GANSynth model"),
     "eval": ("engine.training.evaluate", "evaluate a model against real notes"),
     "play": ("engine.commands.play", "run the instrument headless (audio + MIDI)"),
     "devices": ("engine.commands.devices", "list audio outputs and MIDI inputs"),
-    "render": ("engine.songs.render", "render a MIDI file with morphing instruments"),
-    "export-sfz": ("engine.songs.sfz", "export an instrument as an SFZ sampler patch"),
+    "render": ("engine.commands.render", "render a MIDI file with morphing instruments"),
+    "export-sfz": ("engine.commands.export_sfz", "export an instrument as an SFZ sampler patch"),
 }
 
 

@@ -21,7 +21,6 @@ import math
 import os
 import re
 import shutil
-import sys
 import tempfile
 import warnings
 import zipfile
@@ -511,12 +510,6 @@ def load_magenta(path, prefer_ema: bool = True) -> tuple[Generator, SpectralConf
     return generator.eval(), spectral, meta
 
 
-def add_arguments(p) -> None:
-    p.add_argument("src", help="Magenta GANSynth checkpoint directory (with experiment.json) or its .zip")
-    p.add_argument("-o", "--out", required=True, help="model directory to write")
-    p.add_argument("--raw", action="store_true", help="use the raw generator weights instead of the EMA shadows")
-
-
 def import_checkpoint(src, out, prefer_ema: bool = True) -> tuple[Path, dict]:
     """Convert once into our model files; refuses checkpoints short of the final stage."""
     generator, spectral, meta = load_magenta(src, prefer_ema=prefer_ema)
@@ -527,18 +520,3 @@ def import_checkpoint(src, out, prefer_ema: bool = True) -> tuple[Path, dict]:
     provenance = {k: meta[k] for k in ("source", "path", "checkpoint", "global_step", "weights", "zip_sha256",
                                        "representation") if k in meta}
     return save_model_dir(out, generator, spectral, provenance), meta
-
-
-def run(args) -> int:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", MagentaImportWarning)  # printed below from meta
-            out, meta = import_checkpoint(args.src, args.out, prefer_ema=not args.raw)
-    except ModelFileError as e:
-        print(f"gansynth import-magenta: {e}", file=sys.stderr)
-        return 1
-    for message in meta.get("warnings", []):
-        print(f"warning: {message}", file=sys.stderr)
-    print(f"wrote {out} ({meta['weights']} weights, {meta['representation']}, "
-          f"global_step {meta.get('global_step', '?')})")
-    return 0

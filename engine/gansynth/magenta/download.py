@@ -1,12 +1,10 @@
-"""`gansynth download`: fetch an official GANSynth checkpoint zip and import it.
-
-    gansynth download acoustic_only -o models/acoustic_only
+"""Fetch an official GANSynth checkpoint zip, resumably, and verify it.
 
 The zip goes to `<cache>/downloads/<name>.zip.part` first. A dropped connection
 keeps the part file and the next run resumes it with an HTTP Range request; a
 finished download is verified (every zip member's CRC) and a corrupt one is
-deleted. The verified zip is converted with `engine.gansynth.magenta.convert` into our model
-files, then removed unless `--keep-zip`.
+deleted. `gansynth download` (engine/commands/download.py) then converts it with
+`engine.gansynth.magenta.convert` into our model files.
 """
 from __future__ import annotations
 
@@ -122,43 +120,3 @@ def verify_zip(path, remove_if_bad: bool = False) -> None:
             path.unlink(missing_ok=True)
             problem += "; the corrupt download was deleted, run the command again"
         raise DownloadError(f"{path}: {problem}")
-
-
-def add_arguments(p) -> None:
-    p.add_argument("name", choices=MODELS, help="which official checkpoint")
-    p.add_argument("-o", "--out", default=None,
-                   help="model directory to write (default: <data dir>/models/NAME)")
-    p.add_argument("--base-url", default=DEFAULT_BASE_URL, help=f"where the zips live (default {DEFAULT_BASE_URL})")
-    p.add_argument("--keep-zip", action="store_true", help="keep the downloaded zip in the cache")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def run(args) -> int:
-    import shutil
-    import warnings
-
-    from engine.gansynth.magenta.convert import MagentaImportWarning, cache_root, extraction_dir, import_checkpoint
-    from engine.gansynth.modelfile import ModelFileError
-
-    out = Path(args.out) if args.out else data_root() / "models" / args.name
-    url = model_url(args.name, args.base_url)
-    zip_path = cache_root() / "downloads" / f"{args.name}.zip"
-    try:
-        if not zip_path.exists():
-            print(f"downloading {url}", file=sys.stderr)
-            fetch(url, zip_path, progress=not args.no_progress)
-        else:
-            verify_zip(zip_path, remove_if_bad=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", MagentaImportWarning)  # printed below from meta
-            model_dir, meta = import_checkpoint(zip_path, out)
-    except (DownloadError, ModelFileError) as e:
-        print(f"gansynth download: {e}", file=sys.stderr)
-        return 1
-    for message in meta.get("warnings", []):
-        print(f"warning: {message}", file=sys.stderr)
-    if not args.keep_zip:
-        zip_path.unlink(missing_ok=True)
-        shutil.rmtree(extraction_dir(meta["zip_sha256"]), ignore_errors=True)
-    print(f"wrote {model_dir}")
-    return 0

@@ -41,6 +41,7 @@ from engine.gansynth.config import SpectralConfig, from_dict, to_dict
 from engine.gansynth.latentprior import LatentPrior
 from engine.gansynth.model import Discriminator, Generator, blocks_for_progress, ema_update, make_ema
 from engine.gansynth.modelfile import save_model_dir
+from engine.gansynth.reconstruction import resynthesis_l1, spectral_l1, spectral_weights
 from engine.gansynth.spectral import SpecgramsHelper
 from engine.training import checkpoint as ckpt
 from engine.training.batches import TrainData, load_train_data  # noqa: F401 (re-exported)
@@ -147,20 +148,13 @@ class Trainer:
         z = z + cfg.glo_latent_noise * self.latent_radius / math.sqrt(m.latent_size) * noise
         with self._autocast():
             fake = self.G(z, self._labels(idx), progress)
-        diff = (fake.float() - real).abs()  # [B, 2, t, f]: logmag, IF
-        # energy 0 (silence, -0.8 after normalization) .. 1 (loudest): harmonics are a few bins among
-        # many quiet ones, and the IF of a near-silent bin is noise not worth fitting.
-        energy = ((real[:, :1] + 0.8) / 1.6).clamp(0.0, 1.0)
-        w_mag = 1.0 + cfg.glo_energy_weight * energy
-        w_if = (2.0 * energy).clamp(max=1.0) if cfg.glo_if_gate else torch.ones_like(energy)
-        w_if = w_if * (1.0 + cfg.glo_if_energy_weight * energy)
-        err = torch.stack([(w_mag * diff[:, :1]).mean(), (w_if * diff[:, 1:]).mean()])
+        # engine.gansynth.reconstruction: energy-weighted L1, IF gate, resynthesis loss
+        w_mag, w_if = spectral_weights(real, cfg.glo_energy_weight, cfg.glo_if_gate, cfg.glo_if_energy_weight)
+        err = spectral_l1(fake.float(), real, w_mag, w_if)  # [2]: logmag, IF
         loss = err[0] + cfg.glo_if_weight * err[1]
         stats = {}
         if seg.audio_weight and tuple(shape) == tuple(m.output_shape):
-            helper = self._spectral_helper()
-            audio = helper.waves_to_specgrams(helper.specgrams_to_waves(fake.float()))[:, :1]
-            err_audio = (w_mag * (audio - real[:, :1]).abs()).mean()
+            err_audio = resynthesis_l1(fake.float(), real, self._spectral_helper(), w_mag)
             loss = loss + seg.audio_weight * err_audio
             stats["glo/l1_audio"] = err_audio.item()
         for o in ("g_glo", "latents"):

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "devices": ("engine.commands.devices", "list audio outputs and MIDI inputs"),
     "render": ("engine.commands.render", "render a MIDI file with morphing instruments"),
     "export-sfz": ("engine.commands.export_sfz", "export an instrument as an SFZ sampler patch"),
+    "import-sound": ("engine.commands.import_sound", "make an instrument from recorded notes (a preset)"),
 }
 
 

@@ -74,6 +74,11 @@ class PitchTracker:
         self.min_bin = int(np.floor((hz_to_cents(fmin_hz) - _CENTS_BIN0) / _CENTS_PER_BIN))
         self.max_bin = int(np.ceil((hz_to_cents(fmax_hz) - _CENTS_BIN0) / _CENTS_PER_BIN))
 
+    @property
+    def frame_count(self) -> int:
+        """Frames each note is tracked over (start_s..end_s every hop_length samples)."""
+        return len(range(int(self.start_s * _CREPE_SR), int(self.end_s * _CREPE_SR) + 1, self.hop_length))
+
     def _frames(self, waves: torch.Tensor) -> torch.Tensor:
         """[N, samples] -> [N, frames, 1024], centred frames over start_s..end_s, each mean 0 / std 1."""
         centres = np.arange(int(self.start_s * _CREPE_SR), int(self.end_s * _CREPE_SR) + 1, self.hop_length)

@@ -40,6 +40,14 @@ def midi_to_hz(pitch):
     return 440.0 * 2.0 ** ((np.asarray(pitch, np.float64) - 69.0) / 12.0)
 
 
+_PITCH_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+
+
+def pitch_name(pitch: int) -> str:
+    """60 -> 'C4', 61 -> 'C#4' (MIDI pitch, middle C = C4)."""
+    return f"{_PITCH_NAMES[pitch % 12]}{pitch // 12 - 1}"
+
+
 def mel_to_hertz(mel):
     return _MEL_BREAK_HZ * (np.exp(np.asarray(mel, np.float64) / _MEL_HIGH_Q) - 1.0)
 

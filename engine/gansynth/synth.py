@@ -95,6 +95,11 @@ class Synth:
     def pitch_range(self) -> tuple[int, int]:
         return (self.config.lowest_pitch, self.config.highest_pitch)
 
+    @property
+    def latent_prior(self) -> LatentPrior | None:
+        """The model file's latent prior (its learned voices), or None (z ~ N(0, I))."""
+        return self._prior
+
     def random_latents(self, n: int, seed: int | None = None) -> np.ndarray:
         """float32 [n, latent_size]; the same seed gives the same instruments.
 

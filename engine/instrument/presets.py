@@ -194,6 +194,14 @@ def describe_note(wave: np.ndarray, sample_rate: int, pitch: int = 60) -> str:
     return f"{colour} {body}"
 
 
+def instrument_preset(latent, name: str, settings: dict | None = None) -> Preset:
+    """One instrument saved as a preset: its latent on all four corners, so it plays wherever
+    the pad is (`render --preset`, the window's Load preset, `export-sfz --preset`)."""
+    name = name.strip() or "Instrument"
+    corners = tuple(Corner(name, latent, DEFAULT_COLOURS[i]) for i in range(4))
+    return Preset(TimbreState(corners), dict(settings or {}), name)
+
+
 _NOUNS = {"Pluck": ("Pluck", "Harp", "Mallet", "Kalimba"), "Bell": ("Bell", "Chime", "Glass", "Gong"),
           "Pad": ("Pad", "Drone", "Choir", "Strings")}
 

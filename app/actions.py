@@ -44,7 +44,12 @@ class FileActions:
     """Holds no state of its own beyond the window; one method per user action."""
 
     def __init__(self, window):
+        from engine.gansynth.latentfit import FitSettings
+
         self.w = window
+        self.fit_settings = FitSettings()   # sound import (tests make it cheaper)
+        self._import_job = None
+        self._trackers = []                 # the CREPE tracker, made by the first import
 
     @property
     def settings(self):
@@ -233,6 +238,42 @@ class FileActions:
         inst = self.w.session.instrument
         return self.run_job("Exporting SFZ", sfz.export_for_app, inst.synth, inst.timbre, out_dir,
                             pitches=pitches, cancellable=True)
+
+    # -- sound import (issue 17) ---------------------------------------------------------------
+    def import_sounds(self, paths, corner: int | None = None):
+        """Fit an instrument to dropped audio files (one note each, one instrument) in a worker,
+        with progress and Cancel; it arrives in the palette named after the first file (and on
+        `corner` when dropped there). Files that cannot be used are named with the reason."""
+        paths = [str(p) for p in paths]
+        if not paths or self.w.session is None:
+            return None
+        if self._import_job is not None and not self._import_job.finished_event.is_set():
+            self.w.notify("A sound import is running: wait for it or cancel it", error=False)
+            return None
+        synth = self.w.session.instrument.synth
+        settings, trackers = self.fit_settings, self._trackers
+
+        def work(progress, cancel):
+            from engine.gansynth.noteaudio import pitch_tracker
+            from engine.gansynth.soundimport import import_sound
+
+            if not trackers:   # CREPE's weights load once (~1 s), in the worker
+                trackers.append(pitch_tracker())
+            return import_sound(synth, paths, settings=settings, tracker=trackers[0], verify_pitch=False,
+                                progress=lambda done, total: progress(done / max(total, 1)), cancel=cancel)
+
+        def arrived(result):
+            if result.problems:
+                self.w.notify("Left out " + "; ".join(result.problems))
+            if self.w.session.instrument.synth is not synth:
+                self.w.notify(f"{result.name}: the model changed while it was fitted; import it again")
+                return
+            self.w.instrument_arrived(result.name, result.latent, ", ".join(Path(p).name for p in paths),
+                                      corner)
+
+        names = ", ".join(Path(p).name for p in paths[:3]) + (" …" if len(paths) > 3 else "")
+        self._import_job = self.run_job(f"Importing {names}", work, cancellable=True, on_done=arrived)
+        return self._import_job
 
     def show_shortcuts(self) -> None:
         box = QMessageBox(self.w)

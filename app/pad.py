@@ -20,11 +20,20 @@ MIME_INSTRUMENT = "application/x-gansynth-instrument"
 CORNER_XY = tuple((float(x), float(y)) for x, y in CORNER_POSITIONS)
 
 
+def dropped_files(mime) -> list[str]:
+    """Local file paths a drag carries (from a file manager); [] for anything else."""
+    if not mime.hasUrls():
+        return []
+    return [url.toLocalFile() for url in mime.urls() if url.isLocalFile() and url.toLocalFile()]
+
+
 class TimbrePad(QWidget):
-    """Emits `moved(x, y)` while dragged and `cornerDropped(corner, payload)` on a drop."""
+    """Emits `moved(x, y)` while dragged, `cornerDropped(corner, payload)` when a palette
+    instrument is dropped and `filesDropped(corner, paths)` when files are (sound import)."""
 
     moved = Signal(float, float)
     cornerDropped = Signal(int, bytes)
+    filesDropped = Signal(int, list)
 
     MARGIN = 34  # pixels around the square for the corner labels
 
@@ -37,7 +46,8 @@ class TimbrePad(QWidget):
         self.setAcceptDrops(True)
         self.setFocusPolicy(Qt.ClickFocus)
         self.setToolTip("Drag to morph between the four corner instruments.\n"
-                        "Drop an instrument from the palette on a corner to assign it.")
+                        "Drop an instrument from the palette on a corner to assign it,\n"
+                        "or an audio file (a recorded note) to make an instrument of it there.")
         self._pos = (0.5, 0.5)
         self._names = ["—"] * 4
         self._colours = [QColor(c) for c in theme.CORNER_COLORS]
@@ -147,12 +157,16 @@ class TimbrePad(QWidget):
         x, y = self._to_pad(point)
         return int(np.argmin([np.hypot(x - cx, y - cy) for cx, cy in CORNER_XY]))
 
+    @staticmethod
+    def _wanted(mime) -> bool:
+        return mime.hasFormat(MIME_INSTRUMENT) or bool(dropped_files(mime))
+
     def dragEnterEvent(self, event):
-        if event.mimeData().hasFormat(MIME_INSTRUMENT):
+        if self._wanted(event.mimeData()):
             event.acceptProposedAction()
 
     def dragMoveEvent(self, event):
-        if event.mimeData().hasFormat(MIME_INSTRUMENT):
+        if self._wanted(event.mimeData()):
             self._drop_corner = self._corner_at(event.position())
             self.update()
             event.acceptProposedAction()
@@ -165,9 +179,12 @@ class TimbrePad(QWidget):
         corner = self._corner_at(event.position())
         self._drop_corner = -1
         self.update()
-        payload = bytes(event.mimeData().data(MIME_INSTRUMENT))
+        mime = event.mimeData()
         event.acceptProposedAction()
-        self.cornerDropped.emit(corner, payload)
+        if mime.hasFormat(MIME_INSTRUMENT):
+            self.cornerDropped.emit(corner, bytes(mime.data(MIME_INSTRUMENT)))
+        elif dropped_files(mime):
+            self.filesDropped.emit(corner, dropped_files(mime))
 
     # -- painting -------------------------------------------------------------------------------
     def resizeEvent(self, event):

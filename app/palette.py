@@ -1,9 +1,10 @@
 """Instrument palette: random seeded instruments to preview, rename and put on pad corners.
 
-Each entry is a `PaletteEntry` (name, seed, index, latent). Entries are dragged
-onto a pad corner (payload: the row number as ASCII) or assigned by the context
-menu / the A-D buttons. Preview and preset file work are signalled to the window,
-which runs them off the GUI thread.
+Each entry is a `PaletteEntry` (name, seed, index, latent; `source` for an instrument
+imported from a sound). Entries are dragged onto a pad corner (payload: the row number
+as ASCII) or assigned by the context menu / the A-D buttons. Audio files dropped on the
+palette are signalled (`filesDropped`) for sound import; the instrument comes back as
+`add_entry`. Preview, import and preset file work run off the GUI thread (the window's).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QGridLayout, QHBoxLayout, QLab
 
 from app import theme
 from app.keyboard import note_name
-from app.pad import MIME_INSTRUMENT
+from app.pad import MIME_INSTRUMENT, dropped_files
 
 ADJECTIVES = ("Amber", "Velvet", "Glass", "Dusty", "Bright", "Hollow", "Warm", "Silver", "Crystal",
               "Smoky", "Twilight", "Copper", "Soft", "Brassy", "Icy", "Golden", "Woody", "Misty")
@@ -37,6 +38,7 @@ class PaletteEntry:
     seed: int
     index: int
     latent: np.ndarray  # float32 [latent_size]
+    source: str = ""    # the sound file(s) an imported instrument was fitted to
 
 
 def _swatch(latent: np.ndarray) -> QIcon:
@@ -69,9 +71,11 @@ class InstrumentList(QListWidget):
 
 
 class PaletteWidget(QWidget):
-    """Signals: `assign(corner, entry)`, `preview(entry, pitch)`, `savePreset()`, `loadPreset()`."""
+    """Signals: `assign(corner, entry)`, `preview(entry, pitch)`, `savePreset()`, `loadPreset()`,
+    `filesDropped(paths)` (audio files to import)."""
 
     assign = Signal(int, object)
+    filesDropped = Signal(list)
     preview = Signal(object, int)
     savePreset = Signal()
     loadPreset = Signal()
@@ -98,6 +102,7 @@ class PaletteWidget(QWidget):
         self.save_button = QPushButton("Save preset…")
         self.load_button = QPushButton("Load preset…")
         self._layout()
+        self.setAcceptDrops(True)   # files over the list land here (the list only drags out)
         self.generate_button.clicked.connect(self.generate)
         self.preview_button.clicked.connect(self._preview_selected)
         self.list.itemDoubleClicked.connect(lambda _item: None)  # double click edits the name
@@ -136,14 +141,31 @@ class PaletteWidget(QWidget):
         lay.addLayout(corners)
         lay.addLayout(files)
 
+    # -- audio files dropped here ---------------------------------------------------------------
+    def dragEnterEvent(self, event):
+        if dropped_files(event.mimeData()):
+            event.acceptProposedAction()
+
+    def dragMoveEvent(self, event):
+        if dropped_files(event.mimeData()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event):
+        paths = dropped_files(event.mimeData())
+        if paths:
+            event.acceptProposedAction()
+            self.filesDropped.emit(paths)
+
     # -- entries --------------------------------------------------------------------------------
     def generate(self) -> None:
-        """Replace the list with `count` instruments drawn from `seed`."""
+        """Replace the list with `count` instruments drawn from `seed` (imported instruments
+        of the same latent size stay, first)."""
         if self.latent_fn is None:
             return
         n, seed = self.count.value(), self.seed.value()
         latents = np.asarray(self.latent_fn(n, seed), np.float32)
         entries, seen = [], {}
+        entries += [e for e in self.entries if e.source and e.latent.shape == latents.shape[1:]]
         for i in range(n):
             name = instrument_name(seed, i)
             seen[name] = seen.get(name, 0) + 1
@@ -159,11 +181,17 @@ class PaletteWidget(QWidget):
         for e in self.entries:
             item = QListWidgetItem(_swatch(e.latent), e.name)
             item.setFlags(item.flags() | Qt.ItemIsEditable | Qt.ItemIsDragEnabled)
-            item.setToolTip(f"seed {e.seed}, #{e.index} — drag onto a pad corner; double-click to rename")
+            where = f"from {e.source}" if e.source else f"seed {e.seed}, #{e.index}"
+            item.setToolTip(f"{where} — drag onto a pad corner; double-click to rename")
             self.list.addItem(item)
         self.list.blockSignals(False)
         if self.entries:
             self.list.setCurrentRow(0)
+
+    def add_entry(self, entry: PaletteEntry) -> int:
+        """Put an (imported) instrument at the top of the list and select it; its row."""
+        self.set_entries([entry] + self.entries)
+        return 0
 
     def entry_at(self, row: int) -> PaletteEntry | None:
         return self.entries[row] if 0 <= row < len(self.entries) else None

@@ -183,6 +183,8 @@ class MainWindow(QMainWindow):
         self.model_changed(inst.synth, getattr(session, "model_name", ""))
         self.pad.moved.connect(self.on_pad)
         self.pad.cornerDropped.connect(self.on_corner_drop)
+        self.pad.filesDropped.connect(lambda corner, paths: self.actions_.import_sounds(paths, corner))
+        self.palette.filesDropped.connect(self.actions_.import_sounds)
         self.palette.assign.connect(self.assign_corner)
         self.palette.preview.connect(self.actions_.preview)
         self.palette.savePreset.connect(self.actions_.save_preset)
@@ -265,6 +267,15 @@ class MainWindow(QMainWindow):
     def on_corner_drop(self, corner: int, payload: bytes) -> None:
         entry = self.palette.entry_from_payload(payload)
         if entry is not None:
+            self.assign_corner(corner, entry)
+
+    def instrument_arrived(self, name: str, latent, source: str, corner: int | None = None) -> None:
+        """An imported instrument: first in the palette, and on `corner` when it was dropped there."""
+        from app.palette import PaletteEntry
+
+        entry = PaletteEntry(name, -1, 0, np.asarray(latent, np.float32), source=source)
+        self.palette.add_entry(entry)
+        if corner is not None:
             self.assign_corner(corner, entry)
 
     def panic(self) -> None:

@@ -449,3 +449,64 @@ def test_screenshot_under_xvfb(xvfb, tmp_path, model_dir):
     pixels = pixels[:, : 3 * ptr.width()].reshape(ptr.height(), ptr.width(), 3).astype(np.float32)
     assert pixels.std() > 20.0                                  # not a blank screen
     assert len(np.unique(pixels[::8, ::8].reshape(-1, 3), axis=0)) > 50   # many colours
+
+
+def _drop_files(widget, point, paths):
+    from PySide6.QtCore import QMimeData, QUrl
+    from PySide6.QtGui import QDragEnterEvent, QDropEvent
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    enter = QDragEnterEvent(point.toPoint(), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+    QApplication.sendEvent(widget, enter)
+    assert enter.isAccepted()
+    QApplication.sendEvent(widget, QDropEvent(point, Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier))
+
+
+def test_drop_a_sound_on_a_corner_makes_a_playable_instrument(qtbot, window, tmp_path):
+    from PySide6.QtCore import QPointF
+
+    from engine.gansynth.latentfit import FitSettings
+    from tests.test_import_sound import tone, write
+
+    window.actions_.fit_settings = FitSettings(steps=2, starts=1, start_steps=0, prior_draws=0)
+    wav = write(tmp_path / "glass_a3.wav", tone(220.0))
+    junk = tmp_path / "readme.txt"
+    junk.write_text("not a sound")
+    sq = window.pad._square()
+    _drop_files(window.pad, QPointF(sq.left() + 10, sq.top() + 10), [wav, junk])   # corner C: top-left
+    job = window.actions_._import_job
+    assert job is not None and window.progress.isVisible() and window.cancel_button.isVisible()
+    window.on_note_on(60, 100)                      # the instrument keeps playing meanwhile
+    qtbot.waitUntil(job.finished_event.is_set, timeout=READY_MS)
+    qtbot.waitUntil(lambda: not window.progress.isVisible(), timeout=5000)   # delivered to the window
+    window.session.note_off(60)
+    timbre = window.session.instrument.timbre
+    assert timbre.names[2] == "glass a3" and window.pad.names()[2] == "glass a3"
+    entry = window.palette.entries[0]
+    assert entry.source == "glass_a3.wav, readme.txt" and entry.name == "glass a3"
+    np.testing.assert_array_equal(timbre.corners[2].latent, entry.latent)
+    assert f"{junk}: not an audio file" in window.banner.text()
+    window.pad.set_position(0.0, 1.0, emit=True)     # morph onto it: it renders and plays
+    wait_rendered(qtbot, window, 60)
+
+
+def test_drop_sounds_on_the_palette_then_cancel_or_fail(qtbot, window, tmp_path):
+    from PySide6.QtCore import QPointF
+
+    from tests.test_import_sound import tone, write
+
+    wav = write(tmp_path / "slow.wav", tone(220.0))
+    before = len(window.palette.entries)
+    centre = QPointF(window.palette.width() / 2, window.palette.height() / 2)
+    _drop_files(window.palette, centre, [wav])
+    job = window.actions_._import_job
+    window.cancel_button.click()
+    qtbot.waitUntil(job.finished_event.is_set, timeout=READY_MS)
+    qtbot.waitUntil(lambda: "cancelled" in window.statusBar().currentMessage(), timeout=5000)
+    assert len(window.palette.entries) == before
+    silent = write(tmp_path / "silent.wav", np.zeros(16000, np.float32))
+    _drop_files(window.palette, centre, [silent])
+    qtbot.waitUntil(window.actions_._import_job.finished_event.is_set, timeout=READY_MS)
+    qtbot.waitUntil(lambda: f"{silent}: silent" in window.banner.text(), timeout=5000)
+    assert len(window.palette.entries) == before and window.session.instrument.stats()["audio_errors"] == 0

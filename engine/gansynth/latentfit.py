@@ -102,17 +102,17 @@ def candidates(synth, draws: int, seed: int) -> tuple[np.ndarray, list[str], flo
     if prior is not None and prior.centers is not None:
         rows.append(np.asarray(prior.centers, np.float32))
         names += [f"learned voice {i}" for i in range(len(prior.centers))]
-    drawn = prior.sample(draws, rng) if prior is not None else \
-        rng.standard_normal((draws, synth.latent_size)).astype(np.float32)
-    rows.append(drawn)
-    names += [f"prior draw {i}" for i in range(draws)]
+    if draws:
+        rows.append(prior.sample(draws, rng) if prior is not None else
+                    rng.standard_normal((draws, synth.latent_size)).astype(np.float32))
+        names += [f"prior draw {i}" for i in range(draws)]
+    if not rows:   # no learned voices and no draws: one draw all the same
+        rows, names = [synth.random_latents(1, seed)], ["prior draw 0"]
     z = np.concatenate(rows)
     if prior is not None and prior.radius > 0:
         radius = float(prior.radius)
     else:
-        radius = float(np.median(np.linalg.norm(z, axis=1))) if len(z) else float(np.sqrt(synth.latent_size))
-    if len(z) == 0:   # no learned voices and no draws: one Gaussian draw
-        z, names = rng.standard_normal((1, synth.latent_size)).astype(np.float32), ["prior draw 0"]
+        radius = float(np.median(np.linalg.norm(z, axis=1)))
     z = z * (radius / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12))
     return z.astype(np.float32), names, radius
 

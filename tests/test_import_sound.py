@@ -69,6 +69,16 @@ def test_a_note_is_cut_at_its_onset_to_the_model_length(tmp_path):
     assert note.notices == () and note.channels == 1
 
 
+@pytest.mark.parametrize("suffix, options", [(".flac", {}), (".ogg", {"subtype": "VORBIS"}), (".aiff", {}),
+                                             (".mp3", {"format": "MP3", "subtype": "MPEG_LAYER_III"})])
+def test_common_formats_are_read(tmp_path, suffix, options):
+    path = tmp_path / f"note{suffix}"
+    sf.write(path, tone(220.0, rate=44100), 44100, **options)
+    note = read(path)
+    assert note.source_rate == 44100 and np.max(np.abs(note.wave)) > 0.3
+    assert 0.0 <= note.onset_s < 0.08     # lossy codecs may pad the start a little
+
+
 @pytest.mark.parametrize("make, fault", [
     (lambda p: p.write_text("not audio at all"), "not an audio file"),
     (lambda p: None, "no such file"),

@@ -1,0 +1,233 @@
+"""Sound import: how long a fit takes, and (with a SoundFont) how close it gets.
+
+    python -m benchmarks.import_sound [--model PATH] [--paper] [--repeat 3]
+    python -m benchmarks.import_sound --soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2 \\
+        --programs 6,12,21,22,25,41,46,57,60,64,68,70,74 --pitches 48,60,72 --out /tmp/import17
+
+Time (one torch thread): `fit_latent` alone and the whole `import_sound` (read, CREPE full,
+fit, report) for a note the bundled model made from a blend of two learned voices; with
+--paper, the fit alone with a paper-size generator (random weights: only the time means
+something), skipped when one step says it would take longer than --max-seconds.
+
+Quality (--soundfont): each program's note at each pitch is rendered (FluidSynth) and
+imported at its own pitch. Per note: the log-spectral distance of the fitted note to the
+original against the original's own mel-IF round trip (the target: at most 1.5x), HNR, and
+CREPE's pitch of the fitted note (target: within 50 cents). Per program (the latent fitted
+at the middle pitch): across the keyboard (--keyboard pitches) the fitted latent's note is
+compared with every program's real note at that pitch; "stays one instrument" counts the
+pitches where its own program is the nearest. Rainbowgrams (original | round trip | fit, and
+the keyboard strips) go to --out.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from benchmarks.common import summary
+
+
+def model_note(synth, pitch: int = 60) -> np.ndarray:
+    """A note of the model from the normalised sum of two learned voices (none of the fit's starts)."""
+    prior = synth.latent_prior
+    if prior is not None and prior.centers is not None and len(prior.centers) > 17:
+        z = (prior.centers[3] + prior.centers[17]).astype(np.float32)
+        z *= float(np.linalg.norm(prior.centers[3])) / float(np.linalg.norm(z))
+    else:
+        z = synth.random_latents(1, seed=123)[0]
+    return synth.generate(z[None], [pitch])[0]
+
+
+def time_bundled(synth, repeat: int) -> dict:
+    from engine.gansynth.latentfit import FitSettings, fit_latent, make_targets
+    from engine.gansynth.noteaudio import pitch_tracker
+    from engine.gansynth.soundimport import import_sound
+
+    wave = model_note(synth)
+    fit_s, all_s, steps = [], [], 0
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model_note.wav"
+        sf.write(path, wave, synth.sample_rate, subtype="FLOAT")
+        tracker = pitch_tracker("full")
+        import_sound(synth, [path], tracker=tracker, settings=FitSettings(steps=1, starts=1, start_steps=0,
+                                                                         prior_draws=0))   # warm up
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            result = fit_latent(synth, make_targets(synth, [wave], [60]), FitSettings())
+            fit_s.append(time.perf_counter() - t0)
+            steps = result.steps
+            t0 = time.perf_counter()
+            report = import_sound(synth, [path], tracker=tracker)
+            all_s.append(time.perf_counter() - t0)
+    print(f"bundled model, 1 thread: fit {statistics.median(fit_s):.1f} s ({steps} steps; "
+          f"runs {', '.join(f'{s:.1f}' for s in fit_s)}), whole import with CREPE full and the report "
+          f"{statistics.median(all_s):.1f} s; recovered LSD {report.notes[0].lsd_fit_db:.2f} dB")
+    return {"bundled_fit_s": round(statistics.median(fit_s), 2), "bundled_import_s": round(statistics.median(all_s), 2),
+            "fit_steps": steps}
+
+
+def time_paper(max_seconds: float) -> dict:
+    from engine.gansynth.config import PRESETS, SpectralConfig
+    from engine.gansynth.latentfit import FitSettings, _Objective, candidates, fit_latent, make_targets
+    from engine.gansynth.model import Generator
+    from engine.gansynth.synth import Synth
+
+    torch.manual_seed(0)
+    synth = Synth(Generator(PRESETS["paper"]), SpectralConfig(), device="cpu", threads=1)
+    wave = synth.generate(synth.random_latents(1, seed=5), [60])[0]
+    settings = FitSettings()
+    targets = make_targets(synth, [wave], [60])
+    objective = _Objective(synth, targets, settings)
+    z = torch.from_numpy(candidates(synth, 1, 0)[0][0]).requires_grad_(True)
+    t0 = time.perf_counter()
+    objective(z).backward()
+    step_s = time.perf_counter() - t0
+    with torch.no_grad():
+        t0 = time.perf_counter()
+        objective(z.detach())
+        score_s = time.perf_counter() - t0
+    n_starts = len(candidates(synth, settings.prior_draws, 0)[0])
+    estimate = n_starts * score_s + (settings.starts * settings.start_steps + settings.steps) * step_s
+    print(f"paper-size generator (7.3 M parameters, random weights), 1 thread: {step_s:.2f} s a step, "
+          f"{score_s:.2f} s a score; a fit would take ~{estimate:.0f} s")
+    if estimate > max_seconds:
+        print(f"  skipped the full fit (over --max-seconds {max_seconds:.0f})")
+        return {"paper_step_s": round(step_s, 2), "paper_fit_s_estimate": round(estimate, 1)}
+    t0 = time.perf_counter()
+    fit_latent(synth, targets, settings)
+    seconds = time.perf_counter() - t0
+    print(f"  measured fit: {seconds:.1f} s")
+    return {"paper_step_s": round(step_s, 2), "paper_fit_s": round(seconds, 1)}
+
+
+# ----------------------------------------------------------------------------- quality
+
+def side_by_side(waves, rate: int, path: Path) -> None:
+    from engine.gansynth.rainbowgram import rainbowgram, save_png
+
+    images = [rainbowgram(w, rate, bins_per_octave=24) for w in waves]
+    gap = np.full((images[0].shape[0], 6, 3), 255, np.uint8)
+    row = images[0]
+    for img in images[1:]:
+        row = np.concatenate([row, gap, img], 1)
+    save_png(row, path, scale=(2, 1))
+
+
+def render_notes(soundfont, programs, pitches) -> dict[tuple[int, int], np.ndarray]:
+    from engine.training.soundfont import SILENCE_PEAK, NoteRenderer
+
+    renderer = NoteRenderer(soundfont)
+    notes = {}
+    try:
+        for program in programs:
+            renderer.select(program)
+            for pitch in pitches:
+                wave = renderer.render(pitch, 100)
+                if np.max(np.abs(wave)) >= SILENCE_PEAK:
+                    notes[(program, pitch)] = wave
+    finally:
+        renderer.close()
+    return notes
+
+
+def quality(synth, args) -> dict:
+    from engine.gansynth.measures import log_spectral_distance_db
+    from engine.gansynth.noteaudio import pitch_tracker
+    from engine.gansynth.soundimport import import_sound
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    programs, pitches, keyboard = args.programs, args.pitches, args.keyboard
+    real = render_notes(args.soundfont, programs, sorted(set(pitches) | set(keyboard)))
+    tracker = pitch_tracker("full")
+    rows, latents = [], {}
+    for program in programs:
+        for pitch in pitches:
+            if (program, pitch) not in real:
+                continue
+            path = out / f"p{program:03d}_{pitch}.wav"
+            sf.write(path, real[(program, pitch)], synth.sample_rate, subtype="FLOAT")
+            result = import_sound(synth, [path], pitches=[pitch], tracker=tracker)
+            n = result.notes[0]
+            rows.append(dict(program=program, pitch=pitch, lsd_fit=n.lsd_fit_db, lsd_rt=n.lsd_roundtrip_db,
+                             ratio=n.lsd_ratio, hnr_orig=n.hnr_original_db, hnr_rt=n.hnr_roundtrip_db,
+                             hnr_fit=n.hnr_fit_db, cents=n.fit_cents, fit_s=result.fit.seconds))
+            print(f"program {program:3d} pitch {pitch}: LSD fit {n.lsd_fit_db:5.2f} dB, round trip "
+                  f"{n.lsd_roundtrip_db:5.2f} (x{n.lsd_ratio:.2f}); HNR {n.hnr_original_db:5.1f} / "
+                  f"{n.hnr_roundtrip_db:5.1f} / {n.hnr_fit_db:5.1f} dB; fit pitch "
+                  f"{'unvoiced' if n.fit_cents is None else f'{n.fit_cents:+.0f} cents'}; {result.fit.seconds:.1f} s",
+                  flush=True)
+            with torch.inference_mode():
+                rt = synth.helper.specgrams_to_waves(synth.helper.waves_to_specgrams(
+                    torch.from_numpy(real[(program, pitch)])[None]))[0].numpy()
+            side_by_side([real[(program, pitch)], rt, synth.generate(result.latent[None], [pitch])[0]],
+                         synth.sample_rate, out / f"p{program:03d}_{pitch}_orig_rt_fit.png")
+            if pitch == pitches[len(pitches) // 2]:
+                latents[program] = result.latent
+    own, total, strips = 0, 0, {}
+    for program, z in latents.items():
+        fitted = {p: synth.generate(z[None], [p])[0] for p in keyboard}
+        for p in keyboard:
+            others = {q: log_spectral_distance_db(real[(q, p)], fitted[p], synth.helper)
+                      for q in programs if (q, p) in real}
+            if program in others:
+                total += 1
+                own += min(others, key=others.get) == program
+        strips[program] = [fitted[p] for p in keyboard]
+        side_by_side(strips[program], synth.sample_rate, out / f"p{program:03d}_keyboard_{keyboard[0]}-{keyboard[-1]}.png")
+    ratios = [r["ratio"] for r in rows]
+    cents = [r["cents"] for r in rows]
+    in_tune = sum(c is not None and abs(c) <= 50 for c in cents)
+    print(f"{len(rows)} notes: LSD ratio median {np.median(ratios):.2f} (range {min(ratios):.2f}-{max(ratios):.2f}), "
+          f"{sum(r <= 1.5 for r in ratios)} at or under 1.5x; fitted pitch within 50 cents: {in_tune}/{len(rows)}; "
+          f"the keyboard: own program nearest at {own}/{total} (program, pitch) pairs; "
+          f"fit median {np.median([r['fit_s'] for r in rows]):.1f} s")
+    return {"notes": len(rows), "lsd_ratio_median": round(float(np.median(ratios)), 3),
+            "lsd_ratio_max": round(max(ratios), 3), "under_1_5x": sum(r <= 1.5 for r in ratios),
+            "pitch_within_50_cents": in_tune, "keyboard_own_nearest": own, "keyboard_pairs": total,
+            "rows": rows}
+
+
+def _ints(text: str) -> list[int]:
+    from engine.training.soundfont import parse_int_list
+
+    return parse_int_list(text, 0, 127, "number")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--paper", action="store_true", help="also time a paper-size generator's fit")
+    parser.add_argument("--max-seconds", type=float, default=300.0)
+    parser.add_argument("--soundfont", default=None)
+    parser.add_argument("--programs", type=_ints, default=_ints("6,12,21,22,25,41,46,57,60,64,68,70,74"))
+    parser.add_argument("--pitches", type=_ints, default=_ints("48,60,72"))
+    parser.add_argument("--keyboard", type=_ints, default=_ints("36,42,48,54,60,66,72,78,84"))
+    parser.add_argument("--out", default="/tmp/import_sound_bench")
+    parser.add_argument("--no-timing", action="store_true")
+    args = parser.parse_args(argv)
+    from engine.gansynth.synth import load_synth
+    from engine.util.resources import default_model_path
+
+    torch.set_num_threads(1)
+    synth = load_synth(args.model or default_model_path(), device="cpu", threads=1)
+    figures = {}
+    if not args.no_timing:
+        figures.update(time_bundled(synth, args.repeat))
+        if args.paper:
+            figures.update(time_paper(args.max_seconds))
+    if args.soundfont:
+        figures.update(quality(synth, args))
+    summary("import_sound", figures)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -247,6 +247,12 @@ class FileActions:
         paths = [str(p) for p in paths]
         if not paths or self.w.session is None:
             return None
+        instruments = [p for p in paths if p.lower().endswith(".json")]   # saved instruments (presets)
+        paths = [p for p in paths if p not in instruments]
+        for path in instruments:
+            self.add_saved_instruments(path, corner)
+        if not paths:
+            return None
         if self._import_job is not None and not self._import_job.finished_event.is_set():
             self.w.notify("A sound import is running: wait for it or cancel it", error=False)
             return None
@@ -274,6 +280,26 @@ class FileActions:
         names = ", ".join(Path(p).name for p in paths[:3]) + (" …" if len(paths) > 3 else "")
         self._import_job = self.run_job(f"Importing {names}", work, cancellable=True, on_done=arrived)
         return self._import_job
+
+    def add_saved_instruments(self, path: str, corner: int | None = None) -> int:
+        """The distinct corner instruments of a preset file (e.g. one `import-sound` wrote) into
+        the palette; the first also on `corner`. Returns how many were added."""
+        from engine.instrument.presets import load_preset
+
+        try:
+            preset = load_preset(path, self.w.session.instrument.synth.latent_size)
+        except Exception as exc:   # PresetError names the file and the field
+            self.w.notify(f"Could not use {exc}")
+            return 0
+        seen, added = set(), 0
+        for c in reversed(preset.timbre.corners):   # add_entry puts each first: keep A..D order
+            if c.latent.tobytes() not in seen:
+                seen.add(c.latent.tobytes())
+                self.w.instrument_arrived(c.name, c.latent, Path(path).name)
+                added += 1
+        if corner is not None:
+            self.w.assign_corner(corner, self.w.palette.entries[0])
+        return added
 
     def show_shortcuts(self) -> None:
         box = QMessageBox(self.w)

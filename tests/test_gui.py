@@ -489,6 +489,13 @@ def test_drop_a_sound_on_a_corner_makes_a_playable_instrument(qtbot, window, tmp
     assert f"{junk}: not an audio file" in window.banner.text()
     window.pad.set_position(0.0, 1.0, emit=True)     # morph onto it: it renders and plays
     wait_rendered(qtbot, window, 60)
+    # saved as an instrument file, it comes back into the palette by a drop too
+    from engine.instrument.presets import instrument_preset, save_preset
+
+    saved = save_preset(tmp_path / "glass.json", instrument_preset(entry.latent, "Glass"))
+    _drop_files(window.palette, QPointF(20, 20), [saved])
+    assert window.palette.entries[0].name == "Glass" and window.palette.entries[0].source == "glass.json"
+    np.testing.assert_array_equal(window.palette.entries[0].latent, entry.latent)
 
 
 def test_drop_sounds_on_the_palette_then_cancel_or_fail(qtbot, window, tmp_path):

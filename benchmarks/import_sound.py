@@ -10,13 +10,13 @@ fit, report) for a note the bundled model made from a blend of two learned voice
 something), skipped when one step says it would take longer than --max-seconds.
 
 Quality (--soundfont): each program's note at each pitch is rendered (FluidSynth) and
-imported at its own pitch. Per note: the log-spectral distance of the fitted note to the
-original against the original's own mel-IF round trip (the target: at most 1.5x), HNR, and
-CREPE's pitch of the fitted note (target: within 50 cents). Per program (the latent fitted
-at the middle pitch): across the keyboard (--keyboard pitches) the fitted latent's note is
-compared with every program's real note at that pitch; "stays one instrument" counts the
-pitches where its own program is the nearest. Rainbowgrams (original | round trip | fit, and
-the keyboard strips) go to --out.
+imported at its own pitch ("single"), then all of a program's notes together into one latent
+("joint"). Per note: the log-spectral distance of the fitted note to the original against the
+original's own mel-IF round trip (the target: at most 1.5x), HNR, and CREPE's pitch of the
+fitted note (target: within 50 cents). Per program (single: the latent fitted at the middle
+pitch; joint): across the keyboard (--keyboard pitches) the latent's note is ranked among
+every program's real note at that pitch by log-spectral distance. Rainbowgrams (original |
+round trip | fit, and the keyboard strips) and the latents (latents.npz) go to --out.
 """
 from __future__ import annotations
 
@@ -137,61 +137,105 @@ def render_notes(soundfont, programs, pitches) -> dict[tuple[int, int], np.ndarr
 
 
 def quality(synth, args) -> dict:
-    from engine.gansynth.measures import log_spectral_distance_db
     from engine.gansynth.noteaudio import pitch_tracker
-    from engine.gansynth.soundimport import import_sound
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     programs, pitches, keyboard = args.programs, args.pitches, args.keyboard
     real = render_notes(args.soundfont, programs, sorted(set(pitches) | set(keyboard)))
     tracker = pitch_tracker("full")
-    rows, latents = [], {}
+    rows, joint_rows, latents = [], [], {}
     for program in programs:
+        paths = []
         for pitch in pitches:
             if (program, pitch) not in real:
                 continue
-            path = out / f"p{program:03d}_{pitch}.wav"
-            sf.write(path, real[(program, pitch)], synth.sample_rate, subtype="FLOAT")
-            result = import_sound(synth, [path], pitches=[pitch], tracker=tracker)
-            n = result.notes[0]
-            rows.append(dict(program=program, pitch=pitch, lsd_fit=n.lsd_fit_db, lsd_rt=n.lsd_roundtrip_db,
-                             ratio=n.lsd_ratio, hnr_orig=n.hnr_original_db, hnr_rt=n.hnr_roundtrip_db,
-                             hnr_fit=n.hnr_fit_db, cents=n.fit_cents, fit_s=result.fit.seconds))
-            print(f"program {program:3d} pitch {pitch}: LSD fit {n.lsd_fit_db:5.2f} dB, round trip "
-                  f"{n.lsd_roundtrip_db:5.2f} (x{n.lsd_ratio:.2f}); HNR {n.hnr_original_db:5.1f} / "
-                  f"{n.hnr_roundtrip_db:5.1f} / {n.hnr_fit_db:5.1f} dB; fit pitch "
-                  f"{'unvoiced' if n.fit_cents is None else f'{n.fit_cents:+.0f} cents'}; {result.fit.seconds:.1f} s",
-                  flush=True)
+            paths.append(out / f"p{program:03d}_{pitch}.wav")
+            sf.write(paths[-1], real[(program, pitch)], synth.sample_rate, subtype="FLOAT")
+            result = _import(synth, [paths[-1]], [pitch], tracker, rows, f"program {program:3d} single")
             with torch.inference_mode():
                 rt = synth.helper.specgrams_to_waves(synth.helper.waves_to_specgrams(
                     torch.from_numpy(real[(program, pitch)])[None]))[0].numpy()
             side_by_side([real[(program, pitch)], rt, synth.generate(result.latent[None], [pitch])[0]],
                          synth.sample_rate, out / f"p{program:03d}_{pitch}_orig_rt_fit.png")
             if pitch == pitches[len(pitches) // 2]:
-                latents[program] = result.latent
-    own, total, strips = 0, 0, {}
-    for program, z in latents.items():
-        fitted = {p: synth.generate(z[None], [p])[0] for p in keyboard}
-        for p in keyboard:
-            others = {q: log_spectral_distance_db(real[(q, p)], fitted[p], synth.helper)
-                      for q in programs if (q, p) in real}
-            if program in others:
-                total += 1
-                own += min(others, key=others.get) == program
-        strips[program] = [fitted[p] for p in keyboard]
-        side_by_side(strips[program], synth.sample_rate, out / f"p{program:03d}_keyboard_{keyboard[0]}-{keyboard[-1]}.png")
+                latents[f"{program}_single"] = result.latent
+        if len(paths) > 1:   # one latent shared by all the program's notes
+            used = [int(p.stem.split("_")[1]) for p in paths]
+            result = _import(synth, paths, used, tracker, joint_rows, f"program {program:3d} joint")
+            latents[f"{program}_joint"] = result.latent
+    np.savez(out / "latents.npz", **latents)
+    figures = {"notes": len(rows), **_table("single", rows), **_table("joint", joint_rows)}
+    for kind in ("single", "joint"):
+        figures.update(_keyboard(synth, real, programs, keyboard, latents, kind, out))
+    figures["rows"] = rows
+    return figures
+
+
+def _import(synth, paths, pitches, tracker, rows, label):
+    from engine.gansynth.soundimport import import_sound
+
+    result = import_sound(synth, paths, pitches=pitches, tracker=tracker)
+    for n in result.notes:
+        rows.append(dict(program=int(Path(n.path).stem[1:4]), pitch=n.pitch, lsd_fit=n.lsd_fit_db,
+                         lsd_rt=n.lsd_roundtrip_db, ratio=n.lsd_ratio, hnr_orig=n.hnr_original_db,
+                         hnr_rt=n.hnr_roundtrip_db, hnr_fit=n.hnr_fit_db, cents=n.fit_cents,
+                         fit_s=result.fit.seconds))
+        print(f"{label} pitch {n.pitch}: LSD fit {n.lsd_fit_db:5.2f} dB, round trip {n.lsd_roundtrip_db:5.2f} "
+              f"(x{n.lsd_ratio:.2f}); HNR {n.hnr_original_db:5.1f} / {n.hnr_roundtrip_db:5.1f} / "
+              f"{n.hnr_fit_db:5.1f} dB; fit pitch "
+              f"{'unvoiced' if n.fit_cents is None else f'{n.fit_cents:+.0f} cents'}; {result.fit.seconds:.1f} s",
+              flush=True)
+    return result
+
+
+def _table(kind: str, rows) -> dict:
+    if not rows:
+        return {}
     ratios = [r["ratio"] for r in rows]
-    cents = [r["cents"] for r in rows]
-    in_tune = sum(c is not None and abs(c) <= 50 for c in cents)
-    print(f"{len(rows)} notes: LSD ratio median {np.median(ratios):.2f} (range {min(ratios):.2f}-{max(ratios):.2f}), "
-          f"{sum(r <= 1.5 for r in ratios)} at or under 1.5x; fitted pitch within 50 cents: {in_tune}/{len(rows)}; "
-          f"the keyboard: own program nearest at {own}/{total} (program, pitch) pairs; "
-          f"fit median {np.median([r['fit_s'] for r in rows]):.1f} s")
-    return {"notes": len(rows), "lsd_ratio_median": round(float(np.median(ratios)), 3),
-            "lsd_ratio_max": round(max(ratios), 3), "under_1_5x": sum(r <= 1.5 for r in ratios),
-            "pitch_within_50_cents": in_tune, "keyboard_own_nearest": own, "keyboard_pairs": total,
-            "rows": rows}
+    in_tune = sum(r["cents"] is not None and abs(r["cents"]) <= 50 for r in rows)
+    print(f"{kind}: {len(rows)} notes, LSD ratio median {np.median(ratios):.2f} (range {min(ratios):.2f}-"
+          f"{max(ratios):.2f}), {sum(r <= 1.5 for r in ratios)} at or under 1.5x; LSD fit median "
+          f"{np.median([r['lsd_fit'] for r in rows]):.2f} dB, round trip {np.median([r['lsd_rt'] for r in rows]):.2f};"
+          f" HNR median orig {np.nanmedian([r['hnr_orig'] for r in rows]):.1f} / rt "
+          f"{np.nanmedian([r['hnr_rt'] for r in rows]):.1f} / fit {np.nanmedian([r['hnr_fit'] for r in rows]):.1f} dB;"
+          f" fitted pitch within 50 cents {in_tune}/{len(rows)}; fit median {np.median([r['fit_s'] for r in rows]):.1f} s")
+    return {f"{kind}_lsd_ratio_median": round(float(np.median(ratios)), 3),
+            f"{kind}_lsd_ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
+            f"{kind}_under_1_5x": sum(r <= 1.5 for r in ratios), f"{kind}_pitch_within_50_cents": in_tune,
+            f"{kind}_fit_s_median": round(float(np.median([r["fit_s"] for r in rows])), 2)}
+
+
+def _keyboard(synth, real, programs, keyboard, latents, kind: str, out: Path) -> dict:
+    """Does the latent stay its instrument across the keyboard? At each pitch its note is ranked
+    among every program's real note there by log-spectral distance (1 = its own is nearest;
+    chance is the middle); and its distance to its own program there against at the fitted pitch."""
+    from engine.gansynth.measures import log_spectral_distance_db
+
+    ranks, own_lsd = [], []
+    for program in programs:
+        z = latents.get(f"{program}_{kind}")
+        if z is None:
+            continue
+        fitted = [synth.generate(z[None], [p])[0] for p in keyboard]
+        side_by_side(fitted, synth.sample_rate, out / f"p{program:03d}_{kind}_keyboard_{keyboard[0]}-{keyboard[-1]}.png")
+        for p, wave in zip(keyboard, fitted):
+            dist = {q: log_spectral_distance_db(real[(q, p)], wave, synth.helper) for q in programs if (q, p) in real}
+            if program in dist:
+                order = sorted(dist, key=dist.get)
+                ranks.append((order.index(program) + 1, len(order)))
+                own_lsd.append(dist[program])
+    if not ranks:
+        return {}
+    mean_rank = float(np.mean([r for r, _ in ranks]))
+    chance = float(np.mean([(n + 1) / 2 for _, n in ranks]))
+    top3 = sum(r <= 3 for r, _ in ranks)
+    print(f"{kind} latents across the keyboard {keyboard[0]}-{keyboard[-1]}: own program nearest at "
+          f"{sum(r == 1 for r, _ in ranks)}/{len(ranks)} pitches, in the nearest 3 at {top3}, mean rank "
+          f"{mean_rank:.1f} (chance {chance:.1f}); LSD to its own program median {np.median(own_lsd):.2f} dB")
+    return {f"{kind}_keyboard_own_nearest": sum(r == 1 for r, _ in ranks), f"{kind}_keyboard_top3": top3,
+            f"{kind}_keyboard_pairs": len(ranks), f"{kind}_keyboard_mean_rank": round(mean_rank, 2),
+            f"{kind}_keyboard_chance_rank": round(chance, 2)}
 
 
 def _ints(text: str) -> list[int]:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import summary, time_ms
-from engine.devices.audio import OfflineClockOutput
+from engine.devices.clock import OfflineClockOutput
 from engine.instrument import events as ev
 from engine.instrument.instrument import Instrument
 

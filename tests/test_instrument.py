@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from engine import load_synth
-from engine.devices.audio import OfflineClockOutput
+from engine.devices.clock import OfflineClockOutput
 from engine.instrument import events as ev
 from engine.instrument.instrument import Instrument
 from engine.instrument.offline import OfflineDriver

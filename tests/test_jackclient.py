@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine.devices.audio import AudioOutput, find_output_device, list_output_devices
+from engine.devices.audio import AudioOutput
 from engine.devices.jackclient import JACK_CLIENT_DEVICE, JACK_CLIENT_HOSTAPI
+from engine.devices.listing import find_output_device, list_output_devices
 from engine.devices.performance import read_performance
 from engine.devices.recorder import Recorder
 from engine.instrument.events import NoteOff, NoteOn

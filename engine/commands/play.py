@@ -40,8 +40,9 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from engine.devices.audio import AudioOutput, device_sample_rate
+    from engine.devices.audio import AudioOutput
     from engine.devices.jackclient import JACK_CLIENT_DEVICE
+    from engine.devices.listing import device_sample_rate
     from engine.devices.midi_input import CLIENT_NAME, MidiInput
     from engine.devices.recorder import Recorder, RecorderError
     from engine.gansynth.modelfile import ModelFileError

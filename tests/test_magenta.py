@@ -22,8 +22,9 @@ import torch
 from engine import ModelFileError, load_synth
 from engine.commands.cli import main as cli_main
 from engine.gansynth.config import ModelConfig
-from engine.gansynth.magenta.convert import (MagentaError, MagentaImportWarning, StagedGenerator, compute_progress,
-                                             discriminator_state_dict, fit_fmap, load_magenta)
+from engine.gansynth.magenta.convert import (StagedGenerator, compute_progress, discriminator_state_dict, fit_fmap,
+                                             load_magenta)
+from engine.gansynth.magenta.files import MagentaError, MagentaImportWarning
 from engine.gansynth.magenta.tfcheckpoint import CheckpointReader
 from engine.gansynth.model import Discriminator
 
@@ -352,7 +353,8 @@ def test_bad_paths(tmp_path, monkeypatch, case):
 
 
 def test_inconsistent_shapes_are_clear_errors():
-    from engine.gansynth.magenta.convert import DEFAULT_FLAGS, infer_model_config
+    from engine.gansynth.magenta.convert import infer_model_config
+    from engine.gansynth.magenta.files import DEFAULT_FLAGS
 
     shapes = {n: i.shape for n, i in CheckpointReader(HIRES / "stage_00012").variables().items()}
     bad = dict(shapes)

@@ -13,7 +13,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from engine.config import ModelConfig, SpectralConfig, from_dict, to_dict
+from engine.config import ModelConfig, SpectralConfig, from_dict, spectral_from_dict, to_dict
 from engine.fileio import atomic_path, atomic_write_text
 from engine.model import Generator
 
@@ -68,7 +68,7 @@ def read_meta(path) -> dict:
         raise ModelFileError(f"{cfg_path}: unsupported format_version {meta.get('format_version')!r}")
     try:
         meta["model_config"] = from_dict(ModelConfig, meta.get("model"), "field 'model'")
-        meta["spectral_config"] = from_dict(SpectralConfig, meta.get("spectral"), "field 'spectral'")
+        meta["spectral_config"] = spectral_from_dict(meta.get("spectral"), "field 'spectral'")
     except (ValueError, TypeError) as e:
         raise ModelFileError(f"{cfg_path}: {e}") from None
     return meta

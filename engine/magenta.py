@@ -16,7 +16,6 @@ Failures raise `MagentaError` (a `ModelFileError`) naming the file and problem.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import re
@@ -33,6 +32,7 @@ import torch
 from torch.nn import functional as F
 
 from engine.config import ModelConfig, SpectralConfig
+from engine.fileio import JsonFileError, read_json
 from engine.model import Generator
 from engine.modelfile import ModelFileError, save_model_dir
 from engine.tfcheckpoint import CheckpointError, CheckpointReader, latest_checkpoint
@@ -98,9 +98,9 @@ def read_flags(root: Path, meta: dict) -> dict:
         _warn(meta, f"{path}: missing; assuming Magenta's default flags (mel-IF, prespecified normalizer)")
         return flags
     try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MagentaError(f"{path}: not valid JSON ({e})") from None
+        loaded = read_json(path)
+    except JsonFileError as e:
+        raise MagentaError(str(e)) from None
     if isinstance(loaded, dict) and isinstance(loaded.get("jobs"), dict):  # internal hparam sweeps
         loaded = loaded["jobs"].get(root.name)
     if not isinstance(loaded, dict):

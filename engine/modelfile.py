@@ -14,7 +14,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from engine.config import ModelConfig, SpectralConfig, from_dict, spectral_from_dict, to_dict
-from engine.fileio import atomic_path, atomic_write_text
+from engine.fileio import JsonFileError, atomic_path, atomic_write_text, read_json
 from engine.model import Generator
 
 FORMAT = "gansynth-instrument-model"
@@ -59,9 +59,9 @@ def read_meta(path) -> dict:
     if not cfg_path.is_file():
         raise ModelFileError(f"{cfg_path}: missing (a model directory holds {CONFIG_FILE} and {WEIGHTS_FILE})")
     try:
-        meta = json.loads(cfg_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelFileError(f"{cfg_path}: not valid JSON ({e})") from None
+        meta = read_json(cfg_path)
+    except JsonFileError as e:
+        raise ModelFileError(str(e)) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFileError(f"{cfg_path}: not a {FORMAT} config (field 'format')")
     if meta.get("format_version") != FORMAT_VERSION:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.fileio import atomic_write_text
+from engine.fileio import JsonFileError, atomic_write_text, read_json
 from engine.spectral import midi_to_hz
 from engine.timbre import DEFAULT_COLOURS, MODES, Corner, TimbreState
 
@@ -73,13 +73,9 @@ def load_preset(path, latent_size: int | None = None) -> Preset:
     """Read and validate a preset; `latent_size` (the model's) must match the corners."""
     path = Path(os.path.expanduser(str(path)))
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise PresetError(f"{path}: cannot read preset ({exc.strerror or exc})") from None
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PresetError(f"{path}: not valid JSON ({exc})") from None
+        data = read_json(path)
+    except JsonFileError as exc:
+        raise PresetError(f"{exc} (a preset)") from None
     return preset_from_dict(data, str(path), latent_size)
 
 

@@ -181,3 +181,14 @@ def test_bundled_model_keeps_the_mel_matrix_it_was_trained_on():
 
     _, _, spectral, _ = load_model_dir(default_model_path())
     assert spectral.mel_construction == "unaliased_edges"
+
+
+def test_a_config_nested_thousands_deep_is_a_clear_error(tmp_path):
+    """Found by a corpus of malformed files: RecursionError escaped load_synth."""
+    d = make_tiny_model_dir(tmp_path / "m", seed=3)
+    (d / CONFIG_FILE).write_text("[" * 5000 + "]" * 5000)
+    with pytest.raises(ModelFileError, match=r"config\.json: JSON nested too deeply"):
+        load_synth(d)
+    (d / CONFIG_FILE).write_text('{"a": ' * 100 + "1" + "}" * 100)  # parses, but 100 levels
+    with pytest.raises(ModelFileError, match=r"config\.json: JSON nested 100 levels deep \(at most 64\)"):
+        load_synth(d)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.gansynth.config import SpectralConfig, from_dict
+from engine.gansynth.config import SpectralConfig, spectral_from_dict
 from engine.training import checkpoint as ckpt
 from engine.training.batches import TrainData, load_train_data
 from engine.training.distributed import init_distributed
@@ -35,7 +35,7 @@ def export_checkpoint(run_dir, out_dir, dtype: torch.dtype = torch.float32) -> P
     path = Path(run_dir) / ckpt.CHECKPOINT_FILE
     tensors, header = ckpt.load(path)
     cfg = config_from_dict(header["config"], f"{path}: config")
-    spectral = from_dict(SpectralConfig, header.get("spectral", {}), f"{path}: spectral")
+    spectral = spectral_from_dict(header.get("spectral", {}), f"{path}: spectral")
     n = int(header["num_instruments"])
     fake = TrainData(np.broadcast_to(np.zeros((1, 2, *cfg.model.output_shape), np.float16),
                                      (n, 2, *cfg.model.output_shape)),
@@ -91,9 +91,12 @@ def run(args) -> int:
         print("gansynth train: --data is required to train", file=sys.stderr)
         return 2
     try:
+        spectral = SpectralConfig(representation=args.representation)
         if args.resume:
             _, header = ckpt.load(ck)
             cfg = config_from_dict(header["config"], f"{ck}: config")
+            # A resumed run keeps the representation (and mel matrix) it was trained on.
+            spectral = spectral_from_dict(header.get("spectral", {}), f"{ck}: spectral")
             if args.config is not None:
                 new = resolve_config(args.config)
                 if new.model != cfg.model:
@@ -104,7 +107,7 @@ def run(args) -> int:
                 print(f"gansynth train: {ck} exists; pass --resume to continue it", file=sys.stderr)
                 return 2
             cfg = resolve_config(args.config or "lite")
-        data = load_train_data(args.data, SpectralConfig(representation=args.representation))
+        data = load_train_data(args.data, spectral)
         dist = init_distributed()
         trainer = build_trainer(cfg, data, out, resume=args.resume, dist=dist, threads=args.threads)
     except (ValueError, ckpt.CheckpointError, OSError) as e:

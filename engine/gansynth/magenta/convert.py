@@ -176,7 +176,7 @@ def spectral_from_flags(flags: dict, cfg: ModelConfig, root: Path) -> SpectralCo
     try:
         return SpectralConfig(sample_rate=int(flags["sample_rate"]), num_samples=int(flags["audio_length"]),
                               time_steps=time_steps, freq_bins=freq_bins, representation=rep,
-                              norm_a=norm_a, norm_b=norm_b)
+                              norm_a=norm_a, norm_b=norm_b, mel_construction="magenta")
     except ValueError as e:
         raise MagentaError(f"{where}: {e}") from None
 

@@ -5,7 +5,6 @@ once into the cache. Also the errors and warnings of an import (engine/gansynth/
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -17,6 +16,7 @@ from pathlib import Path
 
 from engine.gansynth.magenta.tfcheckpoint import CheckpointError, latest_checkpoint
 from engine.gansynth.modelfile import ModelFileError
+from engine.util.fileio import JsonFileError, read_json
 
 # Magenta's lib/model.py set_flags defaults: used where experiment.json is silent, as Magenta does.
 DEFAULT_FLAGS = {
@@ -74,9 +74,9 @@ def read_flags(root: Path, meta: dict) -> dict:
         warn(meta, f"{path}: missing; assuming Magenta's default flags (mel-IF, prespecified normalizer)")
         return flags
     try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MagentaError(f"{path}: not valid JSON ({e})") from None
+        loaded = read_json(path)
+    except JsonFileError as e:
+        raise MagentaError(str(e)) from None
     if isinstance(loaded, dict) and isinstance(loaded.get("jobs"), dict):  # internal hparam sweeps
         loaded = loaded["jobs"].get(root.name)
     if not isinstance(loaded, dict):

@@ -118,7 +118,7 @@ def _wait(out, midi, recorder, seconds: float | None) -> None:
             m = out.meters()
             line = (f"[{time.monotonic() - start:6.0f} s] {m['mode']} {m['device']}: xruns {m['xruns']}, "
                     f"cpu {100 * m['cpu_load']:.0f} %, voices {out.instrument.stats().get('voices', 0)}, "
-                    f"MIDI messages {midi.messages}")
+                    f"MIDI messages {midi.messages + m['midi_messages']}")  # rtmidi + our JACK client
             if recorder is not None:
                 line += f", recorded {recorder.elapsed_s:.0f} s"
             print(line, flush=True)

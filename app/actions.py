@@ -316,7 +316,7 @@ def open_instrument(window, model_path, preset=None, audio_out=None, midi_in=Non
     """Load the model in a worker; on success build the engine and `window.attach` it."""
     from app.session import Session
     from engine import load_synth
-    from engine.devices.audio import DEFAULT_SAMPLE_RATE, device_sample_rate
+    from engine.devices.listing import DEFAULT_SAMPLE_RATE, device_sample_rate
     from engine.instrument.instrument import Instrument
 
     settings = window.settings

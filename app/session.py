@@ -2,7 +2,7 @@
 
 The output is `engine.devices.audio.AudioOutput` (a sounddevice stream, which falls back to
 the offline clock when the device is missing or lost) or, when the user picks no
-device, `engine.devices.audio.OfflineClockOutput`: the on-screen keyboard still plays into
+device, `engine.devices.clock.OfflineClockOutput`: the on-screen keyboard still plays into
 the scope, the meters and the recorder. One `OutputTap` is shared by every output
 the session opens, so a take survives a device switch. The GUI only *pulls*:
 `scope()`, `levels()`, `meters()` and `sounding_notes()` read latest values on timers.
@@ -13,7 +13,9 @@ import logging
 
 import numpy as np
 
-from engine.devices.audio import AudioOutput, OfflineClockOutput, OutputTap, list_output_devices
+from engine.devices.audio import AudioOutput
+from engine.devices.clock import OfflineClockOutput, OutputTap
+from engine.devices.listing import list_output_devices
 from engine.devices.midi_input import RESCAN_S as MIDI_RESCAN_S
 from engine.devices.midi_input import MidiInput
 from engine.devices.recorder import Recorder

@@ -234,7 +234,7 @@ def device_floor_xruns(seconds: float) -> int:
     the device and machine give with no instrument at all (the floor the target of 0 sits on)."""
     import sounddevice as sd
 
-    from engine.devices.audio import find_output_device
+    from engine.devices.listing import find_output_device
 
     count = np.zeros(1, np.int64)
 
@@ -323,7 +323,7 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "", device: s
 # ---------------------------------------------------------------------------- 3. long take
 
 def bench_take(synth, tmp: Path, minutes: float) -> dict:
-    from engine.devices.audio import OfflineClockOutput
+    from engine.devices.clock import OfflineClockOutput
     from engine.devices.recorder import Recorder
     from engine.instrument.instrument import Instrument
 

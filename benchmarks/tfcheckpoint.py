@@ -1,4 +1,4 @@
-"""CRC32C and tensor-read throughput of engine.gansynth.magenta.tfcheckpoint (pure Python + numpy).
+"""CRC32C and tensor-read throughput of engine.gansynth.magenta.crc and .tfcheckpoint (pure Python + numpy).
 
     python -m benchmarks.tfcheckpoint
 
@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import summary, time_ms
-from engine.gansynth.magenta.tfcheckpoint import CheckpointReader, _crc_bytes, _crc32c_native, crc32c_numpy
+from engine.gansynth.magenta.crc import _crc32c_native, _crc_bytes, crc32c_numpy
+from engine.gansynth.magenta.tfcheckpoint import CheckpointReader
 
 FIXTURE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "magenta" / "hires_ema" / "stage_00012"
 

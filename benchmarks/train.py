@@ -23,8 +23,9 @@ import torch
 
 from benchmarks.common import summary
 from engine.gansynth.config import SpectralConfig
+from engine.training.batches import TrainData
 from engine.training.recipe import CONFIG_PRESETS, Segment
-from engine.training.train import TrainData, Trainer
+from engine.training.trainer import Trainer
 
 
 def _data(cfg, n: int = 64) -> TrainData:

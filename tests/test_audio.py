@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine.devices.audio import (AudioDeviceError, AudioOutput, OfflineClockOutput, device_sample_rate,
-                                  find_output_device, list_output_devices)
+from engine.devices.audio import AudioOutput
+from engine.devices.clock import OfflineClockOutput
+from engine.devices.listing import AudioDeviceError, device_sample_rate, find_output_device, list_output_devices
 from engine.devices.performance import read_performance
 from engine.devices.recorder import Recorder
 from engine.instrument.events import NoteOff, NoteOn

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from engine.commands.cli import main
-from engine.training.evaluate import (PitchTracker, SpectralMeasures, assign_bins, choose_real_notes, kmeans,
-                                      midi_to_hz, ndb, pitch_correct)
+from engine.gansynth.spectral import midi_to_hz
+from engine.training.evaluate import (PitchTracker, SpectralMeasures, assign_bins, choose_real_notes, kmeans, ndb,
+                                      pitch_correct)
 from engine.training.nsynth import Note, note_str
 
 SR = 16000

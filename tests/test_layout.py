@@ -1,5 +1,5 @@
-"""The package layout holds: imports run one way between the wings and no module imports
-itself back through others.
+"""The package layout holds: imports run one way between the wings, no module imports
+itself back through others, and no module outgrows the house's size guideline.
 
 Read from the source with `ast` (nothing is imported), function-level imports included.
 """
@@ -10,6 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("engine", "app")
+MAX_LINES = 500
 
 # wing -> the wings its modules may import (docs/ARCHITECTURE.md draws the picture).
 # `engine` itself (the public `load_synth`, `Synth`, `ModelFileError`) counts as gansynth.
@@ -120,3 +121,10 @@ def test_no_import_cycles():
             visit(v)
     assert not cycles, f"import cycles: {cycles}"
 
+
+
+def test_modules_stay_small():
+    paths = [p for package in (*PACKAGES, "benchmarks") for p in (ROOT / package).rglob("*.py")]
+    long = {str(p.relative_to(ROOT)): n for p in paths
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    assert not long, f"modules over {MAX_LINES} lines (split them along a seam): {long}"

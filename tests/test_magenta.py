@@ -4,11 +4,14 @@ Fixtures (tests/fixtures/magenta/, written by real TensorFlow, see make_magenta_
 - hires_ema: mel-IF, start 2x16, widths 8,8,8,8,8,6,3 for blocks 1..7, latent 16,
   EMA shadows, final stage, global_step 11M (progress 6), 3 shards;
 - lores_raw_partial: linear IF, start 4x8, latent 8, raw weights only, stage 5 at progress 2.5;
-- hires_ema_tf_reference.npz: Magenta's pipeline run in TF ops on hires_ema for one note
-  (EMA getter -> tanh -> denormalize -> mel inverse -> inverse_stft).
+- trained_by_magenta: hi-res mel-IF, latent 16, widths as hires_ema, written by Magenta's own
+  training code (gansynth_train.run: its graph, losses, Adam, EMA), final stage only;
+- trained_by_magenta_reference.npz: Magenta's own Model.load_from_path(...).generate_samples_from_z
+  on trained_by_magenta (3 notes) and hires_ema (1 note), see make_magenta_references.py.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import warnings
@@ -22,12 +25,16 @@ import torch
 from engine import ModelFileError, load_synth
 from engine.commands.cli import main as cli_main
 from engine.gansynth.config import ModelConfig
-from engine.gansynth.magenta.convert import (MagentaError, MagentaImportWarning, StagedGenerator, compute_progress,
-                                             discriminator_state_dict, fit_fmap, load_magenta)
+from engine.gansynth.magenta.convert import (StagedGenerator, compute_progress, discriminator_state_dict, fit_fmap,
+                                             load_magenta)
+from engine.gansynth.magenta.files import MagentaError, MagentaImportWarning
 from engine.gansynth.magenta.tfcheckpoint import CheckpointReader
 from engine.gansynth.model import Discriminator
+from engine.gansynth.spectral import SpecgramsHelper
 
 FIXTURES = Path(__file__).parent / "fixtures" / "magenta"
+TRAINED = FIXTURES / "trained_by_magenta"
+MAGENTA_AUDIO = np.load(FIXTURES / "trained_by_magenta_reference.npz")
 HIRES = FIXTURES / "hires_ema"
 LORES = FIXTURES / "lores_raw_partial"
 G = "Generator/progressive_gan_generator/progressive_gan_block_{}/{}"
@@ -156,15 +163,37 @@ def test_staged_generator_matches_reference_mid_transition():
     assert _rel(ours, ref) < 1e-4
 
 
-def test_audio_matches_magentas_pipeline_run_in_tensorflow():
-    """Done-when: load_synth(dir).generate == Magenta's generate_samples_from_z (rel RMS <= 1e-3)."""
-    ref = np.load(FIXTURES / "hires_ema_tf_reference.npz")
-    synth = load_synth(HIRES, device="cpu")
-    waves = synth.generate(ref["z"], ref["pitches"])
-    want = ref["waves"].astype(np.float32)
-    assert waves.shape == want.shape == (1, 64000)
-    rel_rms = np.sqrt(np.mean((waves - want) ** 2) / np.mean(want ** 2))
-    assert rel_rms <= 1e-3, rel_rms
+def _rel_rms(ours: np.ndarray, want: np.ndarray) -> np.ndarray:
+    return np.sqrt(np.mean((ours - want) ** 2, axis=-1) / np.mean(want ** 2, axis=-1))
+
+
+@pytest.mark.parametrize("name", ["trained", "hires_ema"])
+def test_audio_is_magentas_generate_samples_from_z(name):
+    """Done-when: load_synth(dir).generate == Magenta's own Model.generate_samples_from_z."""
+    path = TRAINED if name == "trained" else HIRES
+    synth = load_synth(path, device="cpu")
+    assert synth.spectral.mel_construction == "magenta"
+    want = MAGENTA_AUDIO[f"{name}_waves"]
+    waves = synth.generate(MAGENTA_AUDIO[f"{name}_z"], MAGENTA_AUDIO[f"{name}_pitches"])
+    assert waves.shape == want.shape
+    assert (_rel_rms(waves, want) <= 1e-3).all(), _rel_rms(waves, want)
+
+
+def test_checkpoint_trained_by_magenta_loads_from_a_zip(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    synth = load_synth(_zip_dir(TRAINED, tmp_path / "mine.zip", top="mine"), device="cpu")
+    assert synth.meta["weights"] == "ema"
+    waves = synth.generate(MAGENTA_AUDIO["trained_z"], MAGENTA_AUDIO["trained_pitches"])
+    assert (_rel_rms(waves, MAGENTA_AUDIO["trained_waves"]) <= 1e-3).all()
+
+
+def test_the_unaliased_mel_matrix_would_be_the_wrong_sound():
+    """The trap this guards: the same network through the earlier mel matrix is far off."""
+    synth = load_synth(TRAINED, device="cpu")
+    spec = synth.generate_specgrams(MAGENTA_AUDIO["trained_z"][:1], MAGENTA_AUDIO["trained_pitches"][:1])
+    wrong = SpecgramsHelper(dataclasses.replace(synth.spectral, mel_construction="unaliased_edges"))
+    waves = wrong.specgrams_to_waves(torch.as_tensor(spec)).numpy()
+    assert _rel_rms(waves, MAGENTA_AUDIO["trained_waves"][:1])[0] > 0.1
 
 
 def test_raw_weights_on_request_warn():
@@ -249,6 +278,7 @@ def test_import_magenta_cli_writes_equivalent_model(tmp_path, capsys):
     assert "ema weights" in capsys.readouterr().out
     provenance = json.loads((out / "config.json").read_text())["provenance"]
     assert provenance["weights"] == "ema" and provenance["global_step"] == 11_000_000
+    assert json.loads((out / "config.json").read_text())["spectral"]["mel_construction"] == "magenta"
     z = np.random.default_rng(3).standard_normal((2, 16)).astype(np.float32)
     a = load_synth(out, device="cpu").generate_specgrams(z, [30, 70])
     b = load_synth(HIRES, device="cpu").generate_specgrams(z, [30, 70])
@@ -352,7 +382,8 @@ def test_bad_paths(tmp_path, monkeypatch, case):
 
 
 def test_inconsistent_shapes_are_clear_errors():
-    from engine.gansynth.magenta.convert import DEFAULT_FLAGS, infer_model_config
+    from engine.gansynth.magenta.convert import infer_model_config
+    from engine.gansynth.magenta.files import DEFAULT_FLAGS
 
     shapes = {n: i.shape for n, i in CheckpointReader(HIRES / "stage_00012").variables().items()}
     bad = dict(shapes)

@@ -186,3 +186,24 @@ def test_arpeggio_demo_is_a_single_track_riff():
     assert len(notes) == 8 * 17          # 8 bars of 16 sixteenths + a bass note
     assert notes.dropped_out_of_range == 0 and notes.zero_length == 0
     assert set(notes.velocity.tolist()) == {68, 84, 90}
+
+
+def _raw_midi(path, track_body: bytes):
+    """A type-0 file written byte by byte (mido refuses to write what this test needs)."""
+    header = b"MThd" + (6).to_bytes(4, "big") + (0).to_bytes(2, "big") + (1).to_bytes(2, "big") \
+        + (480).to_bytes(2, "big")
+    track = track_body + b"\x00\xff\x2f\x00"  # end of track
+    path.write_bytes(header + b"MTrk" + len(track).to_bytes(4, "big") + track)
+    return path
+
+
+def test_a_five_byte_delta_time_is_corruption_not_a_pause(tmp_path):
+    """Found by a corpus of malformed files: mido reads the 5-byte number, and a renderer
+    then tried to allocate terabytes."""
+    body = b"\x00\x90\x3c\x64" + b"\x8f\xff\xff\xff\x7f" + b"\x80\x3c\x00"
+    path = _raw_midi(tmp_path / "vlq.mid", body)
+    with pytest.raises(MidiFileError, match=r"vlq\.mid: corrupt MIDI file \(track 1, event 1: a delta "
+                                            r"time of 4,294,967,295 ticks"):
+        read_midi(path)
+    ok = _raw_midi(tmp_path / "ok.mid", b"\x00\x90\x3c\x64" + b"\xff\xff\xff\x7f" + b"\x80\x3c\x00")
+    assert read_midi(ok).end_s[0] > 0  # the 4-byte maximum is a (very long) legal pause

@@ -159,3 +159,48 @@ def test_cli_generate_bad_model_is_clear(tmp_path):
     result = subprocess.run([sys.executable, "-m", "engine.commands.cli", "generate", "--model", str(tmp_path),
                              "-o", str(tmp_path / "o")], capture_output=True, text=True, timeout=240)
     assert result.returncode == 1 and str(tmp_path) in result.stderr
+
+
+def test_files_without_mel_construction_load_as_they_were_trained(tmp_path):
+    """Model files written before the field existed were trained on the unaliased mel matrix."""
+    d = make_tiny_model_dir(tmp_path / "m", seed=3)
+    meta = json.loads((d / CONFIG_FILE).read_text())
+    assert meta["spectral"]["mel_construction"] == "magenta"  # new files record Magenta's
+    del meta["spectral"]["mel_construction"]
+    (d / CONFIG_FILE).write_text(json.dumps(meta))
+    _, _, spectral, _ = load_model_dir(d)
+    assert spectral.mel_construction == "unaliased_edges"
+    meta["spectral"]["mel_construction"] = "slaney"
+    (d / CONFIG_FILE).write_text(json.dumps(meta))
+    with pytest.raises(ModelFileError, match=r"config\.json.*mel_construction"):
+        load_model_dir(d)
+
+
+def test_bundled_model_keeps_the_mel_matrix_it_was_trained_on():
+    from engine.util.resources import default_model_path
+
+    _, _, spectral, _ = load_model_dir(default_model_path())
+    assert spectral.mel_construction == "unaliased_edges"
+
+
+def test_a_config_nested_thousands_deep_is_a_clear_error(tmp_path):
+    """Found by a corpus of malformed files: RecursionError escaped load_synth."""
+    d = make_tiny_model_dir(tmp_path / "m", seed=3)
+    (d / CONFIG_FILE).write_text("[" * 5000 + "]" * 5000)
+    with pytest.raises(ModelFileError, match=r"config\.json: JSON nested too deeply"):
+        load_synth(d)
+    (d / CONFIG_FILE).write_text('{"a": ' * 100 + "1" + "}" * 100)  # parses, but 100 levels
+    with pytest.raises(ModelFileError, match=r"config\.json: JSON nested 100 levels deep \(at most 64\)"):
+        load_synth(d)
+
+
+def test_synth_renders_a_span_equal_to_the_start_of_the_whole_note(tiny_model_dir):
+    synth = load_synth(tiny_model_dir, device="cpu", threads=1)
+    z = synth.random_latents(2, seed=4)
+    whole = synth.generate(z, [40, 70])
+    assert synth.span_frames(46600) == 98 and synth.span_frames(64000) == 128
+    for samples in (1, 20000, 46600, 64000, 99999):
+        span = synth.generate(z, [40, 70], samples=samples)
+        n = min(samples, synth.num_samples)
+        assert span.shape == (2, n)
+        np.testing.assert_allclose(span, whole[:, :n], rtol=0, atol=1e-4 * np.abs(whole).max())

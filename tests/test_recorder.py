@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine.devices.audio import OfflineClockOutput
+from engine.devices.clock import OfflineClockOutput
 from engine.devices.performance import read_performance, render_performance, write_performance
 from engine.devices.recorder import Recorder, RecorderError, SampleRing, repair_wav
 from engine.instrument.events import ControlChange, NoteOff, NoteOn, PadMove, Panic, PitchBend, SetParam

@@ -1,5 +1,6 @@
 """Spectral pipeline: round trips, batch consistency, Magenta's traps, mel matrix."""
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -133,46 +134,74 @@ def test_overlap_add_matches_loop():
     assert torch.allclose(out, ref, atol=1e-6)
 
 
-def independent_mel_matrix(n=1024, sr=16000):
-    """Built from the facts with different code: explicit loops, widening solved by bisection."""
-    nyq = sr / 2
-    mel = lambda f: 1127.0 * math.log(1 + f / 700.0)
-    hz = lambda m: 700.0 * (math.exp(m / 1127.0) - 1)
-    th = 1.5 * nyq / n
-    step = (mel(nyq) - mel(0)) / (n + 1)
-    out = np.zeros((n, n))
-    widened = 0
-    for b in range(n):
-        lo_m, c_m, hi_m = b * step, (b + 1) * step, (b + 2) * step
-        if hz(hi_m) - hz(lo_m) < th:
-            widened += 1
-            a, z = 0.0, 1000.0  # find dm: hz(c+dm) - hz(c-dm) == th
-            for _ in range(200):
-                mid = (a + z) / 2
-                a, z = (mid, z) if hz(c_m + mid) - hz(c_m - mid) < th else (a, mid)
-            lo_m, hi_m = c_m - a, c_m + a
-        lo, c, hi = hz(lo_m), hz(c_m), hz(hi_m)
-        for k in range(1, n):
-            f = k * nyq / (n - 1)
-            out[k, b] = max(0.0, min((f - lo) / (c - lo), (hi - f) / (hi - c)))
-    return out, widened
+MAGENTA = np.load(Path(__file__).parent / "fixtures" / "magenta" / "magenta_spectral.npz")
 
 
-def test_mel_matrix_against_independent_construction():
+def _magenta_dense(name: str) -> np.ndarray:
+    """A matrix saved sparse by make_magenta_references.py from Magenta's own spectral_ops."""
+    m = np.zeros(tuple(MAGENTA[f"{name}_shape"]))
+    m[MAGENTA[f"{name}_rows"], MAGENTA[f"{name}_cols"]] = MAGENTA[f"{name}_values"]
+    return m
+
+
+def test_mel_matrix_is_magentas():
     m = linear_to_mel_matrix(1024, 1024, 16000)
-    ref, widened = independent_mel_matrix()
-    assert widened == 498
-    assert m.dtype == np.float64 and m.shape == (1024, 1024)
-    assert np.abs(m - ref).max() < 1e-9
+    ref = _magenta_dense("mel")
+    assert m.dtype == np.float64 and m.shape == ref.shape == (1024, 1024)
+    assert np.abs(m - ref).max() <= 1e-12
+    assert np.count_nonzero(m) == 2042
     assert not m[0].any() and not m[1023].any() and not m[:, 0].any()
-    assert m.max() == pytest.approx(0.9996, abs=1e-4)
-    assert m.sum(axis=0).max() == pytest.approx(2.76, abs=0.01)
-    minv = mel_to_linear_matrix(m)
-    p = m @ m.T
-    s = p.sum(axis=0)
-    k = 500
-    assert np.allclose(minv[:, k], m[k] / s[k])
-    assert minv[:, 0].tolist() == (m[0] * 0).tolist()  # zero row keeps its tiny (zero) scale
+
+
+def test_mel_inverse_is_magentas():
+    ours = mel_to_linear_matrix(linear_to_mel_matrix(1024, 1024, 16000))
+    ref = _magenta_dense("mel_inv")
+    assert np.sqrt(np.mean((ours - ref) ** 2) / np.mean(ref ** 2)) <= 1e-4
+    assert np.abs(ours - ref).max() <= 1e-12
+
+
+def test_unaliased_construction_is_kept_for_older_models():
+    """The construction the bundled v1 model was trained on: each band widened from the
+    untouched linspace. It differs from Magenta's, and stays reproducible."""
+    old = linear_to_mel_matrix(1024, 1024, 16000, construction="unaliased_edges")
+    assert np.count_nonzero(old) == 2343
+    assert np.abs(old - _magenta_dense("mel")).max() > 0.5
+    with pytest.raises(ValueError, match="mel construction"):
+        linear_to_mel_matrix(1024, 1024, 16000, construction="librosa")
+    helper = SpecgramsHelper(SpectralConfig(mel_construction="unaliased_edges"))
+    assert np.array_equal(helper.mel_matrix_f64, old)
+
+
+@pytest.mark.parametrize("representation,key", [("mel_if", "forward_mel_if"), ("if", "forward_linear_if")])
+def test_waves_to_specgrams_match_magenta(representation, key):
+    """Magenta's waves_to_(mel)specgrams + prespecified normalizer on one note, frames
+    0-7 (frame 0 keeps the raw phase), 60-67 and 120-127."""
+    helper = SpecgramsHelper(SpectralConfig(representation=representation))
+    spec = helper.waves_to_specgrams(torch.from_numpy(MAGENTA["forward_wave"])[None])[0].numpy()
+    ours = spec[:, MAGENTA["forward_frames"]].transpose(1, 2, 0)  # -> [time, freq, channel] as TF
+    ref = MAGENTA[key]
+    assert np.abs(ours[..., 0] - ref[..., 0]).max() <= 2e-4
+    frame0 = MAGENTA["forward_frames"] == 0
+    assert np.abs(ours[frame0, :, 1] - ref[frame0, :, 1]).max() <= 1e-5
+    # IF is a wrapped phase difference: where it lies at +-pi, float rounding picks either end
+    # (a jump of 2 x 0.8 after normalization). Compare modulo that, and count the flips.
+    diff = np.abs(ours[..., 1] - ref[..., 1])
+    flipped = np.abs(diff - 1.6) < 1e-3
+    assert flipped.mean() <= 1e-3
+    assert np.where(flipped, np.abs(diff - 1.6), diff).max() <= 1e-3
+
+
+@pytest.mark.parametrize("representation,key", [("mel_if", "inverse_mel_if_waves"),
+                                                ("if", "inverse_linear_if_waves")])
+def test_specgrams_to_waves_match_magenta(representation, key):
+    """Magenta's denormalize + (mel)specgrams_to_waves on a seeded normalized spectrogram."""
+    rng = np.random.default_rng(int(MAGENTA["inverse_seed"]))
+    normalized = rng.uniform(-1.0, 1.0, size=(1, 128, 1024, 2)).astype(np.float32)  # TF layout
+    helper = SpecgramsHelper(SpectralConfig(representation=representation))
+    ours = helper.specgrams_to_waves(torch.from_numpy(normalized).permute(0, 3, 1, 2))[0].numpy()
+    ref = MAGENTA[key]
+    assert ours.shape == ref.shape == (64000,)
+    assert np.sqrt(np.mean((ours - ref) ** 2) / np.mean(ref ** 2)) <= 1e-4
 
 
 def test_mel_scale_inverse():

@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.gansynth.magenta import tfcheckpoint as tfc
-from engine.gansynth.magenta.tfcheckpoint import CheckpointError, CheckpointReader, crc32c, mask_crc
+from engine.gansynth.magenta.crc import _crc_bytes, crc32c, crc32c_numpy, mask_crc, unmask_crc
+from engine.gansynth.magenta.tfcheckpoint import CheckpointError, CheckpointReader
 
 FIXTURES = Path(__file__).parent / "fixtures" / "magenta"
 HIRES = FIXTURES / "hires_ema" / "stage_00012"
@@ -93,21 +94,21 @@ def test_latest_checkpoint_without_state_file(tmp_path):
 # ----------------------------------------------------------------------------- CRC32C
 
 def test_crc32c_known_vectors():
-    assert crc32c(b"123456789") == tfc.crc32c_numpy(b"123456789") == 0xE3069283
+    assert crc32c(b"123456789") == crc32c_numpy(b"123456789") == 0xE3069283
     assert crc32c(bytes(32)) == 0x8A9136AA  # RFC 3720 B.4
     assert crc32c(b"\xff" * 32) == 0x62A8AB43
     assert crc32c(bytes(range(32))) == 0x46DD794E
-    assert tfc.unmask_crc(mask_crc(0x12345678)) == 0x12345678
+    assert unmask_crc(mask_crc(0x12345678)) == 0x12345678
 
 
 @settings(max_examples=25, deadline=None, database=None)
 @given(st.integers(0, 200_000), st.integers(0, 2 ** 32 - 1), st.integers(0, 10))
 def test_crc32c_parallel_lanes_equal_bytewise(n, seed, split):
     data = np.random.default_rng(seed).integers(0, 256, n, dtype=np.uint8).tobytes()
-    want = tfc._crc_bytes(0xFFFFFFFF, data) ^ 0xFFFFFFFF
-    assert tfc.crc32c_numpy(data) == want and crc32c(data) == want
+    want = _crc_bytes(0xFFFFFFFF, data) ^ 0xFFFFFFFF
+    assert crc32c_numpy(data) == want and crc32c(data) == want
     cut = n * split // 10
-    assert tfc.crc32c_numpy(data[cut:], tfc.crc32c_numpy(data[:cut])) == want
+    assert crc32c_numpy(data[cut:], crc32c_numpy(data[:cut])) == want
 
 
 # ----------------------------------------------------------------------------- a tiny SSTable writer

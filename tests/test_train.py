@@ -14,9 +14,11 @@ import torch
 
 from engine.gansynth.config import PRESETS, SpectralConfig
 from engine.training import checkpoint as ckpt
+from engine.training.batches import TrainData
 from engine.training.recipe import (CONFIG_PRESETS, Segment, TrainConfig, config_from_dict, config_to_dict,
                                     progressive_segments)
-from engine.training.train import TrainData, Trainer, build_trainer
+from engine.training.train import build_trainer
+from engine.training.trainer import Trainer
 
 TINY = CONFIG_PRESETS["tiny"]()
 TOY_SPECTRAL = SpectralConfig(num_samples=64, time_steps=8, freq_bins=16, representation="if")
@@ -222,7 +224,7 @@ def _ddp_config(micro_batches: int) -> TrainConfig:
 
 
 def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    from engine.training.train import Dist
+    from engine.training.distributed import Dist
 
     torch.set_num_threads(1)
     torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,

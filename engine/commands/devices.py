@@ -8,7 +8,7 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from engine.devices.audio import AudioDeviceError, list_output_devices
+    from engine.devices.listing import AudioDeviceError, list_output_devices
     from engine.devices.midi_input import list_input_ports
 
     print("Audio outputs:")

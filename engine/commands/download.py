@@ -12,9 +12,10 @@ import sys
 import warnings
 from pathlib import Path
 
-from engine.gansynth.magenta.convert import MagentaImportWarning, cache_root, extraction_dir, import_checkpoint
+from engine.gansynth.magenta.convert import import_checkpoint
 from engine.gansynth.magenta.download import (DEFAULT_BASE_URL, MODELS, DownloadError, data_root, fetch,
                                               model_url, verify_zip)
+from engine.gansynth.magenta.files import MagentaImportWarning, cache_root, extraction_dir
 from engine.gansynth.modelfile import ModelFileError
 
 

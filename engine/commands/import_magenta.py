@@ -8,7 +8,8 @@ from __future__ import annotations
 import sys
 import warnings
 
-from engine.gansynth.magenta.convert import MagentaImportWarning, import_checkpoint
+from engine.gansynth.magenta.convert import import_checkpoint
+from engine.gansynth.magenta.files import MagentaImportWarning
 from engine.gansynth.modelfile import ModelFileError
 
 

@@ -40,8 +40,9 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    from engine.devices.audio import AudioOutput, device_sample_rate
+    from engine.devices.audio import AudioOutput
     from engine.devices.jackclient import JACK_CLIENT_DEVICE
+    from engine.devices.listing import device_sample_rate
     from engine.devices.midi_input import CLIENT_NAME, MidiInput
     from engine.devices.recorder import Recorder, RecorderError
     from engine.gansynth.modelfile import ModelFileError
@@ -117,7 +118,7 @@ def _wait(out, midi, recorder, seconds: float | None) -> None:
             m = out.meters()
             line = (f"[{time.monotonic() - start:6.0f} s] {m['mode']} {m['device']}: xruns {m['xruns']}, "
                     f"cpu {100 * m['cpu_load']:.0f} %, voices {out.instrument.stats().get('voices', 0)}, "
-                    f"MIDI messages {midi.messages}")
+                    f"MIDI messages {midi.messages + m['midi_messages']}")  # rtmidi + our JACK client
             if recorder is not None:
                 line += f", recorded {recorder.elapsed_s:.0f} s"
             print(line, flush=True)

@@ -58,6 +58,9 @@ def add_arguments(p) -> None:
     p.add_argument("--max-note", type=float, default=3.0, help="longest sustain in seconds")
     p.add_argument("--morph-steps", type=int, default=0,
                    help="quantise each morph to N steps so more notes share renders (0: continuous)")
+    p.add_argument("--max-minutes", type=float, default=RenderSettings.max_minutes, metavar="M",
+                   help="refuse songs longer than this (default %(default)g); raise it to render "
+                        "a longer one where memory allows")
     p.add_argument("--plot", default=None, metavar="PNG", help="also write the rainbowgram of the result")
 
 
@@ -94,7 +97,8 @@ def run(args) -> int:
         print(f"{prog}: --times needs --instruments", file=sys.stderr)
         return 2
     settings = RenderSettings(sample_rate=args.sample_rate, attack_s=args.attack, release_s=args.release,
-                              max_note_s=args.max_note, morph_steps=args.morph_steps)
+                              max_note_s=args.max_note, morph_steps=args.morph_steps,
+                              max_minutes=args.max_minutes)
     instruments = args.instruments
     if args.preset is not None and instruments is None and args.secs_per_instrument is None:
         instruments = [4]  # the pad's current timbre

@@ -1,4 +1,6 @@
-"""Live audio output: a sounddevice stream, or a paced clock when there is no device.
+"""Live audio output: a sounddevice stream (or our own JACK client), with the paced offline clock
+(engine/devices/clock.py) taking over when there is no device; engine/devices/listing.py
+lists the devices.
 
     out = AudioOutput(instrument, device="system")   # name or substring; None = default
     out.open()            # True: a device plays; False: running on the offline clock (see last_error)
@@ -35,370 +37,18 @@ import gc
 import sys
 import threading
 import time
-from dataclasses import dataclass
 
-import numpy as np
+from engine.devices.clock import OfflineClockOutput, OutputBase
+from engine.devices.jackclient import JACK_CLIENT_HOSTAPI
+from engine.devices.listing import (AudioDeviceError, find_output_device, import_sounddevice, jack_server_lost,
+                                    refresh_devices)
 
-from engine.devices.jackclient import JACK_CLIENT_DEVICE, JACK_CLIENT_HOSTAPI
-
-DEFAULT_SAMPLE_RATE = 48000
-CLOCK_BLOCK = 256
-SCOPE_SIZE = 16384
-MAX_BLOCK = 1 << 16     # largest block the tap accepts (the mixer's own limit)
 GIL_SWITCH_S = 0.0005  # the GIL hand-over interval while a stream runs (Python's default: 5 ms)
 STALL_S = 0.5          # no callback for this long: reported as a stall (the stream is kept)
 LOST_S = 3.0           # no callback (or only underflows) for this long: the device is lost
 WATCHDOG_S = 0.25
 REAP_WAIT_S = 2.0      # reopen waits this long for a lost stream's close to return
 
-
-class AudioDeviceError(Exception):
-    """No usable audio output; the message says what was looked for and what exists."""
-
-
-# ---------------------------------------------------------------------------- devices
-
-@dataclass(frozen=True)
-class OutputDevice:
-    index: int
-    name: str
-    hostapi: str
-    channels: int
-    default_sample_rate: float
-    is_default: bool
-
-    def __str__(self) -> str:
-        mark = " (default)" if self.is_default else ""
-        return (f"{self.name} [{self.hostapi}, {self.channels} ch, "
-                f"{self.default_sample_rate:.0f} Hz]{mark}")
-
-
-def _sounddevice():
-    """sounddevice, or AudioDeviceError when PortAudio itself is missing."""
-    try:
-        import sounddevice
-    except OSError as e:  # libportaudio2 not installed
-        raise AudioDeviceError(f"PortAudio is not available ({e}); install libportaudio2") from None
-    return sounddevice
-
-
-_jack_server_lost = False   # our JACK client saw its server go away (see `jack_server_lost`)
-
-
-def jack_server_lost() -> None:
-    """Called when our JACK client's server shut down or dropped us. From then on this process
-    opens no new JACK client: libjack crashes (segfault, measured) when a client connects to a
-    restarted server while another client of the process (PortAudio's, rtmidi's) still holds
-    the old connection state. The instrument stays on the clock; a restart reconnects."""
-    global _jack_server_lost
-    _jack_server_lost = True
-
-
-JACK_LOST_HINT = "the JACK server went away; restart the program to play through JACK again"
-
-
-def refresh_devices() -> None:
-    """Re-scan PortAudio's devices (a JACK server or USB device that appeared later).
-
-    Re-initialises PortAudio: only call it with no stream open. Not once a JACK server
-    PortAudio is attached to has gone away: PortAudio's terminate then aborts the process
-    (an assertion in pa_jack.c), so this raises AudioDeviceError and keeps the old list.
-    """
-    sd = _sounddevice()
-    if _jack_server_lost and any(h["name"].startswith("JACK") for h in sd.query_hostapis()):
-        raise AudioDeviceError(f"cannot re-scan audio devices: {JACK_LOST_HINT} (PortAudio aborts the "
-                               f"process when it lets go of a JACK server that died)")
-    sd._terminate()
-    sd._initialize()
-
-
-def list_output_devices() -> list[OutputDevice]:
-    """Every device with output channels; [] when there is none (no sound card, no JACK)."""
-    sd = _sounddevice()
-    try:
-        devices = sd.query_devices()
-        hostapis = sd.query_hostapis()
-    except sd.PortAudioError:
-        devices, hostapis = [], []
-    try:
-        default = sd.default.device[1]
-    except (sd.PortAudioError, TypeError, IndexError):
-        default = -1
-    out = []
-    for d in devices:
-        if d["max_output_channels"] > 0:
-            out.append(OutputDevice(d["index"], d["name"], hostapis[d["hostapi"]]["name"],
-                                    d["max_output_channels"], float(d["default_samplerate"]),
-                                    d["index"] == default))
-    rate = _jack_client_rate()
-    if rate:
-        out.append(OutputDevice(-1, JACK_CLIENT_DEVICE, JACK_CLIENT_HOSTAPI, 2, float(rate), False))
-    return out
-
-
-def _jack_client_rate() -> int:
-    """The JACK server's rate when our own JACK client could run there, else 0."""
-    from engine.devices.jackclient import JackUnavailable, server_sample_rate
-    from engine.devices.midi_input import quiet_stderr
-
-    if _jack_server_lost:
-        return 0
-    try:
-        with quiet_stderr():                 # libjack prints its own complaints when no server runs
-            return server_sample_rate()
-    except JackUnavailable:
-        return 0
-
-
-def find_output_device(name: str | None = None) -> OutputDevice:
-    """The device called `name` (exact, else a unique case-insensitive substring); None = default."""
-    if _jack_server_lost and name and name.lower() in JACK_CLIENT_DEVICE.lower():
-        raise AudioDeviceError(f"audio output {name!r}: {JACK_LOST_HINT}")
-    devices = list_output_devices()
-    if not devices:
-        raise AudioDeviceError("no audio output device found (no sound card, and no JACK server "
-                               "running)")
-    if name is None or name == "":
-        for d in devices:
-            if d.is_default:
-                return d
-        return devices[0]
-    exact = [d for d in devices if d.name == name]
-    if exact:
-        return exact[0]
-    partial = [d for d in devices if name.lower() in d.name.lower()]
-    if len(partial) == 1:
-        return partial[0]
-    names = ", ".join(repr(d.name) for d in devices)
-    what = "matches several devices" if partial else "matches no device"
-    raise AudioDeviceError(f"audio output {name!r} {what}; available: {names}")
-
-
-def device_sample_rate(name: str | None = None) -> int:
-    """The rate to build the instrument at for device `name` (48 kHz when unknown)."""
-    try:
-        rate = find_output_device(name).default_sample_rate
-    except AudioDeviceError:
-        return DEFAULT_SAMPLE_RATE
-    return int(rate) if rate > 0 else DEFAULT_SAMPLE_RATE
-
-
-# ---------------------------------------------------------------------------- tap
-
-class OutputTap:
-    """What the output played, for the GUI and the recorder. Written by the audio thread only.
-
-    - `scope(n)`: the newest n samples (a copy; seqlock-consistent).
-    - `levels()`: (peak, rms) linear, peak held since the previous call, rms of the last block.
-    - `frames`: samples produced so far (monotonic across device/clock switches).
-    - a recorder ring (`attach_ring`) gets every block while attached.
-    """
-
-    def __init__(self, scope_size: int = SCOPE_SIZE):
-        self._scope = np.zeros(scope_size, np.float32)
-        self._abs = np.zeros(MAX_BLOCK, np.float32)
-        self._seq = 0
-        self.frames = 0
-        self._peak = 0.0
-        self._rms = 0.0
-        self._ring = None
-        self._in_push = False
-
-    # ---- audio thread ----
-    def push(self, block: np.ndarray) -> None:
-        self._in_push = True
-        n = block.shape[0]
-        ring = self._ring
-        if ring is not None:
-            if ring.start_frame < 0:
-                ring.start_frame = self.frames
-            ring.push(block)
-        np.abs(block, out=self._abs[:n])
-        peak = float(self._abs[:n].max()) if n else 0.0
-        if peak > self._peak:
-            self._peak = peak
-        self._rms = float(np.sqrt(np.dot(block, block) / n)) if n else 0.0
-        self._seq += 1                      # odd: writing
-        size = self._scope.shape[0]
-        if n >= size:
-            self._scope[:] = block[n - size:]
-        else:
-            self._scope[:-n] = self._scope[n:]
-            self._scope[-n:] = block
-        self._seq += 1                      # even: consistent
-        self.frames += n
-        self._in_push = False
-
-    # ---- readers ----
-    def scope(self, n: int) -> np.ndarray:
-        n = min(int(n), self._scope.shape[0])
-        for _ in range(8):
-            seq = self._seq
-            out = self._scope[self._scope.shape[0] - n:].copy()
-            if seq % 2 == 0 and seq == self._seq:
-                return out
-            time.sleep(0.0005)
-        return out
-
-    def levels(self) -> tuple[float, float]:
-        peak, self._peak = self._peak, 0.0
-        return peak, self._rms
-
-    # ---- recorder (GUI thread) ----
-    def attach_ring(self, ring) -> None:
-        self._ring = ring
-
-    def detach_ring(self, ring) -> None:
-        """Stop feeding `ring`; returns once the audio thread is out of `push`."""
-        if self._ring is ring:
-            self._ring = None
-        deadline = time.monotonic() + 0.1
-        while self._in_push and time.monotonic() < deadline:
-            time.sleep(0.0005)
-
-
-# ---------------------------------------------------------------------------- shared parts
-
-class _OutputBase:
-    """Event posting with timestamps, the recorder hook and the tap, shared by both outputs."""
-
-    def __init__(self, instrument, tap: OutputTap | None = None):
-        self.instrument = instrument
-        self.sample_rate = int(instrument.sample_rate)
-        self.tap = tap or OutputTap()
-        self.recorder = None          # set by engine.devices.recorder.Recorder users (see `post`)
-        self.callback_errors = 0
-        self.callback_error: BaseException | None = None
-
-    def post(self, event) -> None:
-        """Send `event` to the instrument (any thread); a recorder logs it with its frame."""
-        self.instrument.post(event)
-        recorder = self.recorder
-        if recorder is not None:
-            recorder.log_event(self.tap.frames, event)
-
-    def _render(self, frames: int) -> np.ndarray:
-        """One block from the instrument into the tap. Audio/clock thread only."""
-        block = self.instrument.process(frames)
-        self.tap.push(block)
-        return block
-
-
-class OfflineClockOutput(_OutputBase):
-    """Calls `instrument.process(block_size)` from its own thread without a device.
-
-    `realtime=True` paces blocks at the sample rate (the on-screen keyboard still sounds
-    into the scope and the recorder); `realtime=False` runs as fast as the instrument and
-    an attached recorder's writer allow (offline takes, benchmarks). Late blocks (the
-    machine could not keep pace) count as `xruns`.
-    """
-
-    name = "offline clock"
-    mode = "clock"
-
-    def __init__(self, instrument, block_size: int = CLOCK_BLOCK, realtime: bool = True,
-                 tap: OutputTap | None = None, on_block=None):
-        super().__init__(instrument, tap)
-        self.block_size = int(block_size)
-        self.realtime = realtime
-        self.on_block = on_block  # clock thread: on_block(block), block valid during the call only
-        self.xruns = 0
-        self.cpu_load = 0.0
-        self.last_error = ""
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._frame_cond = threading.Condition()
-        self.max_frames: int | None = None   # stop by itself after this many frames
-
-    @property
-    def latency_ms(self) -> float:
-        return 1000.0 * self.block_size / self.sample_rate
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def open(self) -> bool:
-        self.start()
-        return False
-
-    def start(self) -> None:
-        if self.running:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="offline-clock", daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=5.0)
-        self._thread = None
-
-    def run_blocks(self, blocks: int) -> None:
-        """Render `blocks` blocks in the calling thread (single-threaded mode; not while started)."""
-        if self.running:
-            raise RuntimeError("the clock thread is running; stop it before stepping by hand")
-        for _ in range(int(blocks)):
-            self._render(self.block_size)
-        if self.realtime is False:
-            self._wait_for_recorder()
-
-    def wait_frames(self, frames: int, timeout: float) -> bool:
-        """Block until the tap has produced `frames` frames in total (or timeout)."""
-        with self._frame_cond:
-            return self._frame_cond.wait_for(lambda: self.tap.frames >= frames or self._stop.is_set(),
-                                             timeout)
-
-    def _run(self) -> None:
-        period = self.block_size / self.sample_rate
-        deadline = time.monotonic()
-        while not self._stop.is_set():
-            if self.max_frames is not None and self.tap.frames >= self.max_frames:
-                break
-            t0 = time.monotonic()
-            try:
-                block = self._render(self.block_size)
-                if self.on_block is not None:
-                    self.on_block(block)
-            except Exception as e:  # keep time going: silence plus a count
-                self.callback_errors += 1
-                self.callback_error = e
-                self.tap.push(np.zeros(self.block_size, np.float32))
-            busy = time.monotonic() - t0
-            self.cpu_load = 0.9 * self.cpu_load + 0.1 * busy / period
-            with self._frame_cond:
-                self._frame_cond.notify_all()
-            if self.realtime:
-                deadline += period
-                wait = deadline - time.monotonic()
-                if wait < -period:                # missed a whole block: count and resync
-                    self.xruns += 1
-                    deadline = time.monotonic()
-                elif wait > 0:
-                    self._stop.wait(wait)
-            else:
-                self._wait_for_recorder()
-        with self._frame_cond:
-            self._frame_cond.notify_all()
-
-    def _wait_for_recorder(self) -> None:
-        """Faster than real time: never outrun the recorder's writer (no overruns)."""
-        rec = self.recorder
-        while rec is not None and rec.recording and not self._stop.is_set() \
-                and rec.backlog_frames > rec.ring_capacity // 2:
-            self._stop.wait(0.002)
-
-    def meters(self) -> dict:
-        return {"mode": self.mode, "device": self.name, "sample_rate": self.sample_rate,
-                "block_size": self.block_size, "latency_ms": self.latency_ms, "xruns": self.xruns,
-                "cpu_load": self.cpu_load, "last_error": self.last_error}
-
-
-# ---------------------------------------------------------------------------- device output
 
 _open_streams = 0          # streams of this process not yet closed (refresh only when 0)
 _stuck_hostapis: dict[str, int] = {}   # host API -> streams PortAudio is still failing to close
@@ -411,7 +61,7 @@ def stuck_hostapis() -> list[str]:
     return [name for name, n in _stuck_hostapis.items() if n > 0]
 
 
-class AudioOutput(_OutputBase):
+class AudioOutput(OutputBase):
     """The instrument on a sounddevice output stream, with the offline clock as fallback.
 
     `device`: name or unique substring (None = PortAudio's default output). The stream
@@ -426,7 +76,7 @@ class AudioOutput(_OutputBase):
         super().__init__(instrument)
         if sample_rate is not None and int(sample_rate) != self.sample_rate:
             raise ValueError(f"the instrument renders at {self.sample_rate} Hz, not {sample_rate} Hz; "
-                             f"build it at the device's rate (engine.devices.audio.device_sample_rate)")
+                             f"build it at the device's rate (engine.devices.listing.device_sample_rate)")
         self.device = device
         self.latency = latency
         self.block_size = int(block_size)
@@ -441,6 +91,7 @@ class AudioOutput(_OutputBase):
         self.stall_s = STALL_S
         self.lost_s = LOST_S
         self._xruns = 0
+        self._midi_messages = 0       # MIDI received by closed streams (our JACK client's midi_in)
         self._underflow_run = 0
         self._last_frames = 0
         self._stream = None
@@ -459,6 +110,11 @@ class AudioOutput(_OutputBase):
     def xruns(self) -> int:
         clock = self._clock
         return self._xruns + (clock.xruns if clock is not None else 0)
+
+    @property
+    def midi_messages(self) -> int:
+        """MIDI messages the output's own MIDI in received (our JACK client; 0 for PortAudio)."""
+        return self._midi_messages + getattr(self._stream, "midi_messages", 0)
 
     @property
     def cpu_load(self) -> float:
@@ -487,7 +143,7 @@ class AudioOutput(_OutputBase):
                 "block_size": self.block_frames, "latency_ms": self.latency_ms, "xruns": self.xruns,
                 "cpu_load": self.cpu_load, "last_error": self.last_error,
                 "callback_errors": self.callback_errors, "device_losses": self.device_losses,
-                "stalls": self.stalls}
+                "stalls": self.stalls, "midi_messages": self.midi_messages}
 
     # ---- control (GUI thread) ----
     def open(self) -> bool:
@@ -543,7 +199,7 @@ class AudioOutput(_OutputBase):
     # ---- internals ----
     def _open_device(self) -> None:
         global _open_streams
-        sd = _sounddevice()
+        sd = import_sounddevice()
         dev = find_output_device(self.device)
         if dev.hostapi in stuck_hostapis():
             raise AudioDeviceError(f"audio output {dev.name!r} ({dev.hostapi}) was lost and PortAudio has "
@@ -634,6 +290,7 @@ class AudioOutput(_OutputBase):
         self._gen += 1
         stream, self._stream = self._stream, None
         if stream is not None:
+            self._midi_messages += getattr(stream, "midi_messages", 0)
             self._dispose(stream)
         clock, self._clock = self._clock, None
         if clock is not None:

@@ -25,6 +25,7 @@ import mido
 import numpy as np
 
 from engine.instrument.events import ControlChange, NoteOff, NoteOn, PadMove, Panic, PitchBend, SetParam
+from engine.util.fileio import parse_json
 
 KEYS_CHANNEL = 0     # MIDI channel 1
 CONTROL_CHANNEL = 15  # MIDI channel 16
@@ -175,9 +176,9 @@ def _message_event(msg, pad: _PadState, frame: int):
     if msg.is_meta:
         if msg.type == "text" and msg.text.startswith(PARAM_TEXT):
             try:
-                name, value = json.loads(msg.text[len(PARAM_TEXT):])
+                name, value = parse_json(msg.text[len(PARAM_TEXT):], "performance parameter", max_depth=4)
                 return SetParam(str(name), value)
-            except (ValueError, TypeError):
+            except (ValueError, TypeError):  # JsonFileError is a ValueError
                 return None
         return None
     channel = getattr(msg, "channel", None)

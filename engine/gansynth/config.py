@@ -12,6 +12,13 @@ from dataclasses import dataclass
 
 # How a Synth does its arithmetic (engine.gansynth.synth.resolve_precision).
 PRECISIONS = ("fp32", "bf16", "auto")
+# How the mel matrix widens narrow bands (engine.gansynth.spectral.linear_to_mel_matrix): "magenta" is
+# Magenta's own in-place widening on aliased edge views; "unaliased_edges" is this project's
+# construction before 2026-12 (the bundled default model v1 was trained with it).
+MEL_CONSTRUCTIONS = ("magenta", "unaliased_edges")
+# What a model file written before the field existed was trained with.
+LEGACY_MEL_CONSTRUCTION = "unaliased_edges"
+
 PRECISION_HELP = "generator arithmetic: fp32, bf16, or auto (bf16 where the CPU/GPU has it natively)"
 
 
@@ -31,6 +38,8 @@ class SpectralConfig:
     # Prespecified normalizer: norm = clip(a*x + b, -1, 1), per channel (logmag, IF).
     norm_a: tuple[float, float] = (0.0661371661726, 0.8)
     norm_b: tuple[float, float] = (0.113718730221, 0.0)
+    # Which mel matrix the model was trained with (MEL_CONSTRUCTIONS); only used by "mel_if".
+    mel_construction: str = "magenta"
 
     @property
     def n_fft(self) -> int:
@@ -48,6 +57,9 @@ class SpectralConfig:
     def __post_init__(self):
         if self.representation not in ("mel_if", "if"):
             raise ValueError(f"representation must be 'mel_if' or 'if', not {self.representation!r}")
+        if self.mel_construction not in MEL_CONSTRUCTIONS:
+            raise ValueError(f"mel_construction must be one of {MEL_CONSTRUCTIONS}, "
+                             f"not {self.mel_construction!r}")
         if self.pad_left < 0:
             raise ValueError("time_steps * hop does not cover num_samples")
 
@@ -103,6 +115,14 @@ PRESETS: dict[str, ModelConfig] = {
     # For tests: narrow and cheap, full output shape.
     "tiny": ModelConfig(latent_size=16, fmap_base=512, fmap_max=8),
 }
+
+
+def spectral_from_dict(d, source: str = "spectral") -> SpectralConfig:
+    """A SpectralConfig from a model file or training state; without `mel_construction`
+    (written before the field existed) it is the construction those models were trained on."""
+    if isinstance(d, dict) and "mel_construction" not in d:
+        d = dict(d, mel_construction=LEGACY_MEL_CONSTRUCTION)
+    return from_dict(SpectralConfig, d, source)
 
 
 def to_dict(cfg) -> dict:

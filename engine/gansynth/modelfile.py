@@ -13,9 +13,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from engine.gansynth.config import ModelConfig, SpectralConfig, from_dict, to_dict
+from engine.gansynth.config import ModelConfig, SpectralConfig, from_dict, spectral_from_dict, to_dict
 from engine.gansynth.model import Generator
-from engine.util.fileio import atomic_path, atomic_write_text
+from engine.util.fileio import JsonFileError, atomic_path, atomic_write_text, read_json
 
 FORMAT = "gansynth-instrument-model"
 FORMAT_VERSION = 1
@@ -59,16 +59,16 @@ def read_meta(path) -> dict:
     if not cfg_path.is_file():
         raise ModelFileError(f"{cfg_path}: missing (a model directory holds {CONFIG_FILE} and {WEIGHTS_FILE})")
     try:
-        meta = json.loads(cfg_path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelFileError(f"{cfg_path}: not valid JSON ({e})") from None
+        meta = read_json(cfg_path)
+    except JsonFileError as e:
+        raise ModelFileError(str(e)) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelFileError(f"{cfg_path}: not a {FORMAT} config (field 'format')")
     if meta.get("format_version") != FORMAT_VERSION:
         raise ModelFileError(f"{cfg_path}: unsupported format_version {meta.get('format_version')!r}")
     try:
         meta["model_config"] = from_dict(ModelConfig, meta.get("model"), "field 'model'")
-        meta["spectral_config"] = from_dict(SpectralConfig, meta.get("spectral"), "field 'spectral'")
+        meta["spectral_config"] = spectral_from_dict(meta.get("spectral"), "field 'spectral'")
     except (ValueError, TypeError) as e:
         raise ModelFileError(f"{cfg_path}: {e}") from None
     return meta

@@ -11,7 +11,9 @@ Traps reproduced on purpose: the DC bin (not Nyquist) is dropped; all padding
 (3072 samples for H) is on the left; the analysis window is a periodic Hann and
 the synthesis window hann/1.5 with plain overlap-add (no edge renormalisation);
 the mel matrix uses linspace(0, 8000, n) bin frequencies with Magenta's band
-widening, built in float64, and its diagonal-scaled transpose as pseudo-inverse.
+widening done in place on aliased views of one edge linspace (the config's
+`mel_construction` says which construction a model was trained with), built in
+float64, and its diagonal-scaled transpose as pseudo-inverse.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import warnings
 import numpy as np
 import torch
 
-from engine.gansynth.config import SpectralConfig
+from engine.gansynth.config import MEL_CONSTRUCTIONS, SpectralConfig
 
 _LOG_EPS = 1e-6
 _MEL_BREAK_HZ = 700.0
@@ -53,17 +55,32 @@ def mel_to_hertz(mel):
 
 
 def linear_to_mel_matrix(num_mel_bins: int, num_spectrogram_bins: int, sample_rate: int,
-                         lower_edge_hz: float = 0.0, upper_edge_hz: float | None = None) -> np.ndarray:
+                         lower_edge_hz: float = 0.0, upper_edge_hz: float | None = None,
+                         construction: str = "magenta") -> np.ndarray:
     """Magenta's float64 mel weight matrix M, shape [freq, mel].
 
-    Linear bin k sits at linspace(0, nyquist, freq)[k]; row 0 is zero. Bands
-    narrower than 1.5 * (nyquist / freq) Hz are widened symmetrically in mel.
+    Linear bin k sits at linspace(0, nyquist, freq)[k]; row 0 is zero. Band i has its lower,
+    centre and upper edge at points i, i+1, i+2 of one mel linspace of mel+2 points. Bands
+    narrower than 1.5 * (nyquist / freq) Hz are widened symmetrically in mel around the centre.
+
+    construction:
+    - "magenta": as Magenta's `linear_to_mel_weight_matrix` does it. The three edge arrays
+      are views of the one linspace and the widening writes into it, band by band, so a
+      widening also moves the neighbours' edges and centres (points i and i+2 are shared by
+      bands i-2 .. i+2), and later bands test and widen from the moved points.
+    - "unaliased_edges": each band widened from the untouched linspace (the three arrays
+      copied first). Models trained by this project before the distinction use it.
     """
+    if construction not in MEL_CONSTRUCTIONS:
+        raise ValueError(f"mel construction must be one of {MEL_CONSTRUCTIONS}, not {construction!r}")
     nyquist = sample_rate / 2.0
     upper_edge_hz = nyquist if upper_edge_hz is None else upper_edge_hz
     linear_hz = np.linspace(0.0, nyquist, num_spectrogram_bins)[1:, None]  # [freq-1, 1]
-    edges = np.linspace(hertz_to_mel(lower_edge_hz), hertz_to_mel(upper_edge_hz), num_mel_bins + 2)
-    lower, center, upper = edges[:-2].copy(), edges[1:-1].copy(), edges[2:].copy()
+    points = np.linspace(hertz_to_mel(lower_edge_hz), hertz_to_mel(upper_edge_hz), num_mel_bins + 2)
+    if construction == "magenta":
+        lower, center, upper = points[:-2], points[1:-1], points[2:]  # views: writes are shared
+    else:
+        lower, center, upper = points[:-2].copy(), points[1:-1].copy(), points[2:].copy()
     freq_th = 1.5 * nyquist / float(num_spectrogram_bins)
     for i in range(num_mel_bins):
         center_hz = mel_to_hertz(center[i])
@@ -146,7 +163,7 @@ class SpecgramsHelper:
         overlaps = c.n_fft // c.hop_length
         denom = sum(torch.roll(self.window.double() ** 2, k * c.hop_length) for k in range(overlaps))
         self.synthesis_window = (self.window.double() / denom).float()  # hann / 1.5 for 2048/512
-        m = linear_to_mel_matrix(c.freq_bins, c.freq_bins, c.sample_rate)
+        m = linear_to_mel_matrix(c.freq_bins, c.freq_bins, c.sample_rate, construction=c.mel_construction)
         self.mel_matrix_f64 = m
         self.mel = torch.from_numpy(m).float().to(self.device)  # [freq, mel]
         self.mel_inv = torch.from_numpy(mel_to_linear_matrix(m)).float().to(self.device)  # [mel, freq]

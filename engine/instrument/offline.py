@@ -15,7 +15,7 @@ at the same sample on every run. Non-deterministic mode leaves rendering to the
 started worker, like live playing.
 
 Real-time playing without a device (paced blocks, scope, recorder) is
-`engine.devices.audio.OfflineClockOutput`.
+`engine.devices.clock.OfflineClockOutput`.
 """
 from __future__ import annotations
 

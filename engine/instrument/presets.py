@@ -28,7 +28,7 @@ import numpy as np
 from engine.gansynth.spectral import midi_to_hz
 from engine.instrument.params import PARAMS, TIMBRE_PARAMS, check_param
 from engine.instrument.timbre import DEFAULT_COLOURS, MODES, Corner, TimbreState
-from engine.util.fileio import atomic_write_text
+from engine.util.fileio import JsonFileError, atomic_write_text, read_json
 
 FORMAT = "gansynth-preset"
 VERSION = 1
@@ -74,13 +74,9 @@ def load_preset(path, latent_size: int | None = None) -> Preset:
     """Read and validate a preset; `latent_size` (the model's) must match the corners."""
     path = Path(os.path.expanduser(str(path)))
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise PresetError(f"{path}: cannot read preset ({exc.strerror or exc})") from None
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PresetError(f"{path}: not valid JSON ({exc})") from None
+        data = read_json(path)
+    except JsonFileError as exc:
+        raise PresetError(f"{exc} (a preset)") from None
     return preset_from_dict(data, str(path), latent_size)
 
 

@@ -17,6 +17,8 @@ What it handles, and how:
   note-offs without a matching note-on are ignored and counted.
 - With `pitch_range`, notes outside it are dropped and counted; if none are
   left, `MidiFileError` says so.
+- A delta time longer than the standard's 4-byte variable-length number (0x0FFFFFFF
+  ticks) is corruption, not a long pause: `MidiFileError`.
 - Anything unreadable raises `MidiFileError` naming the file and the problem.
 """
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_TEMPO_US = 500_000  # microseconds per quarter note (120 bpm)
+MAX_DELTA_TICKS = 0x0FFFFFFF  # the largest delta time a 4-byte variable-length number holds (SMF)
 
 
 class MidiFileError(Exception):
@@ -94,6 +97,7 @@ def read_midi(path, pitch_range: tuple[int, int] | None = None,
     if not tempo_scale > 0:
         raise ValueError(f"tempo_scale must be > 0, not {tempo_scale}")
     midi = _open(path)
+    _check_delta_times(midi, path)
     seconds_per_tick = _seconds_per_tick_fn(midi, path)
     rows, counts = [], collections.Counter()
     if midi.type == 2:
@@ -138,6 +142,16 @@ def _open(path: Path):
     except Exception as e:  # mido raises OSError, EOFError, KeyError, ValueError, struct.error...
         detail = str(e) or type(e).__name__
         raise MidiFileError(f"{path}: corrupt MIDI file ({detail})") from e
+
+
+def _check_delta_times(midi, path: Path) -> None:
+    for number, track in enumerate(midi.tracks, 1):
+        for index, msg in enumerate(track):
+            if msg.time > MAX_DELTA_TICKS:
+                raise MidiFileError(
+                    f"{path}: corrupt MIDI file (track {number}, event {index}: a delta time of "
+                    f"{msg.time:,} ticks, longer than the {MAX_DELTA_TICKS:,} a 4-byte "
+                    "variable-length number can hold)")
 
 
 def _seconds_per_tick_fn(midi, path: Path):

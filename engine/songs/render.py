@@ -30,6 +30,7 @@ How a note is made (as Magenta's generate_util, except where noted):
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.instrument.timbre import slerp_rows
-from engine.songs.midifile import MidiFileError, MidiNotes, read_midi
+from engine.songs.midifile import MidiNotes, read_midi
 from engine.util.fileio import atomic_path
 
 
@@ -63,6 +64,7 @@ class RenderSettings:
     max_cached_renders: int = 128   # renders held at once (each num_samples float32)
     dedup: bool = True              # False: one render per note (the benchmark baseline)
     subtype: str = "PCM_24"         # soundfile WAV subtype
+    max_minutes: float = 60.0       # longer songs are refused (raise it to render them anyway)
 
     def validate(self) -> None:
         checks = [(self.sample_rate >= 8000, "sample_rate must be >= 8000"),
@@ -72,6 +74,7 @@ class RenderSettings:
                   (0 < self.peak <= 1, "peak must be in (0, 1]"),
                   (self.morph_steps >= 0, "morph steps must be >= 0"),
                   (self.batch_size >= 1, "batch size must be >= 1"),
+                  (self.max_minutes > 0, "max minutes must be > 0"),
                   (self.max_cached_renders >= self.batch_size, "max_cached_renders must be >= batch_size")]
         for ok, message in checks:
             if not ok:
@@ -299,7 +302,9 @@ def render_notes(synth, notes: MidiNotes, palette: np.ndarray, anchor_ids: np.nd
     cache = _RenderCache(job_of_note.astype(np.int64), settings.max_cached_renders)
     start_idx = np.round(notes.start_s * sr).astype(np.int64)
     sustain, length = shaper.lengths(notes.end_s - notes.start_s)
-    mix = np.zeros(int((start_idx + length).max()), np.float32)
+    total = int((start_idx + length).max())
+    _check_song_length(notes.path, total, sr, settings)
+    mix = np.zeros(total, np.float32)
     done_reported, report_every = 0, max(1, n // 200)
     for i in range(n):
         job = int(job_of_note[i])
@@ -343,6 +348,44 @@ def _check_output(path) -> None:
         raise RenderError(f"{path}: is a folder, not a file name")
     if not path.parent.is_dir():
         raise RenderError(f"{path}: the folder {path.parent} does not exist")
+
+
+def _check_song_length(source: str, samples: int, sample_rate: int, settings: RenderSettings) -> None:
+    """Refuse a song longer than settings.max_minutes, or one this machine's memory cannot hold.
+
+    What the render holds at its peak: the float32 mix at the model's rate (the resample
+    to the output rate goes in chunks), so 4 bytes a sample (16 kHz: 5.5 GB a day of audio).
+    """
+    seconds = samples / sample_rate
+    minutes = seconds / 60.0
+    found = f"{source}: the song is {_clock(seconds)} long (its last note ends there)"
+    if minutes > settings.max_minutes:
+        raise RenderError(f"{found}; songs longer than {settings.max_minutes:g} minutes are refused. "
+                          f"If that is right, render it anyway with --max-minutes {int(np.ceil(minutes))} "
+                          f"(needs about {_bytes(4.0 * samples)} of memory)")
+    needed, available = 4.0 * samples * 1.25, _available_memory()
+    if available is not None and needed > available:
+        raise RenderError(f"{found}; rendering it needs about {_bytes(needed)} of memory and "
+                          f"{_bytes(available)} is available")
+
+
+def _clock(seconds: float) -> str:
+    hours, rest = divmod(int(round(seconds)), 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d} (h:mm:ss)"
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
+        n /= 1000.0
+
+
+def _available_memory() -> float | None:
+    try:
+        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def write_wav(path, audio: np.ndarray, in_rate: int, out_rate: int, subtype: str = "PCM_24",

@@ -21,7 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from engine.util.fileio import atomic_path
+from engine.util.fileio import atomic_path, parse_json
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 
@@ -87,7 +87,7 @@ def load(path) -> tuple[dict[str, torch.Tensor], dict]:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
         tensors = load_file(str(path))
-        header = json.loads(meta["state"])
+        header = parse_json(meta["state"], f"{path}: state header")
     except (SafetensorError, OSError, ValueError, KeyError) as e:
         raise CheckpointError(f"{path}: unreadable or truncated checkpoint ({e})") from None
     return tensors, header

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from engine.util.fileio import atomic_write_text
+from engine.util.fileio import JsonFileError, atomic_write_text, read_json
 
 FAMILIES = ("bass", "brass", "flute", "guitar", "keyboard", "mallet", "organ", "reed", "string",
             "synth_lead", "vocal")
@@ -97,9 +97,9 @@ def read_examples(data_dir) -> list[Note]:
     if not path.is_file():
         raise DatasetError(f"{path}: missing (an NSynth json/wav dataset has examples.json + audio/)")
     try:
-        examples = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DatasetError(f"{path}: not valid JSON ({e})") from None
+        examples = read_json(path, max_bytes=2 ** 31)  # NSynth's train split index is ~200 MB
+    except JsonFileError as e:
+        raise DatasetError(str(e)) from None
     if not isinstance(examples, dict):
         raise DatasetError(f"{path}: expected an object keyed by note_str")
     return sorted((_parse_record(path, key, rec) for key, rec in examples.items()),

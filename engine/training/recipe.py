@@ -17,11 +17,11 @@ Presets:
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.gansynth.config import PRESETS, ModelConfig, from_dict, to_dict
+from engine.util.fileio import read_json
 
 PHASES = ("glo", "gan")
 TRAIN_PRECISIONS = ("bf16", "fp32")  # training autocast (engine.gansynth.config.PRECISIONS is the Synth's)
@@ -222,8 +222,5 @@ def resolve_config(spec: str) -> TrainConfig:
     path = Path(spec)
     if not path.is_file():
         raise ValueError(f"--config {spec!r}: not a preset ({', '.join(CONFIG_PRESETS)}) nor a file")
-    try:
-        data = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    data = read_json(path)  # JsonFileError is a ValueError naming the file
     return config_from_dict(data, str(path))

@@ -1,5 +1,5 @@
-"""Small helpers under every wing: atomic file writes (`fileio`), paths of the bundled
-resources (`resources`).
+"""Small helpers under every wing: atomic file writes and the one guarded JSON reader
+(`fileio`), paths of the bundled resources (`resources`).
 
 Imports nothing from `engine`; every wing may import it.
 """

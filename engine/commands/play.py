@@ -59,7 +59,7 @@ def run(args) -> int:
     from engine.instrument.instrument import Instrument
     from engine.util.resources import default_model_path
 
-    from engine.devices.midimap import MappingError, MidiMap, load_mapping
+    from engine.devices.midimap import MappingError, MidiMap, bindings_from_list, load_mapping
     from engine.devices.osc import OscServer, address_help
 
     if getattr(args, "osc_help", False):
@@ -81,8 +81,10 @@ def run(args) -> int:
     inst = Instrument(synth, sample_rate=device_sample_rate(args.audio_out), cache_mb=args.cache_mb)
     if args.preset:
         try:
-            inst.load_preset(args.preset)
-        except Exception as e:  # PresetError names the file and field
+            preset = inst.load_preset(args.preset)
+            if preset.midi_map and not bindings:     # the preset's own learned controls
+                bindings = bindings_from_list(preset.midi_map, args.preset)
+        except Exception as e:  # PresetError / MappingError name the file and field
             print(f"gansynth play: {e}", file=sys.stderr)
             return 1
     inst.start()
@@ -96,7 +98,7 @@ def run(args) -> int:
         print(f"audio: {out.last_error}")
     mapping = MidiMap(bindings, pad=lambda: inst.timbre.pad)
     if bindings:
-        print(f"MIDI mapping: {len(bindings)} control(s) from {args.midi_map}")
+        print(f"MIDI mapping: {len(bindings)} control(s) from {args.midi_map or args.preset}")
     midi = MidiInput(out, port_name=args.midi_in, channel=channel, virtual=not args.no_virtual_port,
                      mapping=mapping)
     if midi.start():

@@ -3,7 +3,6 @@ and a learned knob driving a real Instrument's pad through a real JACK MIDI port
 from __future__ import annotations
 
 import json
-import threading
 
 import mido
 import pytest
@@ -12,29 +11,23 @@ from engine.devices.midi_input import MidiInput
 from engine.devices.midimap import (TARGETS, Action, Binding, MappingError, MidiMap, bindings_from_list,
                                     knob_to_value, load_mapping, save_mapping)
 from engine.instrument.events import ControlChange, NoteOn, PadMove, Panic, SetParam
+from tests.test_midi_input import Collector
 
 cc = lambda control, value, channel=0: mido.Message("control_change", control=control,  # noqa: E731
                                                      value=value, channel=channel)
 
 
-class Posted:
+class Posted(Collector):
     """Where the map posts (the instrument's side); optionally forwards to a real instrument."""
 
     def __init__(self, forward=None):
-        self.events = []
+        super().__init__()
         self.forward = forward
-        self._cond = threading.Condition()
 
     def post(self, event):
         if self.forward is not None:
             self.forward.post(event)
-        with self._cond:
-            self.events.append(event)
-            self._cond.notify_all()
-
-    def wait_for(self, n: int, timeout: float = 5.0) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: len(self.events) >= n, timeout)
+        super().post(event)
 
 
 def test_learn_a_cc_then_it_moves_the_pad_and_is_not_played():

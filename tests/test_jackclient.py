@@ -69,6 +69,8 @@ def test_midi_port_plays_the_note_in_the_period_that_delivers_it(jack_server, sy
     assert "GANSynth:midi_in" not in jack_server.ports()                       # the client is gone
     assert meters["latency_ms"] > 0 and meters["block_size"] == jack_server.period
     assert meters["callback_errors"] == 0 and meters["device"] == JACK_CLIENT_DEVICE
+    assert meters["midi_messages"] == 3          # all received, the other channel's too (status line)
+    assert out.midi_messages == 3                # kept after the client closed
 
     played, _ = sf.read(tmp_path / "take.wav", dtype="float32")
     start = rec.start_frame

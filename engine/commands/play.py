@@ -217,7 +217,7 @@ def _wait(out, midi, controls, seconds: float | None, actions, osc) -> None:
             m = out.meters()
             line = (f"[{time.monotonic() - start:6.0f} s] {m['mode']} {m['device']}: xruns {m['xruns']}, "
                     f"cpu {100 * m['cpu_load']:.0f} %, voices {out.instrument.stats().get('voices', 0)}, "
-                    f"MIDI messages {midi.messages}")
+                    f"MIDI messages {midi.messages + m['midi_messages']}")  # rtmidi + our JACK client
             if osc is not None:
                 line += f", OSC {osc.handled} ({osc.ignored} ignored, {osc.flood_dropped} dropped)"
             if recorder is not None:

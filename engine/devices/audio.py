@@ -91,6 +91,7 @@ class AudioOutput(OutputBase):
         self.stall_s = STALL_S
         self.lost_s = LOST_S
         self._xruns = 0
+        self._midi_messages = 0       # MIDI received by closed streams (our JACK client's midi_in)
         self._underflow_run = 0
         self._last_frames = 0
         self._stream = None
@@ -109,6 +110,11 @@ class AudioOutput(OutputBase):
     def xruns(self) -> int:
         clock = self._clock
         return self._xruns + (clock.xruns if clock is not None else 0)
+
+    @property
+    def midi_messages(self) -> int:
+        """MIDI messages the output's own MIDI in received (our JACK client; 0 for PortAudio)."""
+        return self._midi_messages + getattr(self._stream, "midi_messages", 0)
 
     @property
     def cpu_load(self) -> float:
@@ -137,7 +143,7 @@ class AudioOutput(OutputBase):
                 "block_size": self.block_frames, "latency_ms": self.latency_ms, "xruns": self.xruns,
                 "cpu_load": self.cpu_load, "last_error": self.last_error,
                 "callback_errors": self.callback_errors, "device_losses": self.device_losses,
-                "stalls": self.stalls}
+                "stalls": self.stalls, "midi_messages": self.midi_messages}
 
     # ---- control (GUI thread) ----
     def open(self) -> bool:
@@ -284,6 +290,7 @@ class AudioOutput(OutputBase):
         self._gen += 1
         stream, self._stream = self._stream, None
         if stream is not None:
+            self._midi_messages += getattr(stream, "midi_messages", 0)
             self._dispose(stream)
         clock, self._clock = self._clock, None
         if clock is not None:

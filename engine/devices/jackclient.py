@@ -121,6 +121,7 @@ class JackStream:
         self._buffer = np.zeros((max(int(client.blocksize), MAX_PERIOD), channels), np.float32)
         self._last_cycle = -1         # JACK frame time of the previous process cycle
         self._overran = False         # the previous process call ended after its cycle's deadline
+        self.midi_messages = 0        # MIDI messages received on midi_in (written by the process thread)
         self._active = False
         self._playback = []
         # Only the process and shutdown callbacks are Python. JACK calls the others (xrun,
@@ -177,6 +178,7 @@ class JackStream:
     # ---- JACK's threads ----
     def _process(self, frames: int) -> None:
         for _, data in self.midi_in.incoming_midi_events():
+            self.midi_messages += 1
             event = _midi_event(bytes(data), self.midi_channel)
             if isinstance(event, (NoteOn, NoteOff, PitchBend)):
                 self.post(event)

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.instrument.timbre import slerp_rows
-from engine.songs.midifile import MidiFileError, MidiNotes, read_midi
+from engine.songs.midifile import MidiNotes, read_midi
 from engine.util.fileio import atomic_path
 
 

@@ -8,6 +8,9 @@ selections, preset loads), pulled on the window's meter timer.
 """
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 from PySide6.QtCore import QObject, Qt
 from PySide6.QtWidgets import QFileDialog, QInputDialog, QMenu
 
@@ -146,8 +149,10 @@ class MidiLearn(QObject):
 
     def carry_out(self, action) -> None:
         w = self.w
-        if action.name == "record":
-            w.record.record.toggle()
+        if action.name == "record":      # no file dialog under a player's hands: a dated take
+            folder = Path(str(w.settings.value("record/dir", str(Path.home()))))
+            w.actions_.toggle_recording(not w.session.recording,
+                                        str(folder / time.strftime("take-%Y%m%d-%H%M%S.wav")))
         elif action.name.startswith("corner_") and w.palette.entries:
             entries = w.palette.entries
             entry = entries[int(round(float(action.value) * (len(entries) - 1)))]

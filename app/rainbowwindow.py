@@ -3,15 +3,32 @@
 
 Opened from Play > Rainbowgram window (Ctrl+Shift+G) or by double-clicking the small
 rainbowgram. Pictures are rendered in the window's `Jobs` (never on the GUI thread) by
-`app.window.note_rainbowgram`; this module only lays them out.
+`note_rainbowgram`; this module only lays them out.
 """
 from __future__ import annotations
 
+import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QGridLayout, QWidget
 
 from app import theme
 from app.views import RainbowgramView
+from engine.gansynth.rainbowgram import rainbowgram
+
+
+def note_rainbowgram(synth, latent: np.ndarray, pitch: int, audio=None, sample_rate=None) -> np.ndarray:
+    """RGB rainbowgram of `audio` (e.g. the engine's cached note) or, without it, of a fresh
+    render of `latent` at `pitch` (clamped to the model's range)."""
+    if audio is None:
+        lo, hi = synth.pitch_range
+        audio = synth.generate(np.array(latent[None]), [min(hi, max(lo, pitch))])[0]
+        sample_rate = synth.sample_rate
+    return rainbowgram(audio, sample_rate, hop=rainbow_hop(sample_rate), bins_per_octave=24)  # 168 rows
+
+
+def rainbow_hop(sample_rate: int) -> int:
+    """Samples per rainbowgram column: the same frame rate at any output rate."""
+    return 256 * max(1, round(sample_rate / 16000))
 
 
 class RainbowgramWindow(QWidget):
@@ -38,7 +55,6 @@ class RainbowgramWindow(QWidget):
     def request_corners(self, window) -> None:
         """Render each corner instrument at the window's last pitch (in the window's jobs)."""
         from app.keyboard import note_name
-        from app.window import note_rainbowgram
         from app.workers import Job
 
         session = window.session

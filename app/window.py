@@ -21,9 +21,9 @@ from app.keyboard import ComputerKeyboard, KeyboardPanel, note_name
 from app.learn import MidiLearn
 from app.pad import TimbrePad
 from app.palette import PaletteWidget
+from app.rainbowwindow import note_rainbowgram, open_rainbow_window, rainbow_hop
 from app.views import RainbowgramView, ScopePanel, StatusLine
 from app.workers import Job, Jobs
-from engine.gansynth.rainbowgram import rainbowgram
 from engine.instrument.events import CC_MOD_WHEEL, ControlChange, Panic, PadMove, PitchBend, SetParam
 
 METER_FPS = 30
@@ -37,21 +37,6 @@ def group(title: str, *widgets, stretch=None) -> QGroupBox:
     for i, w in enumerate(widgets):
         lay.addWidget(w, (stretch or [0] * len(widgets))[i])
     return box
-
-
-def note_rainbowgram(synth, latent: np.ndarray, pitch: int, audio=None, sample_rate=None) -> np.ndarray:
-    """RGB rainbowgram of `audio` (e.g. the engine's cached note) or, without it, of a fresh
-    render of `latent` at `pitch` (clamped to the model's range)."""
-    if audio is None:
-        lo, hi = synth.pitch_range
-        audio = synth.generate(np.array(latent[None]), [min(hi, max(lo, pitch))])[0]
-        sample_rate = synth.sample_rate
-    return rainbowgram(audio, sample_rate, hop=rainbow_hop(sample_rate), bins_per_octave=24)  # 168 rows
-
-
-def rainbow_hop(sample_rate: int) -> int:
-    """Samples per rainbowgram column: the same frame rate at any output rate."""
-    return 256 * max(1, round(sample_rate / 16000))
 
 
 class MainWindow(QMainWindow):
@@ -450,8 +435,6 @@ class MainWindow(QMainWindow):
 
     def open_rainbow_window(self):
         """The rainbowgram large, with axes and the four corners side by side."""
-        from app.rainbowwindow import open_rainbow_window
-
         return open_rainbow_window(self)
 
     # -- help and persistence -------------------------------------------------------------------

@@ -102,3 +102,17 @@ def test_large_rainbowgram_with_axes_and_corners(qtbot, window, tmp_path):
     assert big.main.frame_s == pytest.approx(256 / 16000)
     big.resize(1100, 720)
     assert big.grab().save(str(tmp_path / "rainbowgram-window.png"))   # docs/ has one to look at
+
+
+def test_a_learned_record_button_records_without_a_dialog(qtbot, window, tmp_path):
+    session = window.session
+    window.settings.setValue("record/dir", str(tmp_path))
+    window.learn.learn("record")
+    session.midi_map.handle(mido.Message("note_on", note=50, velocity=100, channel=9), session.post)
+    qtbot.waitUntil(lambda: "MIDI learned: record" in window.statusBar().currentMessage(), timeout=5000)
+    session.midi_map.handle(mido.Message("note_on", note=50, velocity=100, channel=9), session.post)
+    qtbot.waitUntil(lambda: session.recording, timeout=5000)
+    assert window.record.record.isChecked()
+    session.midi_map.handle(mido.Message("note_on", note=50, velocity=100, channel=9), session.post)
+    qtbot.waitUntil(lambda: not session.recording, timeout=5000)
+    assert list(tmp_path.glob("take-*.wav")) and not window.record.record.isChecked()

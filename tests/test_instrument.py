@@ -362,3 +362,19 @@ def test_a_bug_in_the_mixer_gives_silence_not_a_dead_callback(synth):
     block = inst.process(128)
     assert block.shape == (128,) and not block.any()
     assert inst.stats()["audio_errors"] == 1 and "TypeError" in inst.stats()["last_audio_error"]
+
+
+def test_renderer_renders_only_the_heard_span_and_its_notes_are_the_whole_notes(synth):
+    """Issue 16: a held note loops before 72 % of the note, so the renderer generates only up
+    to the loop's end (+ the resampler's margin); the cached note is the one a whole render
+    would give."""
+    inst = Instrument(synth, sample_rate=48000, cache_mb=64, max_voices=8)
+    renderer = inst.renderer
+    span = renderer._span_samples(synth)
+    assert span < 0.8 * synth.num_samples and synth.span_frames(span) < synth.spectral.time_steps
+    z = np.array(inst.timbre.latent[None])  # a copy: the timbre's latent is read-only
+    heard, loop_len = renderer.prepare(synth.generate(z, [60], samples=span)[0], synth.sample_rate, 60)
+    whole, whole_loop_len = renderer.prepare(synth.generate(z, [60])[0], synth.sample_rate, 60)
+    assert loop_len == whole_loop_len
+    err = np.sqrt(np.mean((heard - whole) ** 2) / np.mean(whole ** 2))
+    assert err < 1e-4, err

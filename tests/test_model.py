@@ -6,7 +6,7 @@ import torch
 
 from engine.gansynth.config import PRESETS, ModelConfig
 from engine.gansynth.model import (Discriminator, EqConv2d, Generator, blocks_for_progress, ema_update, generator_alpha,
-                                   make_ema, minibatch_stddev, pixel_norm, upsample_conv3x3)
+                                   make_ema, minibatch_stddev, pixel_norm, span_rows, upsample_conv3x3)
 
 
 def count(m):
@@ -142,3 +142,26 @@ def test_config_resolutions():
     assert cfg.resolution(1) == (2, 16) and cfg.output_shape == (128, 1024)
     assert ModelConfig(start_shape=(4, 8)).output_shape == (256, 512)
     assert cfg.highest_pitch == 84
+
+
+@pytest.mark.parametrize("name", ["tiny", "lite"])
+@pytest.mark.parametrize("rows", [1, 37, 96, 127, 128])
+def test_time_span_equals_the_first_rows_of_the_whole_output(name, rows):
+    """Only the rows a note can sound are computed (issue 16): the crop margins keep them exact."""
+    torch.manual_seed(1)
+    g = Generator(PRESETS[name]).eval()
+    z, labels = torch.randn(2, PRESETS[name].latent_size), torch.tensor([3, 57])
+    with torch.no_grad():
+        whole = g(z, labels)
+        span = g(z, labels, time_rows=rows)
+    assert span.shape == (2, 2, rows, 1024)
+    # float rounding only (oneDNN picks kernels by shape); a wrong margin would be off by ~0.1
+    assert torch.allclose(span, whole[:, :, :rows], atol=1e-4), (span - whole[:, :, :rows]).abs().max()
+
+
+def test_span_rows_crops_only_what_it_can():
+    cfg = PRESETS["lite"]
+    assert span_rows(cfg, 128) == {}                       # the whole note: nothing cropped
+    assert span_rows(cfg, 96) == {7: 96, 6: 49, 5: 26, 4: 14}
+    with pytest.raises(ValueError):
+        span_rows(cfg, 0)

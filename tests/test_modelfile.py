@@ -192,3 +192,15 @@ def test_a_config_nested_thousands_deep_is_a_clear_error(tmp_path):
     (d / CONFIG_FILE).write_text('{"a": ' * 100 + "1" + "}" * 100)  # parses, but 100 levels
     with pytest.raises(ModelFileError, match=r"config\.json: JSON nested 100 levels deep \(at most 64\)"):
         load_synth(d)
+
+
+def test_synth_renders_a_span_equal_to_the_start_of_the_whole_note(tiny_model_dir):
+    synth = load_synth(tiny_model_dir, device="cpu", threads=1)
+    z = synth.random_latents(2, seed=4)
+    whole = synth.generate(z, [40, 70])
+    assert synth.span_frames(46600) == 98 and synth.span_frames(64000) == 128
+    for samples in (1, 20000, 46600, 64000, 99999):
+        span = synth.generate(z, [40, 70], samples=samples)
+        n = min(samples, synth.num_samples)
+        assert span.shape == (2, n)
+        np.testing.assert_allclose(span, whole[:, :n], rtol=0, atol=1e-4 * np.abs(whole).max())

@@ -41,6 +41,9 @@ def test_child_renders_the_parents_notes(synth):
         with pytest.raises(ValueError, match="pitches must lie in 24..84"):  # the child's own check
             remote.generate(z[:1], [99])
         np.testing.assert_array_equal(remote.generate(z[1:2], [60]), got[1:2])  # still serving
+        span = remote.generate(z, pitches, samples=30000)   # only what a held note can sound
+        assert span.shape == (3, 30000)
+        _same_notes(span, got[:, :30000])
     finally:
         remote.close()
     assert remote._proc.poll() is not None  # end of stdin ended it

@@ -87,6 +87,23 @@ def upsample_conv3x3(x: torch.Tensor, conv: "EqConv2d") -> torch.Tensor:
     return y.reshape(b, out_ch, 2 * h, 2 * wd)
 
 
+def span_rows(cfg: ModelConfig, rows: int) -> dict[int, int]:
+    """{block: rows of its output to keep} so that the first `rows` output rows come out exact.
+
+    Block k (k > 1) is an x2 upsample then two 3x3 convs; cropping its input to R rows makes
+    the convs read zero padding below row R-1, which reaches rows 2R-2 and 2R-1 of its output:
+    rows below 2R-2 are exact. So block k-1 keeps ceil((need_k + 2) / 2) rows. Only crops that
+    remove rows are listed."""
+    if rows < 1:
+        raise ValueError(f"time_rows must be >= 1, not {rows}")
+    keep, need = {}, rows
+    for k in range(cfg.num_resolutions, 0, -1):
+        if need < cfg.resolution(k)[0]:
+            keep[k] = need
+        need = -(-(need + 2) // 2)
+    return keep
+
+
 def blocks_for_progress(cfg: ModelConfig, progress: float) -> int:
     """Number of blocks with non-zero weight at `progress` (1..num_resolutions)."""
     return max(1, min(cfg.num_resolutions, math.ceil(progress - 1e-9) + 1))
@@ -143,16 +160,22 @@ class Generator(nn.Module):
         self.cfg = cfg
         self.blocks = nn.ModuleList(GeneratorBlock(cfg, k) for k in range(1, cfg.num_resolutions + 1))
 
-    def forward(self, z: torch.Tensor, labels: torch.Tensor, progress: float | None = None) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, labels: torch.Tensor, progress: float | None = None,
+                time_rows: int | None = None) -> torch.Tensor:
+        """`time_rows` (final progress only): compute just the first rows of the output in time,
+        [batch, 2, time_rows, F], equal to those rows of the whole output (to float rounding)."""
         cfg = self.cfg
         progress = cfg.final_progress if progress is None else progress
         n_blocks = blocks_for_progress(cfg, progress)
+        keep = span_rows(cfg, time_rows) if time_rows is not None and progress == cfg.final_progress else {}
         onehot = F.one_hot(labels.long(), cfg.num_pitches).to(z.dtype)
         x = pixel_norm(torch.cat([z, onehot], dim=1))[:, :, None, None]  # [B, latent+pitches, 1, 1]
         out = None  # the sum of the faded-in outputs so far (None: all zero)
         for k in range(1, n_blocks + 1):
             block = self.blocks[k - 1]
             x = block(x)
+            if k in keep:
+                x = x[:, :, :keep[k]]
             alpha = generator_alpha(k, progress)
             if out is not None:
                 out = F.interpolate(out, scale_factor=2, mode="nearest")

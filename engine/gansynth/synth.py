@@ -140,18 +140,28 @@ class Synth:
                 out.append(spec.float().contiguous().cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, 2, *self.config.output_shape), np.float32)
 
+    def span_frames(self, samples: int) -> int:
+        """Spectrogram frames whose inverse gives the first `samples` samples exactly."""
+        c = self.spectral
+        return min(c.time_steps, -(-(int(samples) + c.pad_left) // c.hop_length))
+
     @torch.inference_mode()
-    def generate(self, z, pitches) -> np.ndarray:
-        """Audio float32 [n, num_samples] at `sample_rate` (z [n, latent], pitches [n] MIDI)."""
+    def generate(self, z, pitches, samples: int | None = None) -> np.ndarray:
+        """Audio float32 [n, num_samples] at `sample_rate` (z [n, latent], pitches [n] MIDI).
+
+        `samples`: only the first `samples` of each note ([n, samples]), rendering only the
+        spectrogram frames they need (what a player can hear of a looped note)."""
         zt, labels = self._check(z, pitches)
+        length = self.num_samples if samples is None else max(1, min(int(samples), self.num_samples))
+        rows = None if length == self.num_samples else self.span_frames(length)
         out = []
         for i in range(0, len(zt), self.batch_size):
             with self._context():
                 spec = self.generator(zt[i:i + self.batch_size].to(self.device),
-                                      labels[i:i + self.batch_size].to(self.device))
+                                      labels[i:i + self.batch_size].to(self.device), time_rows=rows)
             waves = self.helper.specgrams_to_waves(spec.float().contiguous())
-            out.append(waves.cpu())
-        return torch.cat(out).numpy() if out else np.zeros((0, self.num_samples), np.float32)
+            out.append(waves[:, :length].cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, length), np.float32)
 
 
 def _latent_prior(meta: dict, latent_size: int) -> LatentPrior | None:

@@ -1,7 +1,8 @@
 """Render worker: (latent, pitch) -> a playable note in the cache, off the audio thread.
 
 One job = one pitch of the newest requested timbre (8 pitches per batch on a GPU):
-  generate (torch, one intra-op thread on CPU) -> soxr resample 16 kHz -> output rate
+  generate (torch, one intra-op thread on CPU; only the span a held note can sound, up to
+  its loop's end) -> soxr resample 16 kHz -> output rate
   -> cut/pad to the note length -> normalise by the absolute peak of the playable part
   -> bake the loop crossfade (a whole number of pitch periods, before the note's
   release) -> write into a free cache slot -> publish (pitch, slot, seq) to the
@@ -48,6 +49,8 @@ from engine.gansynth.spectral import midi_to_hz
 from engine.instrument.synthproc import RENDER_NICENESS, SynthProcess, SynthProcessError
 
 log = logging.getLogger(__name__)
+
+SPAN_MARGIN_S = 0.032  # beyond the heard span: soxr HQ's filter reaches a few ms; the note is exact there
 
 
 def bake_loop(note: np.ndarray, loop_start: int, loop_end: int, xfade: int) -> None:
@@ -329,7 +332,7 @@ class Renderer:
             if synth.threads is None and self.threads is not None and synth.device.type == "cpu":
                 torch.set_num_threads(self.threads)
             z = np.repeat(self._latent[None], len(pitches), axis=0)
-            waves = self._generate(synth, z, pitches)  # [n, num_samples] at synth.sample_rate
+            waves = self._generate(synth, z, pitches, self._span_samples(synth))  # at synth.sample_rate
         except Exception as exc:  # keep the previous notes of these pitches
             self.failures += len(pitches)
             log.warning("render of pitch(es) %s failed (%s: %s); keeping the previous notes",
@@ -351,16 +354,24 @@ class Renderer:
         self.last_render_ms = (time.perf_counter() - t0) * 1000.0 / len(pitches)
         return slots
 
-    def _generate(self, synth, z: np.ndarray, pitches: list[int]) -> np.ndarray:
+    def _span_samples(self, synth) -> int:
+        """Samples of a generated note (at the model's rate) that can be heard: up to the loop's
+        end plus its guard (`bake_loop` zeroes the rest), plus SPAN_MARGIN_S for the resampler's
+        filter. Rendering only those skips ~25 % of the frames (and ~20 % of the time)."""
+        _, loop_end, _ = self.loop
+        heard_s = (loop_end + 16) / self.sample_rate + SPAN_MARGIN_S
+        return min(synth.num_samples, int(np.ceil(heard_s * synth.sample_rate)))
+
+    def _generate(self, synth, z: np.ndarray, pitches: list[int], samples: int | None = None) -> np.ndarray:
         remote = self._remote
         if remote is not None and remote.ready.is_set():
             try:
-                return remote.generate(z, pitches)
+                return remote.generate(z, pitches, samples)
             except SynthProcessError as e:  # gone: render here from now on
                 self.process_error = str(e)
                 log.warning("%s; rendering in this process from now on", e)
                 self._close_remote()
-        return synth.generate(z, pitches)
+        return synth.generate(z, pitches, samples)
 
     def _store(self, key, note: np.ndarray, loop_len: int) -> int | None:
         slot = self.cache.allocate(self._pinned, keep=self._current_key)

@@ -80,20 +80,21 @@ class SynthProcess:
         except ValueError:
             raise SynthProcessError(f"render process sent {line[:80]!r}") from None
 
-    def generate(self, z, pitches) -> np.ndarray:
-        """float32 [n, num_samples], as Synth.generate."""
+    def generate(self, z, pitches, samples: int | None = None) -> np.ndarray:
+        """float32 [n, num_samples] (or [n, samples]), as Synth.generate."""
         if not self.ready.is_set():
             raise SynthProcessError(self.error or "render process not ready")
         z = np.asarray(z, np.float32)
-        request = json.dumps({"z": z.reshape(len(z), -1).tolist(), "pitches": [int(p) for p in pitches]})
+        request = json.dumps({"z": z.reshape(len(z), -1).tolist(), "pitches": [int(p) for p in pitches],
+                              "samples": None if samples is None else int(samples)})
         with self._lock:
             try:
                 self._proc.stdin.write(request.encode() + b"\n")
                 msg = self._read_header()
                 if "error" in msg:
                     raise ValueError(msg["error"])
-                n = int(msg["n"])
-                out = np.empty((n, self.num_samples), np.float32)
+                n, length = int(msg["n"]), int(msg.get("samples", self.num_samples))
+                out = np.empty((n, length), np.float32)
                 view = memoryview(out).cast("B")
                 got = 0
                 while got < view.nbytes:  # a pipe read returns at most what is buffered
@@ -147,13 +148,14 @@ def _serve(spec: dict, proto) -> int:
     for line in sys.stdin.buffer:
         try:
             req = json.loads(line)
-            waves = synth.generate(np.asarray(req["z"], np.float32), np.asarray(req["pitches"], np.int64))
+            waves = synth.generate(np.asarray(req["z"], np.float32), np.asarray(req["pitches"], np.int64),
+                                   samples=req.get("samples"))
         except (ValueError, KeyError, TypeError) as e:
             proto.write((json.dumps({"error": str(e)}) + "\n").encode())
             proto.flush()
             continue
         waves = np.ascontiguousarray(waves, np.float32)
-        proto.write((json.dumps({"n": int(waves.shape[0])}) + "\n").encode())
+        proto.write((json.dumps({"n": int(waves.shape[0]), "samples": int(waves.shape[1])}) + "\n").encode())
         proto.write(memoryview(waves).cast("B"))
         proto.flush()
     return 0

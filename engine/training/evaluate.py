@@ -36,6 +36,7 @@ import importlib
 import json
 import sys
 import types
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -168,30 +169,17 @@ def pitch_report(correct: np.ndarray, pitches: np.ndarray, voiced: np.ndarray) -
 # ----------------------------------------------------------------------------- NDB
 
 def kmeans(x: np.ndarray, k: int, seed: int = 0, iters: int = 100) -> np.ndarray:
-    """Centroids float32 [k, D] of x [N, D] (k-means++ seeding, Lloyd iterations)."""
-    xt = torch.from_numpy(np.asarray(x, np.float32))
-    n = len(xt)
-    if n < k:
-        raise ValueError(f"k-means needs at least {k} points, got {n}")
-    gen = torch.Generator().manual_seed(seed)
-    centroids = [xt[torch.randint(n, (1,), generator=gen)].squeeze(0)]
-    d2 = ((xt - centroids[0]) ** 2).sum(1)
-    for _ in range(1, k):
-        i = torch.multinomial(d2 / d2.sum(), 1, generator=gen) if d2.sum() > 0 else torch.randint(n, (1,), generator=gen)
-        centroids.append(xt[i].squeeze(0))
-        d2 = torch.minimum(d2, ((xt - centroids[-1]) ** 2).sum(1))
-    c = torch.stack(centroids)
-    assign = None
-    for _ in range(iters):
-        new_assign = torch.cdist(xt, c).argmin(1)
-        if assign is not None and torch.equal(new_assign, assign):
-            break
-        assign = new_assign
-        for j in range(k):
-            members = xt[assign == j]
-            if len(members):  # an empty bin keeps its centroid
-                c[j] = members.mean(0)
-    return c.numpy()
+    """Centroids float32 [k, D] of x [N, D]: SciPy's k-means (k-means++ seeding, Lloyd
+    iterations), float64 inside, seeded for reproducible bins."""
+    from scipy.cluster.vq import kmeans2
+
+    x = np.asarray(x, np.float64)
+    if len(x) < k:
+        raise ValueError(f"k-means needs at least {k} points, got {len(x)}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "One of the clusters is empty": it keeps its seed
+        centroids, _ = kmeans2(x, k, iter=iters, minit="++", seed=np.random.default_rng(seed))
+    return centroids.astype(np.float32)
 
 
 def assign_bins(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:

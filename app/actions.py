@@ -134,10 +134,11 @@ class FileActions:
         if not path:
             return False
         try:
-            self.w.session.instrument.load_preset(path)
+            preset = self.w.session.instrument.load_preset(path)
         except Exception as exc:  # the engine names the file and field
             self.w.notify(f"Could not load preset: {exc}")
             return False
+        self.w.learn.apply_preset_map(preset, path)
         self.settings.setValue("preset/last", path)
         self.w.sync_from_engine()
         self.w.request_rainbowgram()
@@ -151,7 +152,7 @@ class FileActions:
         if not path.endswith(".json"):
             path += ".json"
         try:
-            self.w.session.instrument.save_preset(path)
+            self.w.session.instrument.save_preset(path, midi_map=self.w.learn.preset_map())
         except Exception as exc:
             self.w.notify(f"Could not save preset {path}: {exc}")
             return False

@@ -18,6 +18,8 @@ from engine.devices.clock import OfflineClockOutput, OutputTap
 from engine.devices.listing import list_output_devices
 from engine.devices.midi_input import RESCAN_S as MIDI_RESCAN_S
 from engine.devices.midi_input import MidiInput
+from engine.devices.midimap import MidiMap
+from engine.devices.osc import OscServer
 from engine.devices.recorder import Recorder
 from engine.instrument.events import NoteOff, NoteOn
 
@@ -89,6 +91,8 @@ class Session:
         self.tap = OutputTap()
         self.output = None
         self.midi: MidiInput | None = None
+        self.midi_map = MidiMap(pad=lambda: self.instrument.timbre.pad)   # learned controls
+        self.osc: OscServer | None = None
         self._midi_ports: list[str] = []
         self.recorder: Recorder | None = None
         self._errors: list[str] = []
@@ -149,7 +153,7 @@ class Session:
     def open_midi(self, name: str | None) -> bool:
         """Listen to MIDI port `name` ("" or None: only the virtual input port)."""
         if self.midi is None:
-            self.midi = MidiInput(self, port_name=name or None, rescan_s=0)
+            self.midi = MidiInput(self, port_name=name or None, rescan_s=0, mapping=self.midi_map)
             if not self.midi.start():
                 return False
             if self.midi.api != "UNIX_JACK":
@@ -182,6 +186,24 @@ class Session:
     @property
     def midi_error(self) -> str:
         return self.midi.last_error if self.midi is not None else ""
+
+    # -- OSC -------------------------------------------------------------------------------------
+    def open_osc(self, port: int, host: str = "127.0.0.1") -> str:
+        """Listen for OSC on `port` (0 or None: off); '' when it works, else why not."""
+        self.close_osc()
+        if not port:
+            return ""
+        try:
+            self.osc = OscServer(self, port, host=host, pad=lambda: self.instrument.timbre.pad,
+                                 actions=self.midi_map.actions).start()
+        except (OSError, ValueError) as exc:
+            return str(exc)
+        return ""
+
+    def close_osc(self) -> None:
+        if self.osc is not None:
+            self.osc.close()
+            self.osc = None
 
     # -- events ---------------------------------------------------------------------------------
     def post(self, event) -> None:
@@ -254,5 +276,6 @@ class Session:
             self.stop_recording()
         if self.midi is not None:
             self.midi.close()
+        self.close_osc()
         self._close_output()
         self.instrument.stop()

@@ -9,7 +9,7 @@ import math
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QRectF, QSize, Qt
+from PySide6.QtCore import QRectF, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QLinearGradient, QPainter, QPen
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QStatusBar, QVBoxLayout, QWidget
 
@@ -145,36 +145,95 @@ class LevelMeter(QWidget):
 
 class RainbowgramView(QWidget):
     """Shows an RGB rainbowgram (`engine.gansynth.rainbowgram`: uint8 [bins, frames, 3], row 0 = the
-    lowest CQT bin) with low notes at the bottom."""
+    lowest CQT bin, 7 octaves from C1) with low notes at the bottom.
 
-    def __init__(self, parent=None):
+    `axes=True` draws a pitch axis (every C, with E and G ticks) and a time axis in seconds
+    (`frame_s` per column) around the picture; without, octave marks sit on the picture.
+    Double-click: `doubleClicked` (the window opens the large view)."""
+
+    doubleClicked = Signal()
+    OCTAVES, LOWEST_OCTAVE = 7, 1
+    LEFT, BOTTOM = 38, 20          # axis margins (pixels) when axes are drawn
+
+    def __init__(self, parent=None, axes: bool = False):
         super().__init__(parent)
+        self.axes = axes
         self.setMinimumHeight(80)
         self.setAttribute(Qt.WA_OpaquePaintEvent)   # paints every pixel: no parent repaint
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
         self._image: QImage | None = None
+        self.last_rgb: np.ndarray | None = None     # as given to show_rgb
+        self.frame_s = 0.016
         self.title = "Rainbowgram: play a note"
 
     def sizeHint(self) -> QSize:
         return QSize(320, 160)
 
-    def _paint_octaves(self, p: QPainter, octaves: int = 7, lowest_octave: int = 1) -> None:
-        """Faint octave lines with C labels (the CQT spans `octaves` octaves from C1)."""
-        p.setPen(QPen(QColor(255, 255, 255, 120), 1))
-        font = p.font()
-        font.setPointSizeF(max(6.0, font.pointSizeF() * 0.75))
-        p.setFont(font)
-        h = self.height()
-        for k in range(1, octaves):
-            y = int(h - k * h / octaves)
-            p.drawLine(0, y, 14, y)
-            p.drawText(18, y + 4, f"C{lowest_octave + k}")
+    def mouseDoubleClickEvent(self, event):
+        self.doubleClicked.emit()
 
-    def show_rgb(self, rgb: np.ndarray, title: str = "") -> None:
+    def _paint_octaves(self, p: QPainter) -> None:
+        """Faint octave lines with C labels on the picture."""
+        p.setPen(QPen(QColor(255, 255, 255, 120), 1))
+        self._small_font(p)
+        h = self.height()
+        for k in range(1, self.OCTAVES):
+            y = int(h - k * h / self.OCTAVES)
+            p.drawLine(0, y, 14, y)
+            p.drawText(18, y + 4, f"C{self.LOWEST_OCTAVE + k}")
+
+    @staticmethod
+    def _small_font(p: QPainter) -> None:
+        font = p.font()
+        font.setPointSizeF(max(6.0, font.pointSizeF() * 0.8))
+        p.setFont(font)
+
+    def _plot_rect(self) -> QRectF:
+        if not self.axes:
+            return QRectF(self.rect())
+        return QRectF(self.LEFT, 0, max(1, self.width() - self.LEFT - 4), max(1, self.height() - self.BOTTOM))
+
+    def _paint_axes(self, p: QPainter, r: QRectF) -> None:
+        """Note names up the left (C of each octave, E and G as ticks), seconds along the bottom."""
+        self._small_font(p)
+        dim = QColor(theme.TEXT_DIM)
+        per_octave = r.height() / self.OCTAVES
+        for k in range(self.OCTAVES + 1):
+            for step, name in ((0, "C"), (4, "E"), (7, "G")):
+                if k == self.OCTAVES and step:
+                    continue
+                y = r.bottom() - (k + step / 12) * per_octave
+                p.setPen(QPen(QColor(255, 255, 255, 70 if step else 150), 1))
+                p.drawLine(int(r.left() - (6 if step == 0 else 3)), int(y), int(r.left()), int(y))
+                if step == 0:
+                    if 0 < k < self.OCTAVES:
+                        p.drawLine(int(r.left()), int(y), int(r.right()), int(y))
+                    p.setPen(dim)
+                    p.drawText(QRectF(0, max(0.0, y - 8), self.LEFT - 8, 16), Qt.AlignRight | Qt.AlignVCenter,
+                               f"{name}{self.LOWEST_OCTAVE + k}")
+        if self._image is None:
+            return
+        seconds = self._image.width() * self.frame_s
+        step = next((s for s in (0.1, 0.25, 0.5, 1.0, 2.0, 5.0) if r.width() * s / max(seconds, 1e-6) >= 50), 10.0)
+        t = 0.0
+        while t <= seconds + 1e-9:
+            x = r.left() + r.width() * t / seconds
+            p.setPen(QPen(QColor(255, 255, 255, 150), 1))
+            p.drawLine(int(x), int(r.bottom()), int(x), int(r.bottom() + 4))
+            p.setPen(dim)
+            p.drawText(QRectF(min(x - 30, self.width() - 60), r.bottom() + 3, 60, self.BOTTOM - 3),
+                       Qt.AlignRight | Qt.AlignTop if x + 30 > self.width() else Qt.AlignHCenter | Qt.AlignTop,
+                       f"{t:g} s")
+            t += step
+
+    def show_rgb(self, rgb: np.ndarray, title: str = "", frame_s: float | None = None) -> None:
+        self.last_rgb = rgb
         rgb = np.ascontiguousarray(np.flipud(np.asarray(rgb, np.uint8)[..., :3]))  # low at the bottom
         h, w = rgb.shape[:2]
         self._image = QImage(rgb.data, w, h, 3 * w, QImage.Format_RGB888).copy()
         self.title = title
+        if frame_s is not None:
+            self.frame_s = frame_s
         self.update()
 
     def clear(self, title: str = "") -> None:
@@ -189,14 +248,18 @@ class RainbowgramView(QWidget):
         p = QPainter(self)
         p.setRenderHint(QPainter.SmoothPixmapTransform)
         p.fillRect(self.rect(), QColor("#07080a"))
+        r = self._plot_rect()
         if self._image is not None:
-            p.drawImage(QRectF(self.rect()), self._image)
-            p.save()
+            p.drawImage(r, self._image)
+        p.save()
+        if self.axes:
+            self._paint_axes(p, r)
+        elif self._image is not None:
             self._paint_octaves(p)
-            p.restore()
+        p.restore()
         metrics = p.fontMetrics()
-        title = metrics.elidedText(self.title, Qt.ElideRight, self.width() - 24)
-        box = QRectF(4, 4, metrics.horizontalAdvance(title) + 12, metrics.height() + 4)
+        title = metrics.elidedText(self.title, Qt.ElideRight, int(r.width()) - 24)
+        box = QRectF(r.left() + 4, 4, metrics.horizontalAdvance(title) + 12, metrics.height() + 4)
         p.fillRect(box, QColor(0, 0, 0, 160))
         p.setPen(QColor(theme.TEXT))
         p.drawText(box, Qt.AlignCenter, title)

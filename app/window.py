@@ -18,11 +18,12 @@ from app import theme
 from app.actions import FileActions
 from app.controls import DevicePanel, RecordPanel, SoundControls
 from app.keyboard import ComputerKeyboard, KeyboardPanel, note_name
+from app.learn import MidiLearn
 from app.pad import TimbrePad
 from app.palette import PaletteWidget
+from app.rainbowwindow import note_rainbowgram, open_rainbow_window, rainbow_hop
 from app.views import RainbowgramView, ScopePanel, StatusLine
 from app.workers import Job, Jobs
-from engine.gansynth.rainbowgram import rainbowgram
 from engine.instrument.events import CC_MOD_WHEEL, ControlChange, Panic, PadMove, PitchBend, SetParam
 
 METER_FPS = 30
@@ -36,17 +37,6 @@ def group(title: str, *widgets, stretch=None) -> QGroupBox:
     for i, w in enumerate(widgets):
         lay.addWidget(w, (stretch or [0] * len(widgets))[i])
     return box
-
-
-def note_rainbowgram(synth, latent: np.ndarray, pitch: int, audio=None, sample_rate=None) -> np.ndarray:
-    """RGB rainbowgram of `audio` (e.g. the engine's cached note) or, without it, of a fresh
-    render of `latent` at `pitch` (clamped to the model's range)."""
-    if audio is None:
-        lo, hi = synth.pitch_range
-        audio = synth.generate(np.array(latent[None]), [min(hi, max(lo, pitch))])[0]
-        sample_rate = synth.sample_rate
-    hop = 256 * max(1, round(sample_rate / 16000))     # same frame rate at any output rate
-    return rainbowgram(audio, sample_rate, hop=hop, bins_per_octave=24)   # 168 rows: a finer picture
 
 
 class MainWindow(QMainWindow):
@@ -66,6 +56,7 @@ class MainWindow(QMainWindow):
         self._engine_errors = (0, 0)
         self._build()
         self.actions_ = FileActions(self)
+        self.learn = MidiLearn(self)
         self._menus()
         self.computer_keys = ComputerKeyboard(self.keyboard, self)
         QApplication.instance().installEventFilter(self.computer_keys)
@@ -90,6 +81,9 @@ class MainWindow(QMainWindow):
         self.record = RecordPanel()
         self.scope = ScopePanel()
         self.rainbow = RainbowgramView()
+        self.rainbow.setToolTip("Double-click: the large rainbowgram window (Ctrl+Shift+G)")
+        self.rainbow.doubleClicked.connect(lambda: self.open_rainbow_window())
+        self.rainbow_window = None
         self.keyboard = KeyboardPanel()
         self.progress = QProgressBar(minimum=0, maximum=1000, maximumWidth=180, textVisible=False)
         self.progress.hide()
@@ -154,10 +148,19 @@ class MainWindow(QMainWindow):
         self._action(play, "Octave down", lambda: self.computer_keys.shift_octave(-1), None)
         self._action(play, "Octave up", lambda: self.computer_keys.shift_octave(1), None)
         self._action(play, "Rainbowgram of the current instrument", self.request_rainbowgram, "Ctrl+G")
+        self._action(play, "Rainbowgram window (large, with the corners)", self.open_rainbow_window,
+                     "Ctrl+Shift+G")
         self._action(play, "Centre the pad", lambda: self.pad.set_position(0.5, 0.5, emit=True), "Ctrl+0")
         dev = bar.addMenu("&Devices")
         self._action(dev, "Rescan audio outputs", self.rescan_audio, "F5")
         self._action(dev, "Rescan MIDI inputs", self.rescan_midi, "F6")
+        dev.addSeparator()
+        self.act_map_in_presets = self._action(dev, "Include MIDI mappings in presets", self._map_in_presets, None)
+        self.act_map_in_presets.setCheckable(True)
+        self.act_map_in_presets.setChecked(self.learn.in_presets)
+        self._action(dev, "Save MIDI mappings…", self.learn.save_file, None)
+        self._action(dev, "Load MIDI mappings…", self.learn.load_file, None)
+        self._action(dev, "OSC control…", self.learn.choose_osc_port, None)
         help_menu = bar.addMenu("&Help")
         self._action(help_menu, "Keyboard shortcuts", self.show_shortcuts, QKeySequence.HelpContents)
 
@@ -169,6 +172,9 @@ class MainWindow(QMainWindow):
         act.triggered.connect(lambda _=False: slot())
         menu.addAction(act)
         return act
+
+    def _map_in_presets(self) -> None:
+        self.settings.setValue("midi/in_presets", self.act_map_in_presets.isChecked())
 
     def _set_enabled(self, on: bool) -> None:
         for w in (self.pad, self.palette, self.sound, self.record, self.keyboard):
@@ -200,6 +206,7 @@ class MainWindow(QMainWindow):
         self.devices.midiChosen.connect(self.choose_midi)
         self.devices.rescanAudio.connect(self.rescan_audio)
         self.devices.rescanMidi.connect(self.rescan_midi)
+        self._learnable(session)
         if self.palette.count.value() and not self.palette.entries:
             self.palette.generate()
         self._name_default_corners()
@@ -212,6 +219,20 @@ class MainWindow(QMainWindow):
         self.slow_timer.start()
         self.request_rainbowgram()
         self.ready.emit()
+
+    def _learnable(self, session) -> None:
+        """Right-click -> Learn MIDI on every control; learned mappings and OSC come back."""
+        from engine.devices.midimap import CONTINUOUS_PARAMS, CORNERS
+
+        self.learn.attach(self.pad, "pad_x", "pad_y", *CORNERS)
+        for name in CONTINUOUS_PARAMS:
+            self.learn.attach(self.sound.sliders[name], name)
+        self.learn.attach(self.record.record, "record")
+        self.learn.attach(self.record.panic_button, "panic")
+        self.learn.restore()
+        port = int(self.settings.value("osc/port", 0) or 0)
+        if port:
+            self.learn.open_osc(port)
 
     def model_changed(self, synth, name: str) -> None:
         """Show a (new) model: its pitch range on the keyboard and palette, its name."""
@@ -348,6 +369,7 @@ class MainWindow(QMainWindow):
         self.keyboard.keys.set_sounding(self.session.sounding_notes())
         if not self.pad.dragging:
             self.pad.set_position(*self.session.instrument.timbre.pad)   # the mod wheel moves it too
+        self.learn.poll()
         if self.session.recording:
             self.record.show_take(self.session.recording_seconds(), peak)
 
@@ -407,8 +429,24 @@ class MainWindow(QMainWindow):
             audio = inst.note_audio(pitch)     # the render the mixer plays, if there is one
         job = Job(note_rainbowgram, inst.synth, latent, pitch, audio, inst.sample_rate,
                   latest="rainbow")
-        self.jobs.start(job, on_done=lambda rgb, t=title: self.rainbow.show_rgb(rgb, t),
+        frame_s = self.rainbow_frame_s(inst.sample_rate if audio is not None else inst.synth.sample_rate)
+        self.jobs.start(job, on_done=lambda rgb, t=title: self._show_rainbow(rgb, t, frame_s),
                         on_failed=lambda msg: self.notify(f"rainbowgram failed: {msg}"))
+
+    @staticmethod
+    def rainbow_frame_s(sample_rate: int) -> float:
+        return rainbow_hop(sample_rate) / float(sample_rate)
+
+    def _show_rainbow(self, rgb, title: str, frame_s: float) -> None:
+        self.rainbow.show_rgb(rgb, title, frame_s)
+        big = self.rainbow_window
+        if big is not None and big.isVisible():
+            big.main.show_rgb(rgb, title, frame_s)
+            big.request_corners(self)
+
+    def open_rainbow_window(self):
+        """The rainbowgram large, with axes and the four corners side by side."""
+        return open_rainbow_window(self)
 
     # -- help and persistence -------------------------------------------------------------------
     def show_shortcuts(self) -> None:

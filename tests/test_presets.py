@@ -29,6 +29,23 @@ def test_round_trip(tmp_path):
     assert [c.colour for c in p.timbre.corners] == [c.colour for c in _preset().timbre.corners]
 
 
+def test_midi_mappings_travel_in_presets_only_when_asked(tmp_path):
+    from engine.devices.midimap import Binding, MappingError, bindings_from_list, bindings_to_list
+
+    assert "midi_map" not in preset_to_dict(_preset())            # older readers see nothing new
+    assert load_preset(save_preset(tmp_path / "old.json", _preset())).midi_map is None
+    bindings = (Binding("pad_x", "cc", 16, 0), Binding("record", "note", 36))
+    with_map = _preset()
+    with_map.midi_map = bindings_to_list(bindings)
+    path = save_preset(tmp_path / "p.json", with_map)
+    assert bindings_from_list(load_preset(path).midi_map, str(path)) == bindings
+    data = json.loads(path.read_text())
+    data["midi_map"][1]["kind"] = "sysex"
+    path.write_text(json.dumps(data))
+    with pytest.raises(MappingError, match=r"p.json: bindings\[1\]: unknown source kind"):
+        bindings_from_list(load_preset(path).midi_map, str(path))
+
+
 def _write(tmp_path, mutate):
     d = preset_to_dict(_preset())
     mutate(d)
@@ -50,6 +67,8 @@ def _write(tmp_path, mutate):
     (lambda d: d.update(format="something"), "format"),
     (lambda d: d.update(latent_size=32), "latent_size"),
     (lambda d: d.update(colour="#000000"), "unknown field"),
+    (lambda d: d.update(midi_map={"pad_x": 1}), "midi_map"),
+    (lambda d: d.update(midi_map=[1, 2]), "midi_map"),
 ])
 def test_bad_fields_are_named(tmp_path, mutate, field):
     path = _write(tmp_path, mutate)

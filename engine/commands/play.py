@@ -1,6 +1,8 @@
 """`gansynth play`: the instrument headless — audio out, MIDI in, optional recording.
 
     gansynth play --midi-in "Keystation" --audio-out system --record take.wav --seconds 60
+    gansynth play --midi-map knobs.json --osc-port 9000     # learned knobs; OSC on 127.0.0.1:9000
+    gansynth play --osc-port 9000 --osc-help                # the OSC address list, then exit
 
 Runs until Ctrl-C (or `--seconds`), printing a status line every few seconds. Without
 an audio device it runs on the offline clock (recording still works); without a MIDI
@@ -37,6 +39,14 @@ def add_arguments(p) -> None:
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
     p.add_argument("--seconds", type=float, default=None, metavar="N", help="stop after N seconds")
     p.add_argument("--cache-mb", type=float, default=512)
+    p.add_argument("--midi-map", default=None, metavar="FILE",
+                   help="MIDI mapping JSON (learned in the window: Devices > Save MIDI mappings)")
+    p.add_argument("--osc-port", type=int, default=None, metavar="N",
+                   help="listen for OSC on UDP port N (off by default)")
+    p.add_argument("--osc-host", default="127.0.0.1", metavar="ADDR",
+                   help="address OSC binds (default 127.0.0.1: this machine only; 0.0.0.0 opens it "
+                        "to the network, e.g. for a tablet)")
+    p.add_argument("--osc-help", action="store_true", help="print the OSC addresses and exit")
 
 
 def run(args) -> int:
@@ -44,15 +54,25 @@ def run(args) -> int:
     from engine.devices.jackclient import JACK_CLIENT_DEVICE
     from engine.devices.listing import device_sample_rate
     from engine.devices.midi_input import CLIENT_NAME, MidiInput
-    from engine.devices.recorder import Recorder, RecorderError
     from engine.gansynth.modelfile import ModelFileError
     from engine.gansynth.synth import load_synth
     from engine.instrument.instrument import Instrument
     from engine.util.resources import default_model_path
 
+    from engine.devices.midimap import MappingError, MidiMap, bindings_from_list, load_mapping
+    from engine.devices.osc import OscServer, address_help
+
+    if getattr(args, "osc_help", False):
+        print(address_help())
+        return 0
     if args.channel is not None and not 1 <= args.channel <= 16:
         print(f"gansynth play: --channel must be 1..16, not {args.channel}", file=sys.stderr)
         return 2
+    try:
+        bindings = load_mapping(args.midi_map) if getattr(args, "midi_map", None) else ()
+    except MappingError as e:
+        print(f"gansynth play: {e}", file=sys.stderr)
+        return 1
     try:
         synth = load_synth(args.model or default_model_path(), threads=1, precision=args.precision)
     except (ModelFileError, ValueError, OSError) as e:
@@ -61,8 +81,10 @@ def run(args) -> int:
     inst = Instrument(synth, sample_rate=device_sample_rate(args.audio_out), cache_mb=args.cache_mb)
     if args.preset:
         try:
-            inst.load_preset(args.preset)
-        except Exception as e:  # PresetError names the file and field
+            preset = inst.load_preset(args.preset)
+            if preset.midi_map and not bindings:     # the preset's own learned controls
+                bindings = bindings_from_list(preset.midi_map, args.preset)
+        except Exception as e:  # PresetError / MappingError name the file and field
             print(f"gansynth play: {e}", file=sys.stderr)
             return 1
     inst.start()
@@ -74,7 +96,11 @@ def run(args) -> int:
             print(f"MIDI (JACK): connect a MIDI output to {CLIENT_NAME}:midi_in (hardware ports are connected)")
     else:
         print(f"audio: {out.last_error}")
-    midi = MidiInput(out, port_name=args.midi_in, channel=channel, virtual=not args.no_virtual_port)
+    mapping = MidiMap(bindings, pad=lambda: inst.timbre.pad)
+    if bindings:
+        print(f"MIDI mapping: {len(bindings)} control(s) from {args.midi_map or args.preset}")
+    midi = MidiInput(out, port_name=args.midi_in, channel=channel, virtual=not args.no_virtual_port,
+                     mapping=mapping)
     if midi.start():
         virtual = "" if args.no_virtual_port else f", virtual port {midi.virtual_name!r}"
         port = midi.connected_name or ("waiting for " + repr(args.midi_in) if args.midi_in else "no port")
@@ -83,52 +109,128 @@ def run(args) -> int:
             print(f"MIDI: {midi.last_error}")
     else:
         print(f"MIDI: {midi.last_error}")
-    recorder = None
-    if args.record:
-        recorder = Recorder(out)
+    osc = None
+    if getattr(args, "osc_port", None) is not None:
         try:
-            recorder.start(args.record, "FLOAT" if args.record_format == "float" else "PCM_24")
-            print(f"recording to {args.record}")
-        except RecorderError as e:
+            osc = OscServer(out, args.osc_port, host=args.osc_host, pad=lambda: inst.timbre.pad,
+                            actions=mapping.actions).start()
+            print(f"OSC: listening on {osc.host}:{osc.port} (gansynth play --osc-help lists the addresses)")
+        except (OSError, ValueError) as e:
             print(f"gansynth play: {e}", file=sys.stderr)
-            recorder = None
+    controls = Controls(inst, out, args)
+    if args.record:
+        controls.toggle_record()
     try:
-        _wait(out, midi, recorder, args.seconds)
+        _wait(out, midi, controls, args.seconds, mapping.actions, osc)
     finally:
-        if recorder is not None:
-            saved = recorder.stop()
-            if recorder.error:
-                print(f"recording: {recorder.error}")
-            if saved is not None:
-                print(f"recorded {recorder.elapsed_s:.1f} s to {saved} (+ {recorder.midi_path}), "
-                      f"{recorder.overruns} overruns")
+        controls.stop_recording()
+        if osc is not None:
+            osc.close()
         midi.close()
         out.close()
         inst.stop()
     return 0
 
 
-def _wait(out, midi, recorder, seconds: float | None) -> None:
+PALETTE_SIZE = 16     # corner knobs choose among this many random instruments (seed 0)
+
+
+class Controls:
+    """What learned buttons and knobs and OSC ask of `play` beyond engine events: record,
+    corner selections, preset loads. Runs on the main thread."""
+
+    def __init__(self, inst, out, args):
+        self.inst, self.out, self.args = inst, out, args
+        self.recorder = None
+        self._palette = None
+
+    def handle(self, action) -> None:
+        if action.name == "record":
+            self.toggle_record()
+        elif action.name.startswith("corner_"):
+            if self._palette is None:
+                self._palette = self.inst.synth.random_latents(PALETTE_SIZE, 0)
+            k = int(round(float(action.value) * (PALETTE_SIZE - 1)))
+            corner = "abcd".index(action.name[-1])
+            self.inst.set_corner(corner, self._palette[k], f"Random {k + 1}")
+            print(f"corner {action.name[-1].upper()}: Random {k + 1}", flush=True)
+        elif action.name == "preset":
+            self.load_preset(action.value)
+
+    def load_preset(self, which) -> None:
+        from engine.util.resources import presets_dir
+
+        if not isinstance(which, str):
+            shipped = sorted(presets_dir().glob("*.json"))
+            if not 0 <= which < len(shipped):
+                print(f"preset: no bundled preset number {which} (0..{len(shipped) - 1})", flush=True)
+                return
+            which = shipped[which]
+        try:
+            self.inst.load_preset(which)
+            print(f"preset {which} loaded", flush=True)
+        except Exception as e:  # PresetError names the file and field
+            print(f"preset: {e}", flush=True)
+
+    def toggle_record(self) -> None:
+        from engine.devices.recorder import Recorder, RecorderError
+
+        if self.recorder is not None and self.recorder.recording:
+            self.stop_recording()
+            return
+        path = self.args.record or time.strftime("take-%Y%m%d-%H%M%S.wav")
+        self.recorder = Recorder(self.out)
+        try:
+            self.recorder.start(path, "FLOAT" if self.args.record_format == "float" else "PCM_24")
+            print(f"recording to {path}", flush=True)
+        except RecorderError as e:
+            print(f"gansynth play: {e}", file=sys.stderr)
+            self.recorder = None
+
+    def stop_recording(self) -> None:
+        recorder, self.recorder = self.recorder, None
+        if recorder is None:
+            return
+        saved = recorder.stop()
+        if recorder.error:
+            print(f"recording: {recorder.error}")
+        if saved is not None:
+            print(f"recorded {recorder.elapsed_s:.1f} s to {saved} (+ {recorder.midi_path}), "
+                  f"{recorder.overruns} overruns", flush=True)
+
+
+def _wait(out, midi, controls, seconds: float | None, actions, osc) -> None:
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         start = time.monotonic()
+        next_status = start + min(STATUS_EVERY_S, seconds or STATUS_EVERY_S)
         last_error = ""
-        while not stop.wait(min(STATUS_EVERY_S, seconds or STATUS_EVERY_S)):
+        while not stop.is_set():
+            actions.ready.wait(max(0.0, min(0.1, next_status - time.monotonic())))
+            for action in actions.take():
+                controls.handle(action)
+            if time.monotonic() < next_status:
+                continue
+            next_status += STATUS_EVERY_S
+            recorder = controls.recorder
             m = out.meters()
             line = (f"[{time.monotonic() - start:6.0f} s] {m['mode']} {m['device']}: xruns {m['xruns']}, "
                     f"cpu {100 * m['cpu_load']:.0f} %, voices {out.instrument.stats().get('voices', 0)}, "
                     f"MIDI messages {midi.messages + m['midi_messages']}")  # rtmidi + our JACK client
+            if osc is not None:
+                line += f", OSC {osc.handled} ({osc.ignored} ignored, {osc.flood_dropped} dropped)"
             if recorder is not None:
                 line += f", recorded {recorder.elapsed_s:.0f} s"
             print(line, flush=True)
-            error = m["last_error"] or midi.last_error or (recorder.error if recorder else "")
+            error = (m["last_error"] or midi.last_error or (recorder.error if recorder else "")
+                     or (osc.last_ignored if osc is not None else ""))
             if error and error != last_error:
                 print(f"  {error}", flush=True)
                 last_error = error
             if seconds is not None and time.monotonic() - start >= seconds:
                 break
             if recorder is not None and recorder.error and not recorder.recording:
-                recorder = None
+                controls.stop_recording()
     finally:
         signal.signal(signal.SIGINT, previous)

@@ -35,6 +35,7 @@ from engine.devices.midi_input import CLIENT_NAME, message_to_event
 from engine.instrument.events import NoteOff, NoteOn, PitchBend
 
 JACK_CLIENT_DEVICE = "JACK client"
+PARK_TIMEOUT_S = 0.5  # abort() waits this long at most for the process callback to park
 MAX_PERIOD = 8192     # frames the block buffer holds without reallocating
 JACK_CLIENT_HOSTAPI = "JACK (native client)"
 
@@ -123,6 +124,8 @@ class JackStream:
         self._overran = False         # the previous process call ended after its cycle's deadline
         self.midi_messages = 0        # MIDI messages received on midi_in (written by the process thread)
         self._active = False
+        self._closing = False         # set before deactivation: the process callback only parks
+        self._parked = threading.Event()
         self._playback = []
         # Only the process and shutdown callbacks are Python. JACK calls the others (xrun,
         # buffer size) on its notification thread and, for some, waits for the answer: with the
@@ -158,6 +161,12 @@ class JackStream:
     def abort(self, ignore_errors: bool = True) -> None:
         if self._active:
             self._active = False
+            # jack_deactivate may cancel the process thread (JACK2 kills a client's RT thread),
+            # and a thread cancelled inside Python, or waiting for its lock, leaves the GIL held
+            # for ever (observed: the whole program hung in close). So first let the callback
+            # see `_closing` and return at once, and deactivate while it waits in JACK.
+            self._closing = True
+            self._parked.wait(PARK_TIMEOUT_S)
             self.client.deactivate(ignore_errors=ignore_errors)
 
     def close(self, ignore_errors: bool = True) -> None:
@@ -177,6 +186,11 @@ class JackStream:
 
     # ---- JACK's threads ----
     def _process(self, frames: int) -> None:
+        if self._closing:                               # see abort(): silence, and nothing else
+            for port in self.outs:
+                port.get_array().fill(0.0)
+            self._parked.set()
+            return
         for _, data in self.midi_in.incoming_midi_events():
             self.midi_messages += 1
             event = _midi_event(bytes(data), self.midi_channel)

@@ -9,7 +9,8 @@
     midi.close()
 
 The rtmidi callback thread only translates messages into engine events and posts them
-(`message_to_event`); note-on with velocity 0 is a note-off. A rescan thread (every
+(`message_to_event`; learned controls first through `mapping`, an
+`engine.devices.midimap.MidiMap`); note-on with velocity 0 is a note-off. A rescan thread (every
 `rescan_s`) notices a port that vanished (unplugged) and reopens it when its name comes
 back. A virtual input port ("GANSynth Instrument In", client "GANSynth") lets a DAW or a
 sequencer play the instrument.
@@ -128,10 +129,11 @@ class MidiInput:
 
     def __init__(self, target, port_name: str | None = None, channel: int | None = None,
                  virtual: bool = True, virtual_name: str = VIRTUAL_PORT_NAME,
-                 rescan_s: float = RESCAN_S, backend=None, api: str | None = None):
+                 rescan_s: float = RESCAN_S, backend=None, api: str | None = None, mapping=None):
         if channel is not None and not 0 <= int(channel) <= 15:
             raise ValueError(f"MIDI channel must be 0..15 (1..16 on the device) or None, not {channel!r}")
         self.target = target
+        self.mapping = mapping                  # engine.devices.midimap.MidiMap: asked first
         self.port_name = port_name or None      # the port we want (reconnect by this name)
         self.channel = None if channel is None else int(channel)
         self.virtual = virtual
@@ -157,6 +159,9 @@ class MidiInput:
     def _on_message(self, msg) -> None:
         self.messages += 1
         try:
+            mapping = self.mapping
+            if mapping is not None and mapping.handle(msg, self.target.post):
+                return                            # a learned control: translated by the map
             event = message_to_event(msg, self.channel)
             if event is not None:
                 self.target.post(event)

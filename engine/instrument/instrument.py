@@ -231,17 +231,19 @@ class Instrument:
     def stop(self) -> None:
         self.renderer.stop()
 
-    def load_preset(self, path) -> None:
-        """Load corners, pad and settings from a preset JSON (PresetError names file and field)."""
+    def load_preset(self, path) -> Preset:
+        """Load corners, pad and settings from a preset JSON (PresetError names file and field);
+        returns it (its `midi_map` is the caller's to apply)."""
         preset = load_preset(path, latent_size=self.synth.latent_size)
         self.set_timbre(preset.timbre)
         for name, value in preset.settings.items():
             if name not in TIMBRE_PARAMS:
                 setattr(self.settings, name, value)
+        return preset
 
-    def save_preset(self, path, name: str | None = None) -> None:
+    def save_preset(self, path, name: str | None = None, midi_map: list | None = None) -> None:
         settings = {k: v for k, v in self.settings.as_dict().items() if k not in TIMBRE_PARAMS}
-        save_preset(path, Preset(self._timbre, settings, name or ""))
+        save_preset(path, Preset(self._timbre, settings, name or "", midi_map))
 
     def swap_model(self, synth, timbre: TimbreState | None = None, seed: int = 0) -> None:
         """Play a different model (loaded by the caller off the audio thread).

@@ -7,8 +7,13 @@
       "corners": [ {"name": "Bell", "colour": "#e4572e", "latent": [256 numbers]}, ... x4 ],
       "pad": {"x": 0.5, "y": 0.5},
       "interpolation": "nsynth", "spherical": false, "pad_grid": 32,
-      "settings": {"attack_s": 0.005, "release_s": 0.3, ...}    # see engine.instrument.params.PARAMS
+      "settings": {"attack_s": 0.005, "release_s": 0.3, ...},   # see engine.instrument.params.PARAMS
+      "midi_map": [{"target": "pad_x", "kind": "cc", "number": 16, "channel": 1}, ...]   # optional
     }
+
+`midi_map` (optional: older presets have none) carries learned MIDI controls when the user
+chose so; here it is checked for shape only (a list of at most MAX_MIDI_MAP objects), and
+engine.devices.midimap.bindings_from_list checks each entry, naming the file, when applied.
 
 `load_preset` validates everything where it enters and raises `PresetError` naming
 the file and the field (e.g. "x.json: corners[2].latent has 16 numbers, the model
@@ -33,6 +38,7 @@ from engine.util.fileio import JsonFileError, atomic_write_text, read_json
 FORMAT = "gansynth-preset"
 VERSION = 1
 _COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+MAX_MIDI_MAP = 512
 
 
 class PresetError(ValueError):
@@ -44,10 +50,12 @@ class Preset:
     timbre: TimbreState
     settings: dict = field(default_factory=dict)  # PARAMS names -> values (no timbre params)
     name: str = ""
+    midi_map: list | None = None  # learned MIDI controls (engine.devices.midimap), if saved with it
 
 
 def preset_to_dict(preset: Preset) -> dict:
     t = preset.timbre
+    extra = {} if preset.midi_map is None else {"midi_map": list(preset.midi_map)}
     return {
         "format": FORMAT,
         "version": VERSION,
@@ -61,6 +69,7 @@ def preset_to_dict(preset: Preset) -> dict:
         "spherical": t.spherical,
         "pad_grid": t.pad_grid,
         "settings": dict(preset.settings),
+        **extra,
     }
 
 
@@ -91,7 +100,7 @@ def preset_from_dict(data, source: str, latent_size: int | None = None) -> Prese
     if data.get("version") != VERSION:
         fail(f"field 'version' must be {VERSION}, got {data.get('version')!r}")
     known = {"format", "version", "name", "latent_size", "corners", "pad", "interpolation",
-             "spherical", "pad_grid", "settings"}
+             "spherical", "pad_grid", "settings", "midi_map"}
     unknown = sorted(set(data) - known)
     if unknown:
         fail(f"unknown field(s) {unknown}")
@@ -138,11 +147,15 @@ def preset_from_dict(data, source: str, latent_size: int | None = None) -> Prese
             settings[key] = check_param(key, value)
         except ValueError as exc:
             fail(f"field 'settings.{key}': {exc}")
+    midi_map = data.get("midi_map")
+    if midi_map is not None and (not isinstance(midi_map, list) or len(midi_map) > MAX_MIDI_MAP
+                                 or not all(isinstance(b, dict) for b in midi_map)):
+        fail(f"field 'midi_map' must be a list of at most {MAX_MIDI_MAP} objects")
     timbre = TimbreState(tuple(corners), pad=(float(pad["x"]), float(pad["y"])),
                          mode=timbre_kwargs.get("interpolation", MODES[0]),
                          spherical=timbre_kwargs.get("spherical", False),
                          pad_grid=timbre_kwargs.get("pad_grid", 32))
-    return Preset(timbre, settings, name)
+    return Preset(timbre, settings, name, midi_map)
 
 
 def _corner(c, i: int, fail) -> Corner:

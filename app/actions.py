@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
-from app.keyboard import note_name
 from app.workers import Job
+from engine.gansynth.spectral import pitch_name
 from engine.util import resources
 
 SHORTCUTS = """<table cellpadding=3>
@@ -206,7 +206,7 @@ class FileActions:
         def show(result):
             clip, rgb = result
             audition.queue(clip)
-            self.w.rainbow.show_rgb(rgb, f"preview · {entry.name} · {note_name(pitch)}")
+            self.w.rainbow.show_rgb(rgb, f"preview · {entry.name} · {pitch_name(pitch)}")
             self.w._rainbow_key = None
 
         self.run_job(f"Preview {entry.name}", render, progress=False, on_done=show)

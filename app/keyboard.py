@@ -16,18 +16,15 @@ from PySide6.QtWidgets import (QAbstractSpinBox, QComboBox, QHBoxLayout, QLabel,
                                QToolButton, QVBoxLayout, QWidget)
 
 from app import theme
+from engine.gansynth.spectral import pitch_name
 
 LOWEST, HIGHEST = 12, 119        # C0 .. B8: the model's 24..84 and beyond (pitch-shifted)
 BLACK = {1, 3, 6, 8, 10}          # pitch classes of black keys
-NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
 # Two rows, as in trackers: Z-row from the base octave, Q-row one octave up.
 LOWER_ROW = "Z S X D C V G B H N J M , L . ; /".split()
 UPPER_ROW = "Q 2 W 3 E R 5 T 6 Y 7 U I 9 O 0 P".split()
 
-
-def note_name(pitch: int) -> str:
-    return f"{NAMES[pitch % 12]}{pitch // 12 - 1}"
 
 
 def is_black(pitch: int) -> bool:
@@ -211,7 +208,7 @@ class PianoKeys(QWidget):
                 if pitch % 12 == 0:
                     p.setPen(QColor("#6b7280"))
                     p.drawText(rect.adjusted(0, 0, 0, -4), Qt.AlignHCenter | Qt.AlignBottom,
-                               note_name(pitch))
+                               pitch_name(pitch))
         p.end()
 
 
@@ -288,7 +285,7 @@ class KeyboardPanel(QWidget):
         self.scroll.setValue(self.keys.first_octave)
         self.scroll.blockSignals(False)
         visible = self.keys.visible_pitches()
-        self.label.setText(f"{note_name(visible[0])}–{note_name(visible[-1])}")
+        self.label.setText(f"{pitch_name(visible[0])}–{pitch_name(visible[-1])}")
 
 
 

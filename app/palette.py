@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QGridLayout, QHBoxLayout, QLab
                                QListWidgetItem, QMenu, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from app import theme
-from app.keyboard import note_name
+from engine.gansynth.spectral import pitch_name
 from app.pad import MIME_INSTRUMENT, dropped_files
 
 ADJECTIVES = ("Amber", "Velvet", "Glass", "Dusty", "Bright", "Hollow", "Warm", "Silver", "Crystal",
@@ -91,7 +91,7 @@ class PaletteWidget(QWidget):
         self.generate_button = QPushButton("Generate")
         self.list = InstrumentList()
         self.pitch = QSpinBox(minimum=24, maximum=84, value=60, toolTip="Preview pitch (MIDI)")
-        self.pitch_label = QLabel(note_name(60), objectName="value")
+        self.pitch_label = QLabel(pitch_name(60), objectName="value")
         self.preview_button = QPushButton("▶ Preview")
         self.corner_buttons = []
         for i, letter in enumerate(theme.CORNER_LETTERS):
@@ -108,7 +108,7 @@ class PaletteWidget(QWidget):
         self.list.itemDoubleClicked.connect(lambda _item: None)  # double click edits the name
         self.list.itemChanged.connect(self._renamed)
         self.list.customContextMenuRequested.connect(self._menu)
-        self.pitch.valueChanged.connect(lambda p: self.pitch_label.setText(note_name(p)))
+        self.pitch.valueChanged.connect(lambda p: self.pitch_label.setText(pitch_name(p)))
         self.save_button.clicked.connect(self.savePreset)
         self.load_button.clicked.connect(self.loadPreset)
 

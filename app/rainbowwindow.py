@@ -54,8 +54,8 @@ class RainbowgramWindow(QWidget):
 
     def request_corners(self, window) -> None:
         """Render each corner instrument at the window's last pitch (in the window's jobs)."""
-        from app.keyboard import note_name
         from app.workers import Job
+        from engine.gansynth.spectral import pitch_name
 
         session = window.session
         if session is None:
@@ -67,7 +67,7 @@ class RainbowgramWindow(QWidget):
             if key == self._keys[i]:
                 continue
             self._keys[i] = key
-            title = f"{theme.CORNER_LETTERS[i]} · {corner.name} · {note_name(pitch)}"
+            title = f"{theme.CORNER_LETTERS[i]} · {corner.name} · {pitch_name(pitch)}"
             job = Job(note_rainbowgram, inst.synth, corner.latent, pitch, latest=f"rainbow_corner_{i}")
             window.jobs.start(job, on_done=lambda rgb, v=self.corners[i], t=title: v.show_rgb(
                 rgb, t, frame_s=window.rainbow_frame_s(inst.synth.sample_rate)),

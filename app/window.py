@@ -17,13 +17,14 @@ from PySide6.QtWidgets import (QApplication, QGroupBox, QLabel, QMainWindow,
 from app import theme
 from app.actions import FileActions
 from app.controls import DevicePanel, RecordPanel, SoundControls
-from app.keyboard import ComputerKeyboard, KeyboardPanel, note_name
+from app.keyboard import ComputerKeyboard, KeyboardPanel
 from app.learn import MidiLearn
 from app.pad import TimbrePad
 from app.palette import PaletteWidget
 from app.rainbowwindow import note_rainbowgram, open_rainbow_window, rainbow_hop
 from app.views import RainbowgramView, ScopePanel, StatusLine
 from app.workers import Job, Jobs
+from engine.gansynth.spectral import pitch_name
 from engine.instrument.events import CC_MOD_WHEEL, ControlChange, Panic, PadMove, PitchBend, SetParam
 
 METER_FPS = 30
@@ -309,7 +310,7 @@ class MainWindow(QMainWindow):
     def _octave_changed(self, octave: int) -> None:
         self.keyboard.keys.set_first_octave(octave + 1 - 2)   # keep Z's C in view
         self.keyboard.sync()
-        self.statusBar().showMessage(f"Computer keys: Z = {note_name(12 * (octave + 1))}", 2000)
+        self.statusBar().showMessage(f"Computer keys: Z = {pitch_name(12 * (octave + 1))}", 2000)
 
     # -- devices --------------------------------------------------------------------------------
     def rescan_audio(self) -> None:
@@ -422,7 +423,7 @@ class MainWindow(QMainWindow):
         if key == self._rainbow_key:
             return
         self._rainbow_key = key
-        title = title or f"{note_name(pitch)} · " + " / ".join(
+        title = title or f"{pitch_name(pitch)} · " + " / ".join(
             f"{n} {w:.0%}" for n, w in zip(timbre.names, timbre.weights()) if w > 0.005)
         audio = None
         if latent is timbre.latent and hasattr(inst, "note_audio"):

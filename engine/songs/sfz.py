@@ -39,10 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.gansynth.spectral import midi_to_hz
+from engine.gansynth.spectral import midi_to_hz, pitch_name
 from engine.util.fileio import atomic_path, atomic_write_text
-
-NOTE_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
 
 class SfzError(Exception):
@@ -55,7 +53,7 @@ class ExportCancelled(Exception):
 
 def note_name(pitch: int) -> str:
     """60 -> 'C4', 61 -> 'Cs4' (file-name safe)."""
-    return NOTE_NAMES[pitch % 12].replace("#", "s") + str(pitch // 12 - 1)
+    return pitch_name(pitch).replace("#", "s")
 
 
 @dataclass(frozen=True)

@@ -299,6 +299,27 @@ def test_cli_trains_resumes_and_exports(tmp_path, tiny_nsynth_dir):
     assert load_synth(tmp_path / "m16", device="cpu").generate(np.zeros((1, model.latent_size)), [60]).shape == (1, 64000)
 
 
+def test_several_datasets_train_as_one_with_their_instruments_apart(tmp_path, tiny_nsynth_dir):
+    from engine.training.batches import StackedRows, load_train_data
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(tiny_nsynth_dir, a)
+    shutil.copytree(tiny_nsynth_dir, b)
+    one = load_train_data(a)
+    both = load_train_data([a, b])
+    n, k = len(one), one.num_instruments
+    assert isinstance(both.specs, StackedRows) and len(both) == 2 * n
+    assert both.num_instruments == 2 * k          # the same program in two datasets: two instruments
+    assert (both.instruments[n:] == one.instruments + k).all()
+    assert int(both.voices.max()) + 1 == 2 * (int(one.voices.max()) + 1)
+    idx = np.array([2 * n - 1, 0, n, 5])            # rows from both parts, out of order
+    full = both.images(idx, tuple(both.specs.shape[2:]))
+    expected = torch.from_numpy(np.asarray(one.specs[idx % n], np.float32))
+    assert torch.equal(full, expected)
+    assert torch.equal(both.images(idx, (8, 64)), one.images(idx % n, (8, 64)))
+    assert np.array_equal(both.specs[1:3], one.specs[1:3]) and both.specs[n:n + 2].shape[0] == 2
+
+
 def test_card_flatness_separates_tone_from_noise():
     from engine.training.cardfigures import spectral_flatness
 

@@ -40,7 +40,7 @@ def export_checkpoint(run_dir, out_dir, dtype: torch.dtype = torch.float32) -> P
     fake = TrainData(np.broadcast_to(np.zeros((1, 2, *cfg.model.output_shape), np.float16),
                                      (n, 2, *cfg.model.output_shape)),
                      [cfg.model.lowest_pitch] * n, np.arange(n), spectral)  # only sizes the latents
-    trainer = Trainer(cfg, fake, run_dir, log=False)
+    trainer = Trainer(cfg, fake, run_dir, log=False, device="cpu")
     trainer.load_state(tensors, header, path)
     return trainer.export_model(out_dir, dtype=dtype)
 
@@ -54,7 +54,9 @@ def export_compact_state(run_dir, out_dir) -> Path:
 # ----------------------------------------------------------------------------- CLI
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--data", help="dataset directory (NSynth json/wav layout)")
+    parser.add_argument("--data", nargs="+", metavar="DIR",
+                        help="dataset directories (NSynth json/wav layout); several train as one set, "
+                             "their instruments kept apart")
     parser.add_argument("--out", required=True,
                         help="run directory (checkpoint, logs, model/, and model-segmentN/ as each segment ended)")
     parser.add_argument("--config", default=None,

@@ -70,6 +70,9 @@ class Trainer:
             torch.set_num_threads(threads)
         torch.manual_seed(cfg.seed)
         self.device = torch.device(device) if device is not None else default_device(self.dist)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # one shape per stage: let cuDNN pick its kernels
+            data.to(self.device)
         self.G = Generator(m).to(self.device)
         self.D = Discriminator(m).to(self.device)
         self.glo_ids = data.voices if cfg.glo_per_velocity else data.instruments

@@ -59,7 +59,11 @@ def test_presets_and_config_round_trip():
     assert [(s.start_progress, s.end_progress) for s in paper.segments[:3]] == [(0, 0), (0, 1), (1, 1)]
     lite = CONFIG_PRESETS["lite"]()
     assert lite.uses_glo and lite.uses_gan and lite.segments[-1].end_progress == lite.model.final_progress
-    for cfg in (paper, lite, TINY):
+    gpu = CONFIG_PRESETS["gpu"]()  # the v2 default model's run: lite's model and losses, larger batches
+    assert gpu.model == lite.model and gpu.total_images == 1_302_976 and not gpu.uses_gan
+    assert dataclasses.replace(gpu, segments=lite.segments, checkpoint_minutes=lite.checkpoint_minutes,
+                               sample_every=lite.sample_every) == lite
+    for cfg in (paper, lite, gpu, TINY):
         assert config_from_dict(json.loads(json.dumps(config_to_dict(cfg)))) == cfg
     with pytest.raises(ValueError, match="unknown field"):
         config_from_dict(dict(config_to_dict(TINY), bogus=1))

@@ -287,6 +287,7 @@ def test_cli_trains_resumes_and_exports(tmp_path, tiny_nsynth_dir):
     assert header["step"] == 6 and header["images_per_segment"] == [16, 16, 16]
     assert any(p.name.startswith("events.out.tfevents") for p in (run / "logs").iterdir())
     synth = load_synth(run / "model", device="cpu")
+    assert synth.voice_name(synth.random_latents(1, seed=0)[0]).startswith("data/")  # its training voice
     audio = synth.generate(synth.random_latents(1, seed=0), [60])
     assert audio.shape == (1, 64000) and np.isfinite(audio).all()
     assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r2")]) == 2
@@ -322,6 +323,10 @@ def test_several_datasets_train_as_one_with_their_instruments_apart(tmp_path, ti
     assert torch.equal(full, expected)
     assert torch.equal(both.images(idx, (8, 64)), one.images(idx % n, (8, 64)))
     assert np.array_equal(both.specs[1:3], one.specs[1:3]) and both.specs[n:n + 2].shape[0] == 2
+    # Voices keep their dataset in their names (the latent prior of the model carries them).
+    assert len(both.voice_names) == int(both.voices.max()) + 1 == len(set(both.voice_names))
+    assert both.voice_names[0].startswith("a/") and both.voice_names[-1].startswith("b/")
+    assert both.voice_names[0].endswith(" v100") and "acoustic" in both.voice_names[0]
 
 
 def test_card_flatness_separates_tone_from_noise():

@@ -116,6 +116,11 @@ class Synth:
             return rng.standard_normal((n, self.latent_size)).astype(np.float32)
         return self._prior.sample(n, rng)
 
+    def voice_name(self, z) -> str | None:
+        """The learned training voice nearest to latent z, e.g. 'FluidR3_GM/reed_acoustic_071
+        (Clarinet) v127', when the model file names its voices; else None."""
+        return None if self._prior is None else self._prior.nearest_name(z)
+
     def _check(self, z, pitches) -> tuple[torch.Tensor, torch.Tensor]:
         z = np.asarray(z, np.float32)
         if z.ndim == 1:

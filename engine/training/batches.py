@@ -19,14 +19,18 @@ class TrainData:
     """
 
     def __init__(self, specs, pitches, instruments, spectral: SpectralConfig, pooled: dict | None = None,
-                 velocities=None):
+                 velocities=None, instrument_names: list[str] | None = None):
         self.specs = specs
         self.pitches = np.asarray(pitches, np.int64)
         self.instruments = np.asarray(instruments, np.int64)
         vel = np.zeros_like(self.instruments) if velocities is None else np.asarray(velocities, np.int64)
         # Dense ids of (instrument, velocity) pairs: GLO's latents when recipe.glo_per_velocity.
-        _, self.voices = np.unique(np.stack([self.instruments, vel], 1), axis=0, return_inverse=True)
+        pairs, self.voices = np.unique(np.stack([self.instruments, vel], 1), axis=0, return_inverse=True)
         self.voices = self.voices.reshape(-1).astype(np.int64)
+        # Names of the instruments and of the voices (instrument at a velocity), when known.
+        self.instrument_names = list(instrument_names) if instrument_names is not None else None
+        self.voice_names = None if instrument_names is None else [
+            f"{self.instrument_names[i]} v{v}" if v else self.instrument_names[i] for i, v in pairs]
         self.spectral = spectral
         self.num_instruments = int(self.instruments.max()) + 1 if len(self.instruments) else 0
         self._levels: dict[tuple[int, int], torch.Tensor] = {}
@@ -133,11 +137,31 @@ def load_train_data(data_dirs, spectral: SpectralConfig | None = None) -> TrainD
     sets = [features.load_features(d, spectral) for d in dirs]
     if len(sets) == 1:
         fs = sets[0]
-        return TrainData(fs.specs, fs.pitches, fs.instruments, fs.spectral_config, fs.pooled, fs.velocities)
+        return TrainData(fs.specs, fs.pitches, fs.instruments, fs.spectral_config, fs.pooled, fs.velocities,
+                         _instrument_names(dirs[0], fs.instrument_names))
     offsets = np.cumsum([0] + [fs.num_instruments for fs in sets])
     common = set.intersection(*(set(fs.pooled) for fs in sets))
     pooled = {r: np.concatenate([np.asarray(fs.pooled[r]) for fs in sets]) for r in common}
     return TrainData(StackedRows([fs.specs for fs in sets]),
                      np.concatenate([fs.pitches for fs in sets]),
                      np.concatenate([fs.instruments + o for fs, o in zip(sets, offsets)]),
-                     spectral, pooled, np.concatenate([fs.velocities for fs in sets]))
+                     spectral, pooled, np.concatenate([fs.velocities for fs in sets]),
+                     [n for d, fs in zip(dirs, sets) for n in _instrument_names(d, fs.instrument_names)])
+
+
+def _instrument_names(data_dir, instrument_strs: list[str]) -> list[str]:
+    """Readable instrument names for latent priors: 'FluidR3_GM/reed_acoustic_071 (Clarinet)' from
+    make-dataset's render.json (SoundFont and preset names), else '<folder>/<instrument_str>'."""
+    from engine.util.fileio import JsonFileError, read_json
+
+    label, presets = Path(data_dir).resolve().name, {}
+    try:
+        info = read_json(Path(data_dir) / "render.json")
+        label, presets = Path(str(info["soundfont"])).stem, dict(info.get("preset_names") or {})
+    except (JsonFileError, KeyError, TypeError, ValueError):
+        pass
+    names = []
+    for inst in instrument_strs:
+        preset = presets.get(str(int(inst[-3:]))) if inst[-3:].isdigit() else None
+        names.append(f"{label}/{inst}" + (f" ({str(preset).strip()})" if preset else ""))
+    return names

@@ -136,6 +136,8 @@ def test_eval_scores_the_same_notes_against_held_out_instruments(tiny_model_dir,
     for key in ("hnr_median_db", "spectral_flatness", "pitch_accuracy", "count"):
         assert held["generated"][key] == report["generated"][key]
     assert 0 <= held["generated"]["ndb"] <= 4 and held["real_heldout"]["hnr_notes"] == 4
+    # 7 instruments: at most 3 form the real rows, the rest fit the bins.
+    assert len(held["real_instruments"]["instruments"]) == 2 and held["real_fit_count"] > 0
 
 
 def test_eval_bad_paths_are_clear_errors(tiny_model_dir, tmp_path, capsys):

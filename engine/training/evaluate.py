@@ -243,13 +243,17 @@ def _generate(synth, latents: int, pitches: list[int], seed: int, log) -> tuple[
 
 def evaluate(synth, notes: list[Note], latents: int = 8, pitches: list[int] | None = None,
              tracker: str = "tiny", seed: int = 0, max_fit: int = 1500, bins: int = NDB_BINS,
-             draws: int = 1, log=print, generated_waves: dict | None = None) -> dict:
+             draws: int = 1, log=print, generated_waves: dict | None = None,
+             reference_count: int | None = None) -> dict:
     """Generate latents x pitches notes with `synth` and score them and held-out real notes.
 
     With `draws` > 1, NDB is measured again for seeds seed+1 .. seed+draws-1 (new real split,
     bins and latents each time) for generated and real-instrument sets: with a few timbres it
     moves a lot from draw to draw. `generated_waves` caches the generated notes per seed
-    (pass the same dict to score one model against several real sets)."""
+    (pass the same dict to score one model against several real sets). `reference_count` (default
+    `latents`): instruments in the real-instrument row and notes per pitch in the real-notes row; a
+    small held-out set needs fewer, so that notes remain to fit the bins."""
+    count = reference_count or latents
     generated_waves = {} if generated_waves is None else generated_waves
 
     def generate(s):
@@ -265,7 +269,7 @@ def evaluate(synth, notes: list[Note], latents: int = 8, pitches: list[int] | No
     if not pitches:
         raise DatasetError("no real notes at the pitches the model covers")
     measures, pt = SpectralMeasures(), PitchTracker(tracker)
-    fit, centroids, fit_bins, inst_notes, held_notes = _real_split(notes, pitches, latents, max_fit, bins,
+    fit, centroids, fit_bins, inst_notes, held_notes = _real_split(notes, pitches, count, max_fit, bins,
                                                                    seed, measures, log)
     gen_waves, gen_pitches = generate(seed)
     log("eval: scoring generated notes")
@@ -278,7 +282,7 @@ def evaluate(synth, notes: list[Note], latents: int = 8, pitches: list[int] | No
     rows["real_instruments"]["instruments"] = sorted({n.instrument_str for n in inst_notes})
     ndb_draws = [{"seed": seed, "generated": generated["ndb"], "real_instruments": rows["real_instruments"]["ndb"]}]
     for s in range(seed + 1, seed + draws):
-        fit_s, cent_s, bins_s, inst_s, _ = _real_split(notes, pitches, latents, max_fit, bins, s, measures, log)
+        fit_s, cent_s, bins_s, inst_s, _ = _real_split(notes, pitches, count, max_fit, bins, s, measures, log)
         row = {"seed": s}
         for key, waves in (("generated", generate(s)[0]),
                            ("real_instruments", np.stack([load_wave(n.path) for n in inst_s]))):
@@ -296,7 +300,8 @@ def format_table(report: dict) -> str:
             ("HNR q25", "hnr_q25_db", "{:.1f}"), ("HNR q75", "hnr_q75_db", "{:.1f}"),
             ("HNR 72-84", "hnr_median_72_84_db", "{:.1f}"), ("notes", "count", "{:d}")]
     lines = [f"{'':<18}" + "".join(f"{c[0]:>12}" for c in cols)]
-    names = (("generated", "generated"), (f"real, {report['latents']} instr.", "real_instruments"),
+    n_real = len(report.get("real_instruments", {}).get("instruments", [])) or report["latents"]
+    names = (("generated", "generated"), (f"real, {n_real} instr.", "real_instruments"),
              ("real, any notes", "real_heldout"))
     for name, key in names:
         if key not in report:
@@ -306,7 +311,7 @@ def format_table(report: dict) -> str:
         lines.append(f"{name:<18}" + "".join(f"{c:>12}" for c in cells))
     draws = report.get("ndb_draws", [])
     if len(draws) > 1:
-        for key, name in (("generated", "generated"), ("real_instruments", f"real, {report['latents']} instr.")):
+        for key, name in (("generated", "generated"), ("real_instruments", f"real, {n_real} instr.")):
             v = [d[key] for d in draws]
             lines.append(f"NDB over {len(v)} draws, {name}: mean {np.mean(v):.1f} (min {min(v)}, max {max(v)}): "
                          + ", ".join(map(str, v)))
@@ -360,9 +365,11 @@ def run(args) -> int:
             held = filter_notes(read_examples(args.heldout_data), sources=None if args.all_sources else ("acoustic",),
                                 pitch_range=None)
             log(f"eval: against {args.heldout_data}")
+            # Half of the held-out instruments at most form the real rows; the rest fit the bins.
+            reference = min(args.latents, max(1, len({n.instrument_str for n in held}) // 2))
             report["heldout_programs"] = evaluate(synth, held, args.latents, report["pitches"], args.tracker,
                                                   args.seed, args.max_real, args.bins, args.draws, log=log,
-                                                  generated_waves=cache)
+                                                  generated_waves=cache, reference_count=reference)
             report["heldout_programs"]["data"] = str(Path(args.heldout_data).resolve())
     except (ModelFileError, DatasetError, ValueError, OSError) as e:
         print(f"{prog}: {e}", file=sys.stderr)

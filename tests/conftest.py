@@ -1,6 +1,8 @@
 """Shared fixtures: a tiny random-weight model directory (fast, full output shape)."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -15,6 +17,19 @@ def make_tiny_model_dir(path, seed: int = 0, representation: str = "mel_if"):
     generator = Generator(PRESETS["tiny"])
     return save_model_dir(path, generator, SpectralConfig(representation=representation),
                           provenance={"note": "random weights for tests", "seed": seed})
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache_dir(tmp_path_factory):
+    """The backend probe's answers (engine.gansynth.backend) go to a test-session folder, not
+    the user's cache: each session probes afresh."""
+    old = os.environ.get("GANSYNTH_CACHE_DIR")
+    os.environ["GANSYNTH_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("GANSYNTH_CACHE_DIR", None)
+    else:
+        os.environ["GANSYNTH_CACHE_DIR"] = old
 
 
 @pytest.fixture(scope="session")

@@ -97,28 +97,31 @@ def test_fused_upsample_conv_equals_upsample_then_conv():
     torch.manual_seed(3)
     conv = EqConv2d(5, 7, 3, padding=1)
     conv.bias.data.normal_()
-    for shape in ((2, 5, 3, 4), (1, 5, 8, 1)):
-        x = torch.randn(*shape)
-        want = conv(torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest"))
-        got = upsample_conv3x3(x, conv)
-        assert got.shape == want.shape
-        assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)
+    for shape in ((2, 5, 3, 4), (1, 5, 8, 1), (1, 5, 1, 1)):
+        for memory_format in (torch.contiguous_format, torch.channels_last):
+            x = torch.randn(*shape).to(memory_format=memory_format)
+            want = conv(torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest"))
+            got = upsample_conv3x3(x, conv)
+            assert got.shape == want.shape
+            assert torch.allclose(got, want, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["lite", "paper"])
 def test_inference_path_matches_training_path(name):
-    """Without autograd the large blocks take the fused upsample-conv; the notes are the same."""
+    """Without autograd every upsample + conv runs as one transposed conv; the notes are the same
+    (float rounding: relative RMS ~1e-6, a few 1e-4 at most on random weights)."""
     torch.manual_seed(0)
     g = Generator(PRESETS[name]).eval()
     z, labels = torch.randn(2, PRESETS[name].latent_size), torch.tensor([0, 40])
     with torch.no_grad():
         fast = g(z, labels)
     slow = g(z, labels).detach()  # autograd on: the plain upsample + conv
-    assert torch.allclose(fast, slow, atol=1e-4), (fast - slow).abs().max()
+    assert ((fast - slow).norm() / slow.norm()).item() < 1e-5
+    assert torch.allclose(fast, slow, atol=5e-4), (fast - slow).abs().max()
     for progress in (4.5, 5.0):  # fade-ins and earlier stages agree too
         with torch.no_grad():
             fast = g(z, labels, progress)
-        assert torch.allclose(fast, g(z, labels, progress).detach(), atol=1e-4)
+        assert torch.allclose(fast, g(z, labels, progress).detach(), atol=5e-4)
 
 
 def test_minibatch_stddev_is_population_std_mean():

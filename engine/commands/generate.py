@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from engine.gansynth.backend import BACKEND_HELP, BACKENDS, BackendUnavailable
 from engine.gansynth.config import PRECISION_HELP, PRECISIONS
 from engine.gansynth.modelfile import ModelFileError
 from engine.gansynth.synth import load_synth
@@ -21,14 +22,16 @@ def add_arguments(p):
     p.add_argument("-o", "--out", required=True, help="output directory")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP)
+    p.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
 
 
 def run(args) -> int:
     from engine.util.resources import default_model_path
 
     try:
-        synth = load_synth(args.model or default_model_path(), device=args.device, precision=args.precision)
-    except (ModelFileError, ValueError) as e:
+        synth = load_synth(args.model or default_model_path(), device=args.device, precision=args.precision,
+                           backend=args.backend)
+    except (ModelFileError, ValueError, BackendUnavailable) as e:
         print(f"gansynth generate: {e}", file=sys.stderr)
         return 1
     lo, hi = synth.pitch_range

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 
+from engine.gansynth.backend import BACKEND_HELP, BACKENDS, BackendUnavailable
 from engine.gansynth.config import PRECISION_HELP, PRECISIONS
 
 STATUS_EVERY_S = 5.0
@@ -37,6 +38,7 @@ def add_arguments(p) -> None:
     p.add_argument("--model", default=None, metavar="PATH", help="model directory, Magenta checkpoint "
                                                                  "dir or .zip (default: the bundled model)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
+    p.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
     p.add_argument("--seconds", type=float, default=None, metavar="N", help="stop after N seconds")
     p.add_argument("--cache-mb", type=float, default=512)
     p.add_argument("--midi-map", default=None, metavar="FILE",
@@ -74,8 +76,9 @@ def run(args) -> int:
         print(f"gansynth play: {e}", file=sys.stderr)
         return 1
     try:
-        synth = load_synth(args.model or default_model_path(), threads=1, precision=args.precision)
-    except (ModelFileError, ValueError, OSError) as e:
+        synth = load_synth(args.model or default_model_path(), threads=1, precision=args.precision,
+                           backend=args.backend)
+    except (ModelFileError, ValueError, OSError, BackendUnavailable) as e:
         print(f"gansynth play: {e}", file=sys.stderr)
         return 1
     inst = Instrument(synth, sample_rate=device_sample_rate(args.audio_out), cache_mb=args.cache_mb)

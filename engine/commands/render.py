@@ -12,6 +12,7 @@ import sys
 
 import numpy as np
 
+from engine.gansynth.backend import BACKEND_HELP, BACKENDS
 from engine.gansynth.config import PRECISION_HELP, PRECISIONS
 from engine.songs.midifile import MidiFileError
 from engine.songs.render import RenderError, RenderSettings, render_midi_file, timbre_palette
@@ -36,6 +37,7 @@ def add_instrument_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for --random (default 0)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP)
+    p.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
     p.add_argument("--batch-size", type=int, default=None,
                    help="notes per generator call (default: the synth's; 1 on CPU)")
 
@@ -86,7 +88,7 @@ def load_synth_for(args):
     from engine.util.resources import default_model_path
 
     return load_synth(args.model or default_model_path(), device=args.device, batch_size=args.batch_size,
-                      precision=args.precision)
+                      precision=args.precision, backend=args.backend)
 
 
 def run(args) -> int:

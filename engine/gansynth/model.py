@@ -62,29 +62,26 @@ def _act(x: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(x, LEAKY_SLOPE)
 
 
-# Nearest x2 upsampling followed by a 3x3 conv (padding 1) equals a 3x3 conv of the
-# low-resolution input with four kernels, one per output phase (row parity a, column
-# parity b), then a pixel shuffle. Output row 2i+a reads input rows i-1, i (a=0) or
-# i, i+1 (a=1): kernel row k of phase a sums the original rows _PHASE_ROWS[a, k, :].
-_PHASE_ROWS = torch.tensor([[[1., 0., 0.], [0., 1., 1.], [0., 0., 0.]],
-                            [[0., 0., 0.], [1., 1., 0.], [0., 0., 1.]]])
-FUSE_MIN_PIXELS = 64 * 512  # fuse where the upsampled image has at least this many pixels
+# Nearest x2 upsampling followed by a 3x3 conv (padding 1) equals one transposed 3x3->4x4 conv
+# of the low-resolution input with stride 2 (padding 1): output row 2i+a reads input rows
+# i-1, i (a=0) or i, i+1 (a=1), each through a sum of the original kernel rows. In
+# conv_transpose2d's convention, input row i reaches output row 2i+k-1 through tap k, so tap k
+# sums the 3x3 rows _TRANSPOSED_TAPS[k, :] (k=1: rows 1+2 for a=0 from row i; k=3: row 0 for a=0
+# from row i-1 ...). It executes only the useful multiply-adds (4 of 9 taps per output pixel)
+# and writes the upsampled layout directly (no pixel shuffle): on a 2-core AVX2 CPU, channels
+# last, ~2x faster than a 4-phase 3x3 conv plus shuffle, and ~4x less memory traffic than
+# upsampling first.
+_TRANSPOSED_TAPS = torch.tensor([[0., 0., 1.], [0., 1., 1.], [1., 1., 0.], [1., 0., 0.]])
 
 
 def upsample_conv3x3(x: torch.Tensor, conv: "EqConv2d") -> torch.Tensor:
     """conv(nearest-upsample-x2(x)) for a 3x3 EqConv2d with padding 1, without the upsampled image:
-    ~4 times less memory traffic, the same sums (to float rounding)."""
-    w = conv.weight * conv.scale
-    out_ch = w.shape[0]
-    rows = _PHASE_ROWS.to(w)
-    phases = torch.einsum("akr,blc,oirc->aboikl", rows, rows, w).reshape(4 * out_ch, w.shape[1], 3, 3)
-    y = F.conv2d(x, phases, conv.bias.repeat(4), padding=1)  # [B, (a, b, out), H, W]
-    b, _, h, wd = y.shape
-    if y.is_contiguous(memory_format=torch.channels_last):  # memory (B, H, W, a, b, out)
-        y = y.permute(0, 2, 3, 1).reshape(b, h, wd, 2, 2, out_ch).permute(0, 1, 3, 2, 4, 5)
-        return y.reshape(b, 2 * h, 2 * wd, out_ch).permute(0, 3, 1, 2)  # stays channels_last
-    y = y.reshape(b, 2, 2, out_ch, h, wd).permute(0, 3, 4, 1, 5, 2)
-    return y.reshape(b, out_ch, 2 * h, 2 * wd)
+    x [B, in, H, W] -> [B, out, 2H, 2W] (channels_last in, channels_last out); the same sums
+    (to float rounding)."""
+    w = conv.weight * conv.scale  # [out, in, 3, 3]
+    taps = _TRANSPOSED_TAPS.to(w)
+    w4 = torch.einsum("kr,lc,oirc->iokl", taps, taps, w)  # [in, out, 4, 4]
+    return F.conv_transpose2d(x, w4, conv.bias, stride=2, padding=1)
 
 
 def span_rows(cfg: ModelConfig, rows: int) -> dict[int, int]:
@@ -143,9 +140,8 @@ class GeneratorBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.first:
             x = self.conv0(x)
-        elif (not torch.is_grad_enabled() and self.conv0.weight.shape[2:] == (3, 3)
-              and 4 * x.shape[2] * x.shape[3] >= FUSE_MIN_PIXELS):
-            x = upsample_conv3x3(x, self.conv0)  # inference on the large blocks
+        elif not torch.is_grad_enabled() and self.conv0.weight.shape[2:] == (3, 3):
+            x = upsample_conv3x3(x, self.conv0)  # inference
         else:
             x = self.conv0(F.interpolate(x, scale_factor=2, mode="nearest"))
         x = _act_norm(x)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.gansynth.backend import resolve_backend
 from engine.gansynth.config import PRECISIONS, ModelConfig, SpectralConfig
 from engine.gansynth.latentprior import LatentPrior
 from engine.gansynth.model import Generator
@@ -58,11 +59,14 @@ class Synth:
     before each render, so a render worker can use one core beside live audio.
     `precision`: "fp32", "bf16" (autocast), or "auto": bf16 where it is native
     (`native_bf16`), else fp32. The live instrument uses "auto"; offline tools fp32.
+    `backend`: "torch", "openvino" (fp32 on the CPU, the same sound) or "auto": the faster of
+    the two on this CPU for this model (`engine.gansynth.backend`: probed once, cached on disk).
+    The commands use "auto"; the library default is torch.
     """
 
     def __init__(self, generator: Generator, spectral: SpectralConfig, device="auto",
                  threads: int | None = None, precision: str = "fp32", meta: dict | None = None,
-                 batch_size: int | None = None):
+                 batch_size: int | None = None, backend: str = "torch"):
         self.device = pick_device(device)
         precision = resolve_precision(precision, self.device)
         if self.device.type == "cuda" and precision == "fp32":
@@ -81,6 +85,7 @@ class Synth:
         self.generator = generator.to(self.device).to(memory_format=memory_format).eval()
         self.generator.requires_grad_(False)
         self.helper = SpecgramsHelper(spectral, self.device)
+        self.backend, self._openvino = resolve_backend(backend, self.generator, self.device, precision, threads)
         # Batching is not faster per note on a 2-core CPU; it is on a GPU.
         self.batch_size = batch_size or (1 if self.device.type == "cpu" else 16)
 
@@ -143,6 +148,12 @@ class Synth:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def _run(self, z: torch.Tensor, labels: torch.Tensor, time_rows: int | None = None) -> torch.Tensor:
+        """The generator's output [B, 2, time_rows or T, F] by this Synth's backend."""
+        if self._openvino is not None:
+            return self._openvino(z, labels, time_rows)
+        return self.generator(z.to(self.device), labels.to(self.device), time_rows=time_rows)
+
     @torch.inference_mode()
     def generate_specgrams(self, z, pitches) -> np.ndarray:
         """Normalized model output, float32 [n, 2, time, freq]."""
@@ -150,8 +161,7 @@ class Synth:
         out = []
         with self._context():
             for i in range(0, len(zt), self.batch_size):
-                spec = self.generator(zt[i:i + self.batch_size].to(self.device),
-                                      labels[i:i + self.batch_size].to(self.device))
+                spec = self._run(zt[i:i + self.batch_size], labels[i:i + self.batch_size])
                 out.append(spec.float().contiguous().cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, 2, *self.config.output_shape), np.float32)
 
@@ -172,8 +182,7 @@ class Synth:
         out = []
         for i in range(0, len(zt), self.batch_size):
             with self._context():
-                spec = self.generator(zt[i:i + self.batch_size].to(self.device),
-                                      labels[i:i + self.batch_size].to(self.device), time_rows=rows)
+                spec = self._run(zt[i:i + self.batch_size], labels[i:i + self.batch_size], rows)
             waves = self.helper.specgrams_to_waves(spec.float().contiguous())
             out.append(waves[:, :length].cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, length), np.float32)
@@ -193,22 +202,22 @@ def _latent_prior(meta: dict, latent_size: int) -> LatentPrior | None:
 
 
 def load_synth(path, device: str = "auto", threads: int | None = None, precision: str = "fp32",
-               batch_size: int | None = None) -> Synth:
+               batch_size: int | None = None, backend: str = "torch") -> Synth:
     """Load our model directory, a Magenta GANSynth checkpoint directory, or its .zip."""
     path = Path(os.path.expanduser(str(path)))
     if not path.exists():
         raise ModelFileError(f"{path}: no such file or directory")
-    synth = _load(path, device, threads, precision, batch_size)
+    synth = _load(path, device, threads, precision, batch_size, backend)
     # how to load it again (engine.instrument.synthproc loads the same model in a render process)
     synth.source = {"path": str(path.resolve()), "device": str(synth.device), "threads": threads,
-                    "precision": synth.precision, "batch_size": batch_size}
+                    "precision": synth.precision, "batch_size": batch_size, "backend": synth.backend}
     return synth
 
 
-def _load(path: Path, device, threads, precision, batch_size) -> Synth:
+def _load(path: Path, device, threads, precision, batch_size, backend) -> Synth:
     if path.is_dir() and is_model_dir(path):
         generator, _, spectral, meta = load_model_dir(path)
-        return Synth(generator, spectral, device, threads, precision, meta, batch_size)
+        return Synth(generator, spectral, device, threads, precision, meta, batch_size, backend)
     is_magenta = (path.is_dir() and (path / "experiment.json").is_file()) or path.suffix == ".zip"
     if not is_magenta:
         raise ModelFileError(f"{path}: neither a model directory (no config.json) nor a Magenta "
@@ -216,4 +225,4 @@ def _load(path: Path, device, threads, precision, batch_size) -> Synth:
     from engine.gansynth.magenta.convert import load_magenta  # only needed for Magenta checkpoints
 
     generator, spectral, meta = load_magenta(path)
-    return Synth(generator, spectral, device, threads, precision, meta, batch_size)
+    return Synth(generator, spectral, device, threads, precision, meta, batch_size, backend)

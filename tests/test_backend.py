@@ -1,0 +1,135 @@
+"""Generator backends: OpenVINO gives torch's notes, the probe runs once per key and is cached,
+explicit choices skip it, and a missing package is named."""
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from engine.gansynth import backend as backend_mod
+from engine.gansynth.backend import PROBE_FILE, BackendUnavailable, probe_key
+from engine.gansynth.config import PRESETS, SpectralConfig
+from engine.gansynth.model import Generator
+from engine.gansynth.synth import Synth
+
+
+def rel_rms(got, want) -> np.ndarray:
+    """Per-row relative RMS of got vs want, [n, ...] -> [n]."""
+    got, want = np.asarray(got).reshape(len(got), -1), np.asarray(want).reshape(len(want), -1)
+    return np.sqrt(((got - want) ** 2).sum(1) / (want ** 2).sum(1))
+
+
+@pytest.fixture()
+def generator():
+    torch.manual_seed(5)
+    return Generator(PRESETS["tiny"])
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GANSYNTH_CACHE_DIR", str(tmp_path))
+    return tmp_path / PROBE_FILE
+
+
+@pytest.fixture()
+def probes(monkeypatch):
+    """Counts the probes that run (they run for real)."""
+    calls = []
+    real = backend_mod.probe
+
+    def counting(generator, threads, runs=2):
+        calls.append(threads)
+        return real(generator, threads, runs)
+    monkeypatch.setattr(backend_mod, "probe", counting)
+    return calls
+
+
+def no_probe(*args, **kwargs):
+    raise AssertionError("the probe ran")
+
+
+def test_openvino_gives_torch_notes(generator):
+    reference = Synth(generator, SpectralConfig(), "cpu", threads=1, backend="torch", batch_size=2)
+    fast = Synth(generator, SpectralConfig(), "cpu", threads=1, backend="openvino", batch_size=2)
+    assert (reference.backend, fast.backend) == ("torch", "openvino")
+    z = reference.random_latents(3, seed=1)
+    pitches = [30, 60, 84]
+    # whole notes (batches of 2 and 1: two compiled shapes), and the span the instrument asks for
+    assert rel_rms(fast.generate(z, pitches), reference.generate(z, pitches)).max() < 1e-3
+    span = 49000
+    got, want = fast.generate(z, pitches, samples=span), reference.generate(z, pitches, samples=span)
+    assert got.shape == want.shape == (3, span)
+    assert rel_rms(got, want).max() < 1e-3
+    assert rel_rms(fast.generate_specgrams(z, pitches), reference.generate_specgrams(z, pitches)).max() < 1e-4
+
+
+def test_auto_probes_once_per_key_and_caches(generator, cache, probes):
+    first = Synth(generator, SpectralConfig(), "cpu", threads=1, backend="auto")
+    assert first.backend in ("torch", "openvino") and probes == [1]
+    entries = json.loads(cache.read_text())
+    entry = entries[probe_key(generator, 1)]
+    assert entry["backend"] == first.backend and entry["rel_rms"] < 1e-4
+    assert entry["torch_ms"] > 0 and entry["openvino_ms"] > 0
+    again = Synth(generator, SpectralConfig(), "cpu", threads=1, backend="auto")
+    assert again.backend == first.backend and probes == [1]  # answered from the cache
+    Synth(generator, SpectralConfig(), "cpu", threads=2, backend="auto")
+    assert probes == [1, 2]  # another thread count is another question
+    assert len(json.loads(cache.read_text())) == 2
+
+
+@pytest.mark.parametrize("answer", ["torch", "openvino"])
+def test_cached_answer_decides(generator, cache, monkeypatch, answer):
+    cache.write_text(json.dumps({probe_key(generator, 1): {"backend": answer}}))
+    monkeypatch.setattr(backend_mod, "probe", no_probe)
+    synth = Synth(generator, SpectralConfig(), "cpu", threads=1, backend="auto")
+    assert synth.backend == answer
+    assert (synth._openvino is not None) == (answer == "openvino")
+
+
+def test_unreadable_cache_probes_again(generator, cache, probes):
+    cache.write_text("{not json")
+    Synth(generator, SpectralConfig(), "cpu", threads=1, backend="auto")
+    assert probes == [1]
+    assert probe_key(generator, 1) in json.loads(cache.read_text())
+
+
+def test_explicit_backends_never_probe(generator, cache, monkeypatch):
+    monkeypatch.setattr(backend_mod, "probe", no_probe)
+    assert Synth(generator, SpectralConfig(), "cpu", threads=1).backend == "torch"  # the library default
+    assert Synth(generator, SpectralConfig(), "cpu", threads=1, backend="torch").backend == "torch"
+    assert Synth(generator, SpectralConfig(), "cpu", threads=1, backend="openvino").backend == "openvino"
+    assert not cache.exists()
+
+
+def test_auto_keeps_torch_for_bf16(generator, cache, monkeypatch):
+    monkeypatch.setattr(backend_mod, "probe", no_probe)
+    assert Synth(generator, SpectralConfig(), "cpu", precision="bf16", backend="auto").backend == "torch"
+    with pytest.raises(BackendUnavailable, match="fp32 on the CPU"):
+        Synth(generator, SpectralConfig(), "cpu", precision="bf16", backend="openvino")
+    with pytest.raises(ValueError, match="backend must be one of"):
+        Synth(generator, SpectralConfig(), "cpu", backend="onnx")
+
+
+def test_missing_openvino_is_named(generator, cache, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
+    monkeypatch.setattr(backend_mod, "probe", no_probe)
+    with pytest.raises(BackendUnavailable, match=r"needs the 'openvino' package.*pip install openvino"):
+        Synth(generator, SpectralConfig(), "cpu", backend="openvino")
+    assert Synth(generator, SpectralConfig(), "cpu", backend="auto").backend == "torch"  # quietly
+    assert not cache.exists()
+
+
+def test_cli_backend_option(tiny_model_dir, tmp_path, monkeypatch, capsys):
+    from engine.commands.cli import main
+
+    out = tmp_path / "wavs"
+    assert main(["generate", "--model", str(tiny_model_dir), "--count", "1", "-o", str(out),
+                 "--backend", "torch"]) == 0
+    assert len(list(out.glob("*.wav"))) == 1
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    assert main(["generate", "--model", str(tiny_model_dir), "--count", "1", "-o", str(out),
+                 "--backend", "openvino"]) == 1
+    assert "pip install openvino" in capsys.readouterr().err

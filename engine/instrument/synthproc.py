@@ -36,6 +36,18 @@ log = logging.getLogger(__name__)
 RENDER_NICENESS = 10  # renders (this child, or the in-process render thread): audio threads win a core
 
 
+def lower_thread_priority() -> None:
+    """Lower the calling thread's CPU priority (Linux schedules threads: a nice value set
+    for a thread id applies to that thread alone; elsewhere this does nothing). On a
+    2-core machine the renderer, the audio callback and the device's own thread share
+    the cores; at equal priority the callback can wait a whole period for one.
+    torch's worker threads, started on first use from this thread, inherit the value."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), RENDER_NICENESS)
+    except (AttributeError, OSError):  # not Linux, or not permitted: keep the default
+        pass
+
+
 class SynthProcessError(RuntimeError):
     """The render process is gone or broke the protocol; render in-process instead."""
 
@@ -80,8 +92,12 @@ class SynthProcess:
         except ValueError:
             raise SynthProcessError(f"render process sent {line[:80]!r}") from None
 
-    def generate(self, z, pitches, samples: int | None = None) -> np.ndarray:
-        """float32 [n, num_samples] (or [n, samples]), as Synth.generate."""
+    def generate(self, z, pitches, samples: int | None = None, wait=None) -> np.ndarray:
+        """float32 [n, num_samples] (or [n, samples]), as Synth.generate.
+
+        `wait(fd)`, if given, is called once the request is sent and must return when `fd`
+        (the child's answer) is readable: the caller may do other work meanwhile (the render
+        worker answers pad moves there)."""
         if not self.ready.is_set():
             raise SynthProcessError(self.error or "render process not ready")
         z = np.asarray(z, np.float32)
@@ -90,6 +106,8 @@ class SynthProcess:
         with self._lock:
             try:
                 self._proc.stdin.write(request.encode() + b"\n")
+                if wait is not None:
+                    wait(self._proc.stdout.fileno())
                 msg = self._read_header()
                 if "error" in msg:
                     raise ValueError(msg["error"])

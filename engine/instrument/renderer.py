@@ -166,23 +166,26 @@ class Renderer:
             return
         if self.use_process:
             self._spawn(self._synth)
+        self._open_wake()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="gansynth-render", daemon=True)
+        self._thread.start()
+
+    def _open_wake(self) -> None:
+        """The wake pipe `request` writes to, so a worker waiting on the render process hears it."""
         r, w = os.pipe()
         os.set_blocking(r, False)
         os.set_blocking(w, False)
         with self._wake_lock:
             self._wake_fds = (r, w)
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="gansynth-render", daemon=True)
-        self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self._thread is None:
-            return
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout)
-        self._thread = None
-        self._close_remote()
+        if self._thread is not None:
+            self._stop.set()
+            self._wake.set()
+            self._thread.join(timeout)
+            self._thread = None
+            self._close_remote()
         with self._wake_lock:
             fds, self._wake_fds = self._wake_fds, None
         for fd in fds or ():

@@ -2,11 +2,12 @@
 
 A rendered note plays up to `loop_end` and then loops a stretch of whole pitch periods
 before it; `bake_loop` writes the crossfade that makes the wrap seamless into the note.
-Used by the render worker's note preparation and by the mixer's voices.
+`prepare_note` turns a generated note into a playable one (the render worker's last step).
 """
 from __future__ import annotations
 
 import numpy as np
+import soxr
 
 from engine.gansynth.spectral import midi_to_hz
 
@@ -47,3 +48,32 @@ def loop_points(note_frames: int, sample_rate: int) -> tuple[int, int, int]:
     length = int(min(sample_rate * 1.0, note_frames * 0.3))
     xfade = int(min(sample_rate * 0.1, length / 4))
     return loop_end - length, loop_end, xfade
+
+
+def prepare_note(wave: np.ndarray, wave_rate: int, pitch: int, sample_rate: int, note_frames: int,
+                 loop: tuple[int, int, int], loop_seconds: float) -> tuple[np.ndarray, int]:
+    """A generated note float32 [samples] at `wave_rate` -> (playable float32 [note_frames] at
+    `sample_rate`, loop length in frames). `loop`: `loop_points(note_frames, sample_rate)`.
+
+    Rejects non-finite or silent notes (ValueError); resamples with soxr; normalises
+    by the absolute peak; bakes a loop of whole periods of `pitch`."""
+    wave = np.asarray(wave, np.float32)
+    if not np.all(np.isfinite(wave)):
+        raise ValueError("non-finite samples in the generated note")
+    if wave.size == 0 or float(np.max(np.abs(wave))) < 1e-6:
+        raise ValueError("the generated note is silent")
+    if wave_rate != sample_rate:
+        wave = soxr.resample(wave, wave_rate, sample_rate, quality="HQ")
+    note = np.zeros(note_frames, np.float32)
+    n = min(len(wave), note_frames)
+    note[:n] = wave[:n]
+    _, loop_end, xfade = loop
+    # normalise by the absolute peak of what can be played (after resampling, which can
+    # move the peak; the unplayed end does not count)
+    peak = float(np.max(np.abs(note[:loop_end])))
+    if peak < 1e-6:
+        raise ValueError("the generated note is silent")
+    note /= peak
+    loop_len = min(loop_length(pitch, sample_rate, loop_seconds), loop_end - xfade)
+    bake_loop(note, loop_end - loop_len, loop_end, xfade)
+    return note, loop_len

@@ -46,15 +46,15 @@ import threading
 import time
 
 import numpy as np
-import soxr
 import torch
 
-from engine.instrument.noteloop import bake_loop, loop_length, loop_points
-from engine.instrument.refill import TimbreRequest, blend_into, blend_weights, job_order, refill_ranks
+from engine.instrument.noteloop import loop_points, prepare_note
+from engine.instrument.refill import HELD, TimbreRequest, blend_into, blend_weights, job_order, refill_ranks
 from engine.instrument.synthproc import SynthProcess, SynthProcessError, lower_thread_priority
 
 log = logging.getLogger(__name__)
 
+IDLE_WAIT_S = 2.0  # an idle worker's wait for mail (`request` wakes it at once)
 SPAN_MARGIN_S = 0.032  # beyond the heard span: soxr HQ's filter reaches a few ms; the note is exact there
 
 
@@ -102,6 +102,8 @@ class Renderer:
         self._done: set[int] = set()
         self._anchor_tried: set = set()  # anchor keys rendered (or failed) for this model
         self.anchors = False  # keep the corners' notes and answer pad moves with their blend
+        self._deferred = False  # jobs left for the render process, which is starting
+        self._lowered = False  # this thread's priority was lowered (it renders in-process)
         self._scratch = np.zeros(cache.stride, np.float32)
         self.rendered: tuple[int, ...] = ()  # published pitches of the current timbre (for readers)
         self._timbre_started = 0.0
@@ -209,15 +211,20 @@ class Renderer:
 
     # ------------------------------------------------------------ rendering thread
     def _run(self) -> None:
-        lower_thread_priority()
+        if self._remote is None:  # every note renders in this thread
+            self._lower_priority()
         if self.threads is not None:
             torch.set_num_threads(self.threads)
         while not self._stop.is_set():
             if not self.step():
+                if self._deferred:  # the render process is starting: it takes the rest
+                    self._wake.wait(0.05)
+                    self._wake.clear()
+                    continue
                 self.idle.set()
                 if self._request or self._next_synth:  # mail came in meanwhile
                     self.idle.clear()
-                self._wake.wait(0.1)
+                self._wake.wait(IDLE_WAIT_S)  # mail sets it; no polling that takes the GIL
                 self._wake.clear()
 
     def _take_mail(self, timbre_only: bool = False) -> bool:
@@ -282,7 +289,12 @@ class Renderer:
         lo, hi = self.pitch_range
         ranks = refill_ranks((lo, hi), self.mixer.held_count, self.mixer.last_on)  # copies inside
         current = [p for p in range(lo, hi + 1) if p not in self._done]
-        return job_order(ranks, current, self._missing_anchors(lo, hi))
+        jobs = job_order(ranks, current, self._missing_anchors(lo, hi))
+        remote = self._remote
+        self._deferred = remote is not None and not remote.ready.is_set() and not remote.error
+        if self._deferred:  # starting: only what a player holds now renders in this process
+            jobs = [(p, c) for p, c in jobs if c < 0 and ranks[p][0] == HELD]
+        return jobs
 
     def _missing_anchors(self, lo: int, hi: int) -> list[tuple[int, int]]:
         req = self._req
@@ -375,7 +387,14 @@ class Renderer:
                 self.process_error = str(e)
                 log.warning("%s; rendering in this process from now on", e)
                 self._close_remote()
+        if threading.current_thread() is self._thread and not self._deferred:
+            self._lower_priority()  # from now on every note renders in this thread
         return synth.generate(z, pitches, samples)
+
+    def _lower_priority(self) -> None:
+        if not self._lowered:
+            self._lowered = True
+            lower_thread_priority()
 
     def _store(self, key, note: np.ndarray, loop_len: int) -> int | None:
         slot = self.cache.allocate(self._pinned, keep=self._keep)
@@ -390,30 +409,10 @@ class Renderer:
         return slot
 
     def prepare(self, wave: np.ndarray, wave_rate: int, pitch: int) -> tuple[np.ndarray, int]:
-        """A generated note -> (playable float32 [note_frames] at the output rate, loop length).
-
-        Rejects non-finite or silent notes (ValueError); resamples with soxr; normalises
-        by the absolute peak; bakes a loop of whole periods of `pitch`."""
-        wave = np.asarray(wave, np.float32)
-        if not np.all(np.isfinite(wave)):
-            raise ValueError("non-finite samples in the generated note")
-        if wave.size == 0 or float(np.max(np.abs(wave))) < 1e-6:
-            raise ValueError("the generated note is silent")
-        if wave_rate != self.sample_rate:
-            wave = soxr.resample(wave, wave_rate, self.sample_rate, quality="HQ")
-        note = np.zeros(self.note_frames, np.float32)
-        n = min(len(wave), self.note_frames)
-        note[:n] = wave[:n]
-        _, loop_end, xfade = self.loop
-        # normalise by the absolute peak of what can be played (after resampling, which can
-        # move the peak; the unplayed end does not count)
-        peak = float(np.max(np.abs(note[:loop_end])))
-        if peak < 1e-6:
-            raise ValueError("the generated note is silent")
-        note /= peak
-        loop_len = min(loop_length(pitch, self.sample_rate, self.loop_seconds), loop_end - xfade)
-        bake_loop(note, loop_end - loop_len, loop_end, xfade)
-        return note, loop_len
+        """A generated note -> (playable float32 [note_frames] at the output rate, loop length);
+        see engine.instrument.noteloop.prepare_note."""
+        return prepare_note(wave, wave_rate, pitch, self.sample_rate, self.note_frames, self.loop,
+                            self.loop_seconds)
 
     def inject(self, pitch: int, wave: np.ndarray, wave_rate: int) -> int | None:
         """Publish a given note (e.g. a test tone or an imported sample) for `pitch` as if
@@ -458,7 +457,7 @@ class Renderer:
         t0 = time.perf_counter()
         lo, hi = self.pitch_range
         ranks = refill_ranks((lo, hi), self.mixer.held_count, self.mixer.last_on)
-        held = sorted((p for p, r in ranks.items() if r[0] == 0 and p not in self._done), key=ranks.get)
+        held = sorted((p for p, r in ranks.items() if r[0] == HELD and p not in self._done), key=ranks.get)
         gen, pool = self._model_gen, self.cache.pool
         for p in held:
             exact = (gen, self._timbre_key, p)

@@ -18,6 +18,7 @@ The child's first line is {"ready": true} once its model is loaded, or {"error":
 Anything else the child prints goes to stderr. End of stdin ends the child.
 
     python -m engine.instrument.synthproc SPEC_JSON     # the child; SPEC = Synth.source
+                                                        # (started as python -c _CHILD: nice first)
 """
 from __future__ import annotations
 
@@ -41,7 +42,12 @@ def lower_thread_priority() -> None:
     for a thread id applies to that thread alone; elsewhere this does nothing). On a
     2-core machine the renderer, the audio callback and the device's own thread share
     the cores; at equal priority the callback can wait a whole period for one.
-    torch's worker threads, started on first use from this thread, inherit the value."""
+    torch's worker threads, started on first use from this thread, inherit the value.
+
+    Only for a thread that renders in this process: a low-priority thread that holds the
+    GIL when the scheduler takes its core keeps the audio callback waiting for the GIL
+    until it runs again (priority inversion); the render worker that only waits on the
+    render process stays at the default priority."""
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), RENDER_NICENESS)
     except (AttributeError, OSError):  # not Linux, or not permitted: keep the default
@@ -61,7 +67,7 @@ class SynthProcess:
         self.ready = threading.Event()
         self.error = ""
         self._lock = threading.Lock()
-        self._proc = subprocess.Popen([sys.executable, "-m", "engine.instrument.synthproc", json.dumps(source)],
+        self._proc = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(source)],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
         threading.Thread(target=self._wait_ready, name="gansynth-synthproc-start", daemon=True).start()
 
@@ -147,13 +153,17 @@ class SynthProcess:
         self._proc.stdout.close()
 
 
+# The child lowers its priority before it imports anything: importing torch and loading the
+# model is seconds of CPU, and at the default priority it took a core from the audio callback
+# while the instrument started (start-up xruns). `python -m` would import the `engine` package,
+# and with it torch, first.
+_CHILD = (f"import os\ntry:\n    os.nice({RENDER_NICENESS})\nexcept (AttributeError, OSError):\n    pass\n"
+          "import sys\nfrom engine.instrument.synthproc import main\nsys.exit(main())")
+
+
 def _serve(spec: dict, proto) -> int:
     from engine.gansynth.synth import load_synth
 
-    try:
-        os.nice(RENDER_NICENESS)
-    except (AttributeError, OSError):
-        pass
     try:
         synth = load_synth(spec["path"], device=spec.get("device", "cpu"), threads=spec.get("threads"),
                            precision=spec.get("precision", "fp32"), batch_size=spec.get("batch_size"))

@@ -232,7 +232,7 @@ def test_the_worker_answers_a_pad_move_while_waiting_for_a_render(synth):
     r.render_now([60])
     inst.post(ev.NoteOn(60, 100))
     inst.process(64)
-    r._open_wake()
+    r._wake_pipe.open()
     answer_r, answer_w = os.pipe()                     # stands for the render process's stdout
     waiter = threading.Thread(target=r._wait_answering, args=(answer_r,))
     try:

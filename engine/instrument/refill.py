@@ -22,6 +22,9 @@ it is normalised to peak 1 like every note.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
 from typing import NamedTuple
 
 import numpy as np
@@ -113,3 +116,41 @@ def blend_into(pool: np.ndarray, dst: int, slots: list[int], weights: list[float
     peak = float(tmp[:frames].max()) if frames else 0.0
     if peak > 1e-6:
         row *= np.float32(1.0 / peak)
+
+
+class WakePipe:
+    """A pipe the render worker selects on beside the render process's answer: `poke` (any
+    thread) makes it readable, `drain` (the worker) empties it. Closed until `open`."""
+
+    def __init__(self):
+        self._fds: tuple[int, int] | None = None
+        self._lock = threading.Lock()  # poke vs close: never write to a closed (reused) fd
+
+    def open(self) -> None:
+        r, w = os.pipe()
+        os.set_blocking(r, False)
+        os.set_blocking(w, False)
+        with self._lock:
+            self._fds = (r, w)
+
+    def fileno(self) -> int | None:
+        fds = self._fds
+        return fds[0] if fds else None
+
+    def poke(self) -> None:
+        with self._lock:
+            if self._fds is not None:
+                with contextlib.suppress(OSError):  # full: a wake-up is pending anyway
+                    os.write(self._fds[1], b"\0")
+
+    def drain(self) -> None:
+        fd = self.fileno()
+        with contextlib.suppress(OSError):  # empty (BlockingIOError) or closed
+            while fd is not None and os.read(fd, 64):
+                pass
+
+    def close(self) -> None:
+        with self._lock:
+            fds, self._fds = self._fds, None
+        for fd in fds or ():
+            os.close(fd)

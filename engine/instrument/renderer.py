@@ -38,9 +38,7 @@ Deterministic use (offline driver, tests): do not `start()`; call `render_now`
 from __future__ import annotations
 
 import collections
-import contextlib
 import logging
-import os
 import select
 import threading
 import time
@@ -49,7 +47,7 @@ import numpy as np
 import torch
 
 from engine.instrument.noteloop import loop_points, prepare_note
-from engine.instrument.refill import HELD, TimbreRequest, blend_into, blend_weights, job_order, refill_ranks
+from engine.instrument.refill import HELD, TimbreRequest, WakePipe, blend_into, blend_weights, job_order, refill_ranks
 from engine.instrument.synthproc import SynthProcess, SynthProcessError, lower_thread_priority
 
 log = logging.getLogger(__name__)
@@ -87,8 +85,7 @@ class Renderer:
         self._request: collections.deque = collections.deque(maxlen=1)  # TimbreRequest
         self._next_synth: collections.deque = collections.deque(maxlen=1)
         self._wake = threading.Event()
-        self._wake_fds: tuple[int, int] | None = None  # (read, write) while the worker runs
-        self._wake_lock = threading.Lock()  # request() vs stop() closing the pipe
+        self._wake_pipe = WakePipe()  # `request` pokes it: heard while waiting on the render process
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.use_process = process
@@ -143,12 +140,7 @@ class Renderer:
                                            None if corner_latents is None else np.array(corner_latents, np.float32),
                                            None if weights is None else np.array(weights, np.float64)))
         self._wake.set()
-        with self._wake_lock:
-            if self._wake_fds is not None:
-                try:
-                    os.write(self._wake_fds[1], b"\0")
-                except (BlockingIOError, OSError):  # full: a wake-up is pending anyway
-                    pass
+        self._wake_pipe.poke()
 
     def swap_model(self, synth, timbre_key: bytes, latent: np.ndarray, **corners) -> None:
         """Switch to a prepared Synth between jobs and re-render this timbre with it."""
@@ -168,18 +160,10 @@ class Renderer:
             return
         if self.use_process:
             self._spawn(self._synth)
-        self._open_wake()
+        self._wake_pipe.open()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="gansynth-render", daemon=True)
         self._thread.start()
-
-    def _open_wake(self) -> None:
-        """The wake pipe `request` writes to, so a worker waiting on the render process hears it."""
-        r, w = os.pipe()
-        os.set_blocking(r, False)
-        os.set_blocking(w, False)
-        with self._wake_lock:
-            self._wake_fds = (r, w)
 
     def stop(self, timeout: float = 10.0) -> None:
         if self._thread is not None:
@@ -188,10 +172,7 @@ class Renderer:
             self._thread.join(timeout)
             self._thread = None
             self._close_remote()
-        with self._wake_lock:
-            fds, self._wake_fds = self._wake_fds, None
-        for fd in fds or ():
-            os.close(fd)
+        self._wake_pipe.close()
 
     def _spawn(self, synth) -> None:
         self._close_remote()
@@ -348,19 +329,17 @@ class Renderer:
             if synth.threads is None and self.threads is not None and synth.device.type == "cpu":
                 torch.set_num_threads(self.threads)
             z = np.repeat(latent[None], len(pitches), axis=0)
-            waves = self._generate(synth, z, pitches, self._span_samples(synth))  # at synth.sample_rate
+            notes = self._render_notes(synth, z, pitches, self._span_samples(synth))
         except Exception as exc:  # keep the previous notes of these pitches
             self.failures += len(pitches)
             log.warning("render of pitch(es) %s failed (%s: %s); keeping the previous notes",
                         pitches, type(exc).__name__, exc)
             return [None] * len(pitches)
         slots = []
-        for key, pitch, wave in zip(keys, pitches, waves):
-            try:
-                note, loop_len = self.prepare(wave, synth.sample_rate, pitch)
-            except ValueError as exc:
+        for key, pitch, (note, loop_len, error) in zip(keys, pitches, notes):
+            if error:
                 self.failures += 1
-                log.warning("render of pitch %d failed (%s); keeping the previous note", pitch, exc)
+                log.warning("render of pitch %d failed (%s); keeping the previous note", pitch, error)
                 slots.append(None)
                 continue
             slot = self._store(key, note, loop_len)
@@ -378,15 +357,30 @@ class Renderer:
         heard_s = (loop_end + 16) / self.sample_rate + SPAN_MARGIN_S
         return min(synth.num_samples, int(np.ceil(heard_s * synth.sample_rate)))
 
-    def _generate(self, synth, z: np.ndarray, pitches: list[int], samples: int | None = None) -> np.ndarray:
+    def _render_notes(self, synth, z: np.ndarray, pitches: list[int], samples: int) -> list:
+        """[(playable note float32 [note_frames], loop length, "") or (None, 0, why)] per pitch:
+        from the render process, which also prepares them, or rendered and prepared here."""
         remote = self._remote
         if remote is not None and remote.ready.is_set():
+            prep = {"rate": self.sample_rate, "frames": self.note_frames, "loop": list(self.loop),
+                    "loop_s": self.loop_seconds}
             try:
-                return remote.generate(z, pitches, samples, wait=self._wait_answering)
+                notes, loop_lens, errors = remote.generate_notes(z, pitches, samples, prep, wait=self._wait_answering)
+                return [(n if not e else None, ll, e) for n, ll, e in zip(notes, loop_lens, errors)]
             except SynthProcessError as e:  # gone: render here from now on
                 self.process_error = str(e)
                 log.warning("%s; rendering in this process from now on", e)
                 self._close_remote()
+        out = []
+        for pitch, wave in zip(pitches, self._generate(synth, z, pitches, samples)):  # at synth.sample_rate
+            try:
+                out.append((*self.prepare(wave, synth.sample_rate, pitch), ""))
+            except ValueError as e:
+                out.append((None, 0, str(e)))
+        return out
+
+    def _generate(self, synth, z: np.ndarray, pitches: list[int], samples: int | None = None) -> np.ndarray:
+        """Raw notes rendered in this thread."""
         if threading.current_thread() is self._thread and not self._deferred:
             self._lower_priority()  # from now on every note renders in this thread
         return synth.generate(z, pitches, samples)
@@ -436,13 +430,11 @@ class Renderer:
     # ------------------------------------------------------------ instant answer
     def _wait_answering(self, fd: int) -> None:
         """Until `fd` is readable (the render process's answer), answer pad moves."""
-        wake = self._wake_fds
+        wake = self._wake_pipe.fileno()
         while True:
-            ready, _, _ = select.select([fd] + ([wake[0]] if wake else []), [], [])
-            if wake and wake[0] in ready:
-                with contextlib.suppress(BlockingIOError):
-                    while os.read(wake[0], 64):
-                        pass
+            ready, _, _ = select.select([fd] + ([wake] if wake is not None else []), [], [])
+            if wake in ready:
+                self._wake_pipe.drain()
                 if self._take_mail(timbre_only=True):
                     self._answer()
             if fd in ready:

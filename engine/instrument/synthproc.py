@@ -104,11 +104,24 @@ class SynthProcess:
         `wait(fd)`, if given, is called once the request is sent and must return when `fd`
         (the child's answer) is readable: the caller may do other work meanwhile (the render
         worker answers pad moves there)."""
+        return self._call({"samples": samples}, z, pitches, wait)[1]
+
+    def generate_notes(self, z, pitches, samples: int | None, prepare: dict, wait=None):
+        """Notes ready to play, prepared in the child (`engine.instrument.noteloop.prepare_note`
+        with prepare = {"rate", "frames", "loop": [start, end, xfade], "loop_s"}): resampling,
+        normalising and baking the loop would otherwise hold this process's GIL for
+        milliseconds per note (soxr does not release it). -> (float32 [n, frames], loop
+        lengths [n], errors [n]: "" or why that note was rejected, its row then zeros)."""
+        msg, notes = self._call({"samples": samples, "prepare": prepare}, z, pitches, wait)
+        return notes, [int(v) for v in msg["loop_lens"]], [str(e) for e in msg["errors"]]
+
+    def _call(self, fields: dict, z, pitches, wait) -> tuple[dict, np.ndarray]:
         if not self.ready.is_set():
             raise SynthProcessError(self.error or "render process not ready")
         z = np.asarray(z, np.float32)
-        request = json.dumps({"z": z.reshape(len(z), -1).tolist(), "pitches": [int(p) for p in pitches],
-                              "samples": None if samples is None else int(samples)})
+        samples = fields.get("samples")
+        request = json.dumps(dict(fields, z=z.reshape(len(z), -1).tolist(), pitches=[int(p) for p in pitches],
+                                  samples=None if samples is None else int(samples)))
         with self._lock:
             try:
                 self._proc.stdin.write(request.encode() + b"\n")
@@ -121,12 +134,12 @@ class SynthProcess:
                 out = np.empty((n, length), np.float32)
                 view = memoryview(out).cast("B")
                 got = 0
-                while got < view.nbytes:  # a pipe read returns at most what is buffered
+                while got < view.nbytes:  # a pipe read returns at most what is buffered (GIL released)
                     k = self._proc.stdout.readinto(view[got:])
                     if not k:
                         raise SynthProcessError("render process exited mid-note")
                     got += k
-                return out
+                return msg, out
             except (OSError, KeyError, TypeError) as e:
                 self.ready.clear()
                 code = self._proc.poll()
@@ -176,17 +189,40 @@ def _serve(spec: dict, proto) -> int:
     for line in sys.stdin.buffer:
         try:
             req = json.loads(line)
-            waves = synth.generate(np.asarray(req["z"], np.float32), np.asarray(req["pitches"], np.int64),
-                                   samples=req.get("samples"))
+            pitches = np.asarray(req["pitches"], np.int64)
+            waves = synth.generate(np.asarray(req["z"], np.float32), pitches, samples=req.get("samples"))
+            header = {}
+            if req.get("prepare") is not None:
+                waves, header = _prepare(waves, synth.sample_rate, pitches, req["prepare"])
         except (ValueError, KeyError, TypeError) as e:
             proto.write((json.dumps({"error": str(e)}) + "\n").encode())
             proto.flush()
             continue
         waves = np.ascontiguousarray(waves, np.float32)
-        proto.write((json.dumps({"n": int(waves.shape[0]), "samples": int(waves.shape[1])}) + "\n").encode())
+        header.update(n=int(waves.shape[0]), samples=int(waves.shape[1]))
+        proto.write((json.dumps(header) + "\n").encode())
         proto.write(memoryview(waves).cast("B"))
         proto.flush()
     return 0
+
+
+def _prepare(waves: np.ndarray, wave_rate: int, pitches, spec: dict) -> tuple[np.ndarray, dict]:
+    """The child's side of `generate_notes`: float32 [n, frames] and the header fields."""
+    from engine.instrument.noteloop import prepare_note
+
+    frames = int(spec["frames"])
+    notes = np.zeros((len(waves), frames), np.float32)
+    loop_lens, errors = [], []
+    for i, (wave, pitch) in enumerate(zip(waves, pitches)):
+        try:
+            notes[i], loop_len = prepare_note(wave, wave_rate, int(pitch), int(spec["rate"]), frames,
+                                              tuple(int(v) for v in spec["loop"]), float(spec["loop_s"]))
+            loop_lens.append(int(loop_len))
+            errors.append("")
+        except ValueError as e:
+            loop_lens.append(0)
+            errors.append(str(e))
+    return notes, {"loop_lens": loop_lens, "errors": errors}
 
 
 def main(argv=None) -> int:

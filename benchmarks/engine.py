@@ -67,7 +67,7 @@ def block_stats(inst, n=400):
 
 
 def bench_process(synth) -> dict:
-    inst = Instrument(synth, sample_rate=SR, max_voices=64)
+    inst = Instrument(synth, sample_rate=SR, max_voices=64, approximate=False)  # the range alone
     lo, hi = synth.pitch_range
     t0 = time.perf_counter()
     while inst.renderer.step():
@@ -151,7 +151,8 @@ def bench_pad_moves(synth, moves: int) -> dict:
         clock.stop()
     z = synth.random_latents(1, 0)
     note_ms = time_ms(lambda: synth.generate(z, [pitch]), repeat=7, warmup=1)
-    out = {"note_generate_ms": note_ms, "late_blocks": clock.xruns, "clock_blocks": clock.tap.frames // BLOCK,
+    out = {"note_generate_ms": note_ms, "answer_ms_last": inst.renderer.last_answer_ms,
+           "approximations": inst.renderer.approximations, "late_blocks": clock.xruns, "clock_blocks": clock.tap.frames // BLOCK,
            "approximate": inst.renderer.anchors, "approx_ms": statistics.median(approx),
            "approx_busy_ms": statistics.median(approx_busy), "approx_max_ms": max(approx + approx_busy),
            "held_ms": statistics.median(held), "held_busy_ms": statistics.median(held_busy),

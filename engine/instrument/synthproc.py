@@ -11,10 +11,12 @@ The child loads the same model with the same device, threads and precision as th
 Synth (`Synth.source`, set by `load_synth`), so its notes are the parent's (to float rounding).
 
 Protocol (no pickle, nothing executed from the data): the parent writes one JSON line per
-request on the child's stdin, {"z": [[float]], "pitches": [int]}; the child answers on its
-stdout with one JSON line, {"n": N} followed by N x num_samples float32 samples (native
-byte order), or {"error": "..."} for a request it rejected (the parent raises ValueError).
-The child's first line is {"ready": true} once its model is loaded, or {"error": ...}.
+request on the child's stdin, {"z": [[float]], "pitches": [int], "samples": int | null,
+"prepare": {...} | null}; the child answers on its stdout with a header, {"n": N, "samples": S,
+...} followed by N x S float32 samples (native byte order), or {"error": "..."} for a request
+it rejected (the parent raises ValueError). Its first header is {"ready": true} once its model
+is loaded, or {"error": ...}. A header is a 4-byte little-endian length and that much JSON
+(two reads, where a line would be read a byte per system call, each taking the GIL again).
 Anything else the child prints goes to stderr. End of stdin ends the child.
 
     python -m engine.instrument.synthproc SPEC_JSON     # the child; SPEC = Synth.source
@@ -54,6 +56,17 @@ def lower_thread_priority() -> None:
         pass
 
 
+def _widen_pipe(fd: int, size: int = 1 << 20) -> None:
+    """Linux: room in the pipe for a whole prepared note (768 KB at 48 kHz), so the parent reads
+    it in a few system calls (each one gives up and takes back the GIL) instead of 64 KB ones."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), size)
+    except (ImportError, OSError):  # not Linux, or over /proc/sys/fs/pipe-max-size: the default
+        pass
+
+
 class SynthProcessError(RuntimeError):
     """The render process is gone or broke the protocol; render in-process instead."""
 
@@ -69,6 +82,7 @@ class SynthProcess:
         self._lock = threading.Lock()
         self._proc = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(source)],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        _widen_pipe(self._proc.stdout.fileno())
         threading.Thread(target=self._wait_ready, name="gansynth-synthproc-start", daemon=True).start()
 
     def _wait_ready(self) -> None:
@@ -89,14 +103,23 @@ class SynthProcess:
         return self._proc.pid
 
     def _read_header(self) -> dict:
-        line = self._proc.stdout.readline()
-        if not line:
-            code = self._proc.poll()
-            raise SynthProcessError(f"render process exited (code {code})")
+        size = self._read_exactly(4)
+        line = self._read_exactly(int.from_bytes(size, "little"))
         try:
             return json.loads(line)
         except ValueError:
             raise SynthProcessError(f"render process sent {line[:80]!r}") from None
+
+    def _read_exactly(self, n: int) -> bytes:
+        out = bytearray(n)
+        view, got = memoryview(out), 0
+        while got < n:
+            k = self._proc.stdout.readinto(view[got:])
+            if not k:
+                code = self._proc.poll()
+                raise SynthProcessError(f"render process exited (code {code})")
+            got += k
+        return bytes(out)
 
     def generate(self, z, pitches, samples: int | None = None, wait=None) -> np.ndarray:
         """float32 [n, num_samples] (or [n, samples]), as Synth.generate.
@@ -181,11 +204,9 @@ def _serve(spec: dict, proto) -> int:
         synth = load_synth(spec["path"], device=spec.get("device", "cpu"), threads=spec.get("threads"),
                            precision=spec.get("precision", "fp32"), batch_size=spec.get("batch_size"))
     except Exception as e:  # the parent reports it and renders in-process
-        proto.write((json.dumps({"error": f"{type(e).__name__}: {e}"}) + "\n").encode())
-        proto.flush()
+        _header(proto, {"error": f"{type(e).__name__}: {e}"})
         return 1
-    proto.write(b'{"ready": true}\n')
-    proto.flush()
+    _header(proto, {"ready": True})
     for line in sys.stdin.buffer:
         try:
             req = json.loads(line)
@@ -195,15 +216,21 @@ def _serve(spec: dict, proto) -> int:
             if req.get("prepare") is not None:
                 waves, header = _prepare(waves, synth.sample_rate, pitches, req["prepare"])
         except (ValueError, KeyError, TypeError) as e:
-            proto.write((json.dumps({"error": str(e)}) + "\n").encode())
-            proto.flush()
+            _header(proto, {"error": str(e)})
             continue
         waves = np.ascontiguousarray(waves, np.float32)
         header.update(n=int(waves.shape[0]), samples=int(waves.shape[1]))
-        proto.write((json.dumps(header) + "\n").encode())
+        _header(proto, header, flush=False)
         proto.write(memoryview(waves).cast("B"))
         proto.flush()
     return 0
+
+
+def _header(proto, msg: dict, flush: bool = True) -> None:
+    data = json.dumps(msg).encode()
+    proto.write(len(data).to_bytes(4, "little") + data)
+    if flush:
+        proto.flush()
 
 
 def _prepare(waves: np.ndarray, wave_rate: int, pitches, spec: dict) -> tuple[np.ndarray, dict]:

@@ -60,20 +60,21 @@ def refill_ranks(pitch_range: tuple[int, int], held: np.ndarray, last_on: np.nda
     held[hi] += held[hi + 1:].sum()
     last_on[lo] = max(int(last_on[:lo + 1].max()), 0)
     last_on[hi] = max(int(last_on[hi:].max()), 0)
-    pitches = range(lo, hi + 1)
-    held_now = sorted((p for p in pitches if held[p] > 0), key=lambda p: -int(last_on[p]))
-    played = sorted((p for p in pitches if held[p] <= 0 and last_on[p] > 0), key=lambda p: -int(last_on[p]))
-    recent = played[:RECENT_PITCHES]
+    pitches = np.arange(lo, hi + 1)
+    by_recency = pitches[np.argsort(-last_on[lo:hi + 1], kind="stable")]
+    held_now = [int(p) for p in by_recency if held[p] > 0]
+    recent = [int(p) for p in by_recency if held[p] <= 0 and last_on[p] > 0][:RECENT_PITCHES]
     ranks: dict[int, tuple] = {}
     for p in held_now:
         ranks[p] = (HELD, -int(last_on[p]), 0, p)
     for p in recent:
         ranks[p] = (RECENT, -int(last_on[p]), 0, p)
-    sources = held_now + recent or [(lo + hi) // 2]  # most urgent first
-    for p in pitches:
+    sources = np.array(held_now + recent or [(lo + hi) // 2])  # most urgent first
+    dist = np.abs(pitches[:, None] - sources[None, :])  # [pitches, sources], numpy: the worker
+    nearest = dist.argmin(axis=1)  # holds the GIL as little as it can; ties -> the more urgent
+    for p, d, u in zip(pitches.tolist(), dist.min(axis=1).tolist(), nearest.tolist()):
         if p not in ranks:
-            dist, urgency = min((abs(p - s), i) for i, s in enumerate(sources))
-            ranks[p] = (OTHER, dist, urgency, p)
+            ranks[p] = (OTHER, d, u, p)
     return ranks
 
 

@@ -118,6 +118,7 @@ class FileActions:
                 return
             if resized:     # palette latents belong to the old model
                 self.w.palette.latent_fn = lambda n, seed: synth.random_latents(n, seed)
+                self.w.palette.voice_fn = synth.voice_name
                 self.w.palette.generate()
             self.w.model_changed(synth, Path(path).name)
 

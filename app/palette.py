@@ -26,10 +26,28 @@ NOUNS = ("Bell", "Reed", "Organ", "Pluck", "Pad", "Flute", "Keys", "Strings", "H
          "Choir", "Lead", "Harp", "Drone", "Chime", "Brass", "Bass", "Voice")
 
 
-def instrument_name(seed: int, index: int) -> str:
-    """A stable, readable name for the index-th instrument of a seed."""
+# NSynth families (as in training voice names, e.g. 'FluidR3_GM/reed_acoustic_071 (Clarinet) v127')
+# -> the nouns that fit them.
+FAMILY_NOUNS = {"keyboard": ("Keys",), "mallet": ("Mallet", "Bell", "Chime"), "organ": ("Organ", "Drone"),
+                "guitar": ("Pluck", "Harp"), "bass": ("Bass",), "string": ("Strings", "Harp"),
+                "brass": ("Brass", "Horn"), "reed": ("Reed",), "flute": ("Flute",), "vocal": ("Choir", "Voice"),
+                "synth_lead": ("Lead", "Pad")}
+
+
+def voice_family(voice: str | None) -> str | None:
+    """'FluidR3_GM/reed_acoustic_071 (Clarinet) v127' -> 'reed' (None when it names no family)."""
+    if not voice:
+        return None
+    inst = voice.split("/")[-1].split(" ")[0]
+    return next((f for f in sorted(FAMILY_NOUNS, key=len, reverse=True) if inst.startswith(f + "_")), None)
+
+
+def instrument_name(seed: int, index: int, voice: str | None = None) -> str:
+    """A stable, readable name for the index-th instrument of a seed; with the learned voice it was
+    drawn from, the noun says that voice's family (a reed-like voice is some 'Reed')."""
     rng = np.random.default_rng([seed, index])
-    return f"{ADJECTIVES[rng.integers(len(ADJECTIVES))]} {NOUNS[rng.integers(len(NOUNS))]}"
+    nouns = FAMILY_NOUNS.get(voice_family(voice), NOUNS)
+    return f"{ADJECTIVES[rng.integers(len(ADJECTIVES))]} {nouns[rng.integers(len(nouns))]}"
 
 
 @dataclass
@@ -39,6 +57,7 @@ class PaletteEntry:
     index: int
     latent: np.ndarray  # float32 [latent_size]
     source: str = ""    # the sound file(s) an imported instrument was fitted to
+    voice: str = ""     # the learned training voice it was drawn from, when the model names them
 
 
 def _swatch(latent: np.ndarray) -> QIcon:
@@ -83,6 +102,7 @@ class PaletteWidget(QWidget):
     def __init__(self, latent_fn=None, parent=None):
         super().__init__(parent)
         self.latent_fn = latent_fn   # (n, seed) -> float32 [n, latent_size]; set by the window
+        self.voice_fn = None         # latent -> its nearest learned voice's name, or None; set by the window
         self.entries: list[PaletteEntry] = []
         self.count = QSpinBox(minimum=1, maximum=64, value=8, toolTip="How many instruments")
         self.seed = QSpinBox(minimum=0, maximum=2**31 - 1, value=0, toolTip="Random seed")
@@ -167,11 +187,12 @@ class PaletteWidget(QWidget):
         entries, seen = [], {}
         entries += [e for e in self.entries if e.source and e.latent.shape == latents.shape[1:]]
         for i in range(n):
-            name = instrument_name(seed, i)
+            voice = (self.voice_fn(latents[i]) if self.voice_fn else None) or ""
+            name = instrument_name(seed, i, voice)
             seen[name] = seen.get(name, 0) + 1
             if seen[name] > 1:
                 name = f"{name} {seen[name]}"
-            entries.append(PaletteEntry(name, seed, i, latents[i]))
+            entries.append(PaletteEntry(name, seed, i, latents[i], voice=voice))
         self.set_entries(entries)
 
     def set_entries(self, entries) -> None:
@@ -182,6 +203,8 @@ class PaletteWidget(QWidget):
             item = QListWidgetItem(_swatch(e.latent), e.name)
             item.setFlags(item.flags() | Qt.ItemIsEditable | Qt.ItemIsDragEnabled)
             where = f"from {e.source}" if e.source else f"seed {e.seed}, #{e.index}"
+            if e.voice:
+                where += f"; near the learned voice {e.voice}"
             item.setToolTip(f"{where} — drag onto a pad corner; double-click to rename")
             self.list.addItem(item)
         self.list.blockSignals(False)

@@ -187,6 +187,7 @@ class MainWindow(QMainWindow):
         self.session = session
         inst = session.instrument
         self.palette.latent_fn = lambda n, seed: inst.synth.random_latents(n, seed)
+        self.palette.voice_fn = lambda z: inst.synth.voice_name(z)
         self.model_changed(inst.synth, getattr(session, "model_name", ""))
         self.pad.moved.connect(self.on_pad)
         self.pad.cornerDropped.connect(self.on_corner_drop)

@@ -52,6 +52,19 @@ def test_renders_are_held_then_released_without_leaking_tails(tiny_nsynth_dir):
     assert rms(violin[40000:47000]) > 30 * rms(violin[60000:]) + 1e-6
 
 
+def test_parallel_jobs_render_the_same_dataset(tiny_nsynth_dir, tmp_path):
+    from engine.training.soundfont import render_dataset
+
+    summary = render_dataset(timgm6mb_path(), tmp_path, list(TINY_NSYNTH_PROGRAMS), list(TINY_NSYNTH_PITCHES),
+                             [100], progress=False, jobs=3)
+    assert summary.written == len(read_examples(tiny_nsynth_dir))
+    # examples.json is the same records, ids included, as one process writes.
+    assert (json.loads((tmp_path / "examples.json").read_text())
+            == json.loads((tiny_nsynth_dir / "examples.json").read_text()))
+    for note in read_examples(tiny_nsynth_dir):  # a program renders the same whatever came before it
+        assert np.array_equal(load_wave(note.path), load_wave(tmp_path / "audio" / note.path.name)), note.note_str
+
+
 def test_make_dataset_cli_counts_silent_and_clipped(tmp_path, capsys):
     out = tmp_path / "d"
     sf2 = str(timgm6mb_path())

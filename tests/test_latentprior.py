@@ -56,3 +56,21 @@ def test_json_round_trip_and_bad_values():
                          (dict(good, centers="x"), "needs 'mean'")):
         with pytest.raises(ValueError, match=message):
             LatentPrior.from_json(bad, 5)
+
+
+def test_named_voices_round_trip_and_name_the_nearest():
+    lat = learned()
+    names = [f"SF/reed_acoustic_{i:03d} v127" for i in range(6)]
+    prior = LatentPrior.from_json(LatentPrior.fit(lat, 0.3, 1.0, names).to_json(), 5)
+    assert prior.names == tuple(names)
+    z = prior.sample(6, np.random.default_rng(5))   # six draws: six different voices, each named
+    assert sorted(prior.nearest_name(v) for v in z) == sorted(names)
+    assert prior.nearest_name(lat[3] * 7.0) == names[3]   # by direction, not scale
+    assert LatentPrior.fit(lat, 0.3, 1.0).nearest_name(lat[0]) is None
+    with pytest.raises(ValueError, match="6 latents"):
+        LatentPrior.fit(lat, 0.3, 1.0, names[:2])
+    good = prior.to_json()
+    for bad in (dict(good, names=names[:5]), dict(good, names=[1] * 6), dict(good, names="x"),
+                dict({k: v for k, v in good.items() if k != "centers"}, names=names)):
+        with pytest.raises(ValueError, match="names"):
+            LatentPrior.from_json(bad, 5)

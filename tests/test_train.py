@@ -59,7 +59,11 @@ def test_presets_and_config_round_trip():
     assert [(s.start_progress, s.end_progress) for s in paper.segments[:3]] == [(0, 0), (0, 1), (1, 1)]
     lite = CONFIG_PRESETS["lite"]()
     assert lite.uses_glo and lite.uses_gan and lite.segments[-1].end_progress == lite.model.final_progress
-    for cfg in (paper, lite, TINY):
+    gpu = CONFIG_PRESETS["gpu"]()  # the v2 default model's run: lite's model and losses, larger batches
+    assert gpu.model == lite.model and gpu.total_images == 1_302_976 and not gpu.uses_gan
+    assert dataclasses.replace(gpu, segments=lite.segments, checkpoint_minutes=lite.checkpoint_minutes,
+                               sample_every=lite.sample_every) == lite
+    for cfg in (paper, lite, gpu, TINY):
         assert config_from_dict(json.loads(json.dumps(config_to_dict(cfg)))) == cfg
     with pytest.raises(ValueError, match="unknown field"):
         config_from_dict(dict(config_to_dict(TINY), bogus=1))
@@ -283,6 +287,7 @@ def test_cli_trains_resumes_and_exports(tmp_path, tiny_nsynth_dir):
     assert header["step"] == 6 and header["images_per_segment"] == [16, 16, 16]
     assert any(p.name.startswith("events.out.tfevents") for p in (run / "logs").iterdir())
     synth = load_synth(run / "model", device="cpu")
+    assert synth.voice_name(synth.random_latents(1, seed=0)[0]).startswith("data/")  # its training voice
     audio = synth.generate(synth.random_latents(1, seed=0), [60])
     assert audio.shape == (1, 64000) and np.isfinite(audio).all()
     assert main(["train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r2")]) == 2
@@ -297,6 +302,31 @@ def test_cli_trains_resumes_and_exports(tmp_path, tiny_nsynth_dir):
     assert ckpt.load(state / ckpt.CHECKPOINT_FILE)[1]["step"] == 7
     assert main(["train", "--out", str(run), "--export", str(tmp_path / "m16"), "--fp16"]) == 0
     assert load_synth(tmp_path / "m16", device="cpu").generate(np.zeros((1, model.latent_size)), [60]).shape == (1, 64000)
+
+
+def test_several_datasets_train_as_one_with_their_instruments_apart(tmp_path, tiny_nsynth_dir):
+    from engine.training.batches import StackedRows, load_train_data
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(tiny_nsynth_dir, a)
+    shutil.copytree(tiny_nsynth_dir, b)
+    one = load_train_data(a)
+    both = load_train_data([a, b])
+    n, k = len(one), one.num_instruments
+    assert isinstance(both.specs, StackedRows) and len(both) == 2 * n
+    assert both.num_instruments == 2 * k          # the same program in two datasets: two instruments
+    assert (both.instruments[n:] == one.instruments + k).all()
+    assert int(both.voices.max()) + 1 == 2 * (int(one.voices.max()) + 1)
+    idx = np.array([2 * n - 1, 0, n, 5])            # rows from both parts, out of order
+    full = both.images(idx, tuple(both.specs.shape[2:]))
+    expected = torch.from_numpy(np.asarray(one.specs[idx % n], np.float32))
+    assert torch.equal(full, expected)
+    assert torch.equal(both.images(idx, (8, 64)), one.images(idx % n, (8, 64)))
+    assert np.array_equal(both.specs[1:3], one.specs[1:3]) and both.specs[n:n + 2].shape[0] == 2
+    # Voices keep their dataset in their names (the latent prior of the model carries them).
+    assert len(both.voice_names) == int(both.voices.max()) + 1 == len(set(both.voice_names))
+    assert both.voice_names[0].startswith("a/") and both.voice_names[-1].startswith("b/")
+    assert both.voice_names[0].endswith(" v100") and "acoustic" in both.voice_names[0]
 
 
 def test_card_flatness_separates_tone_from_noise():

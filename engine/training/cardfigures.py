@@ -69,6 +69,7 @@ def main(argv=None) -> int:
     save_png(grid(real, synth.sample_rate), out / "rainbowgrams_real.png", scale=(3, 1), origin="upper")
 
     figures = {
+        "generated_voices": [synth.voice_name(v) for v in z],   # the learned voice each row was drawn from
         "real_instruments": names,
         "pitches": list(PITCHES),
         "flatness_generated": round(float(np.mean([spectral_flatness(a) for r in generated for a in r])), 4),

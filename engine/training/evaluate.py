@@ -17,6 +17,14 @@ Figures, each computed for the generated notes and for held-out real notes
   spectrum of the notes and that of the real (k-means) set.
 - spectral flatness: geometric / arithmetic mean of the power spectrum, averaged
   over frames within 60 dB of each note's loudest frame (broadband hiss raises it).
+- harmonic-to-noise ratio (`engine.gansynth.measures.harmonic_to_noise_db`, at the
+  note's nominal pitch): median and quartiles over the notes, and the median per
+  pitch band (24-47, 48-71, 72-84). It tells how clean the tone is, which NDB misses.
+
+`--heldout-data DIR` scores the same generated notes a second time against real notes
+of instruments the model never trained on (`heldout_programs` in the report): bins
+fitted on those notes, their own real-vs-real rows, and their HNR. NDB there measures
+generalisation (does the model's instrument space reach unseen timbres), not coverage.
 
 Real notes come from `--data` (acoustic ones unless `--all-sources`, at the pitches
 the model covers). Two sets of them are held out as reference rows, each with the
@@ -41,6 +49,7 @@ import numpy as np
 import torch
 
 from engine.gansynth.config import PRECISION_HELP, PRECISIONS, SpectralConfig
+from engine.gansynth.measures import harmonic_to_noise_db
 from engine.gansynth.pitch import PitchTracker, pitch_correct  # noqa: F401 (pitch_correct re-exported)
 from engine.gansynth.spectral import SpecgramsHelper, midi_to_hz  # noqa: F401 (re-exported)
 from engine.training.nsynth import (DatasetError, Note, filter_notes, load_wave,
@@ -51,6 +60,7 @@ RELIABLE_PITCHES = (48, 84)
 NDB_BINS = 50
 NDB_ALPHA = 0.05
 FLATNESS_RANGE_DB = 60.0
+HNR_BANDS = ((24, 47), (48, 71), (72, 84))
 
 
 # ----------------------------------------------------------------------------- pitch accuracy
@@ -63,6 +73,23 @@ def pitch_report(correct: np.ndarray, pitches: np.ndarray, voiced: np.ndarray) -
             f"pitch_accuracy_{lo}_{hi}": float(correct[reliable].mean()) if reliable.any() else None,
             "pitch_accuracy_per_pitch": per_pitch,
             "voiced_fraction": float(voiced.mean())}
+
+
+# ----------------------------------------------------------------------------- tone
+
+def hnr_report(waves: np.ndarray, pitches: np.ndarray, sample_rate: int) -> dict:
+    """Harmonic-to-noise ratio (dB) of each note at its nominal pitch: median, quartiles, and
+    the median per pitch band (silent notes, nan, are left out)."""
+    hnr = np.array([harmonic_to_noise_db(w, float(midi_to_hz(p)), sample_rate) for w, p in zip(waves, pitches)])
+    ok = np.isfinite(hnr)
+    out = {"hnr_median_db": None, "hnr_q25_db": None, "hnr_q75_db": None, "hnr_notes": int(ok.sum())}
+    if ok.any():
+        q25, q50, q75 = np.percentile(hnr[ok], [25, 50, 75])
+        out.update(hnr_median_db=float(q50), hnr_q25_db=float(q25), hnr_q75_db=float(q75))
+    for lo, hi in HNR_BANDS:
+        band = ok & (pitches >= lo) & (pitches <= hi)
+        out[f"hnr_median_{lo}_{hi}_db"] = float(np.median(hnr[band])) if band.any() else None
+    return out
 
 
 # ----------------------------------------------------------------------------- NDB
@@ -190,6 +217,7 @@ def score(waves: np.ndarray, pitches: np.ndarray, tracker: PitchTracker, measure
     row.update(ndb(fit_bins, assign_bins(m["ndb_features"], centroids), len(centroids)))
     row["log_spectrum_distance_db"] = log_spectrum_distance_db(m["mean_logmel"], fit["mean_logmel"])
     row["spectral_flatness"] = float(m["flatness"].mean())
+    row.update(hnr_report(waves, pitches, measures.helper.config.sample_rate))
     row["count"] = int(len(waves))
     return row
 
@@ -215,12 +243,21 @@ def _generate(synth, latents: int, pitches: list[int], seed: int, log) -> tuple[
 
 def evaluate(synth, notes: list[Note], latents: int = 8, pitches: list[int] | None = None,
              tracker: str = "tiny", seed: int = 0, max_fit: int = 1500, bins: int = NDB_BINS,
-             draws: int = 1, log=print) -> dict:
+             draws: int = 1, log=print, generated_waves: dict | None = None) -> dict:
     """Generate latents x pitches notes with `synth` and score them and held-out real notes.
 
     With `draws` > 1, NDB is measured again for seeds seed+1 .. seed+draws-1 (new real split,
     bins and latents each time) for generated and real-instrument sets: with a few timbres it
-    moves a lot from draw to draw."""
+    moves a lot from draw to draw. `generated_waves` caches the generated notes per seed
+    (pass the same dict to score one model against several real sets)."""
+    generated_waves = {} if generated_waves is None else generated_waves
+
+    def generate(s):
+        key = (s, latents, tuple(pitches))
+        if key not in generated_waves:
+            generated_waves[key] = _generate(synth, latents, pitches, s, log)
+        return generated_waves[key]
+
     lo, hi = synth.pitch_range
     pitches = sorted(p for p in (pitches or range(lo, hi + 1)) if lo <= p <= hi)
     available = {n.pitch for n in notes}
@@ -230,7 +267,7 @@ def evaluate(synth, notes: list[Note], latents: int = 8, pitches: list[int] | No
     measures, pt = SpectralMeasures(), PitchTracker(tracker)
     fit, centroids, fit_bins, inst_notes, held_notes = _real_split(notes, pitches, latents, max_fit, bins,
                                                                    seed, measures, log)
-    gen_waves, gen_pitches = _generate(synth, latents, pitches, seed, log)
+    gen_waves, gen_pitches = generate(seed)
     log("eval: scoring generated notes")
     generated = score(gen_waves, gen_pitches, pt, measures, fit, centroids, fit_bins)
     rows = {}
@@ -243,7 +280,7 @@ def evaluate(synth, notes: list[Note], latents: int = 8, pitches: list[int] | No
     for s in range(seed + 1, seed + draws):
         fit_s, cent_s, bins_s, inst_s, _ = _real_split(notes, pitches, latents, max_fit, bins, s, measures, log)
         row = {"seed": s}
-        for key, waves in (("generated", _generate(synth, latents, pitches, s, log)[0]),
+        for key, waves in (("generated", generate(s)[0]),
                            ("real_instruments", np.stack([load_wave(n.path) for n in inst_s]))):
             row[key] = ndb(bins_s, assign_bins(measures.measure(waves)["ndb_features"], cent_s), bins)["ndb"]
         ndb_draws.append(row)
@@ -255,7 +292,9 @@ def format_table(report: dict) -> str:
     lo, hi = RELIABLE_PITCHES
     cols = [("pitch acc", "pitch_accuracy", "{:.3f}"), (f"acc {lo}-{hi}", f"pitch_accuracy_{lo}_{hi}", "{:.3f}"),
             (f"NDB/{report['ndb_k']}", "ndb", "{:d}"), ("logspec dB", "log_spectrum_distance_db", "{:.2f}"),
-            ("flatness", "spectral_flatness", "{:.4f}"), ("notes", "count", "{:d}")]
+            ("flatness", "spectral_flatness", "{:.4f}"), ("HNR dB", "hnr_median_db", "{:.1f}"),
+            ("HNR q25", "hnr_q25_db", "{:.1f}"), ("HNR q75", "hnr_q75_db", "{:.1f}"),
+            ("HNR 72-84", "hnr_median_72_84_db", "{:.1f}"), ("notes", "count", "{:d}")]
     lines = [f"{'':<18}" + "".join(f"{c[0]:>12}" for c in cols)]
     names = (("generated", "generated"), (f"real, {report['latents']} instr.", "real_instruments"),
              ("real, any notes", "real_heldout"))
@@ -271,6 +310,9 @@ def format_table(report: dict) -> str:
             v = [d[key] for d in draws]
             lines.append(f"NDB over {len(v)} draws, {name}: mean {np.mean(v):.1f} (min {min(v)}, max {max(v)}): "
                          + ", ".join(map(str, v)))
+    if "heldout_programs" in report:
+        lines += ["", "against instruments it never trained on (--heldout-data):",
+                  format_table(report["heldout_programs"])]
     return "\n".join(lines)
 
 
@@ -279,6 +321,9 @@ def format_table(report: dict) -> str:
 def add_arguments(p):
     p.add_argument("--model", required=True, help="model directory, Magenta checkpoint dir or .zip")
     p.add_argument("--data", required=True, help="NSynth-format dataset (examples.json + audio/)")
+    p.add_argument("--heldout-data", default=None,
+                   help="a second dataset, of instruments the model never trained on: the same generated "
+                        "notes scored against it too (generalisation)")
     p.add_argument("--out", default=None, help="write the report as JSON here")
     p.add_argument("--latents", type=int, default=8, help="random instruments (default 8)")
     p.add_argument("--pitches", default=None, help="MIDI pitches, e.g. 24-84 or 48,60,72 (default: the model's)")
@@ -307,8 +352,18 @@ def run(args) -> int:
         synth = load_synth(args.model, device=args.device, precision=args.precision)
         notes = filter_notes(read_examples(args.data), sources=None if args.all_sources else ("acoustic",),
                              pitch_range=None)
+        log = lambda s: print(s, file=sys.stderr)  # noqa: E731
+        cache: dict = {}
         report = evaluate(synth, notes, args.latents, pitches, args.tracker, args.seed,
-                          args.max_real, args.bins, args.draws, log=lambda s: print(s, file=sys.stderr))
+                          args.max_real, args.bins, args.draws, log=log, generated_waves=cache)
+        if args.heldout_data:
+            held = filter_notes(read_examples(args.heldout_data), sources=None if args.all_sources else ("acoustic",),
+                                pitch_range=None)
+            log(f"eval: against {args.heldout_data}")
+            report["heldout_programs"] = evaluate(synth, held, args.latents, report["pitches"], args.tracker,
+                                                  args.seed, args.max_real, args.bins, args.draws, log=log,
+                                                  generated_waves=cache)
+            report["heldout_programs"]["data"] = str(Path(args.heldout_data).resolve())
     except (ModelFileError, DatasetError, ValueError, OSError) as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 1

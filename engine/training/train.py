@@ -1,6 +1,6 @@
 """`gansynth train`: progressive GANSynth training with an optional GLO warm start.
 
-    gansynth train --data DIR --out RUN [--config paper|lite|tiny|FILE.json] [--resume] [--max-minutes M]
+    gansynth train --data DIR [DIR ...] --out RUN [--config paper|lite|gpu|tiny|FILE.json] [--resume] [--max-minutes M]
 
 The training itself is `Trainer` (engine/training/trainer.py). Here: a new or resumed run
 (`build_trainer`), and model files or a compact resumable state exported from a run's
@@ -40,7 +40,7 @@ def export_checkpoint(run_dir, out_dir, dtype: torch.dtype = torch.float32) -> P
     fake = TrainData(np.broadcast_to(np.zeros((1, 2, *cfg.model.output_shape), np.float16),
                                      (n, 2, *cfg.model.output_shape)),
                      [cfg.model.lowest_pitch] * n, np.arange(n), spectral)  # only sizes the latents
-    trainer = Trainer(cfg, fake, run_dir, log=False)
+    trainer = Trainer(cfg, fake, run_dir, log=False, device="cpu")
     trainer.load_state(tensors, header, path)
     return trainer.export_model(out_dir, dtype=dtype)
 
@@ -54,11 +54,13 @@ def export_compact_state(run_dir, out_dir) -> Path:
 # ----------------------------------------------------------------------------- CLI
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--data", help="dataset directory (NSynth json/wav layout)")
+    parser.add_argument("--data", nargs="+", metavar="DIR",
+                        help="dataset directories (NSynth json/wav layout); several train as one set, "
+                             "their instruments kept apart")
     parser.add_argument("--out", required=True,
                         help="run directory (checkpoint, logs, model/, and model-segmentN/ as each segment ended)")
     parser.add_argument("--config", default=None,
-                        help="paper | lite | tiny | FILE.json (default lite; with --resume: a new schedule "
+                        help="paper | lite | gpu | tiny | FILE.json (default lite; with --resume: a new schedule "
                              "for the same model, continued from the saved segment and step)")
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after M minutes")

@@ -70,9 +70,13 @@ class Trainer:
             torch.set_num_threads(threads)
         torch.manual_seed(cfg.seed)
         self.device = torch.device(device) if device is not None else default_device(self.dist)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # one shape per stage: let cuDNN pick its kernels
+            data.to(self.device)
         self.G = Generator(m).to(self.device)
         self.D = Discriminator(m).to(self.device)
         self.glo_ids = data.voices if cfg.glo_per_velocity else data.instruments
+        self.latent_names = data.voice_names if cfg.glo_per_velocity else data.instrument_names
         self.latent_radius = cfg.glo_latent_radius or math.sqrt(m.latent_size)
         n_inst = int(self.glo_ids.max()) + 1
         lat = torch.randn(n_inst, m.latent_size)
@@ -115,8 +119,9 @@ class Trainer:
 
     def latent_prior(self) -> LatentPrior:
         """The prior of the learned GLO latents, as the exported model files carry it."""
+        names = self.latent_names if self.latent_names and len(self.latent_names) == len(self.latents) else None
         return LatentPrior.fit(self.latents.detach().float().cpu().numpy(), self.cfg.glo_sample_spread,
-                               self.latent_radius)
+                               self.latent_radius, names)
 
     def sample_latents(self, n: int) -> torch.Tensor:
         """Latents for fakes: N(0, I), or the learned latents' prior (drawn from the run's RNG)."""
@@ -281,7 +286,8 @@ class Trainer:
         return {"config": config_to_dict(self.cfg), "segment": self.segment, "seg_images": self.seg_images,
                 "seg_steps": self.seg_steps, "step": self.step, "images_total": self.images_total,
                 "seconds": self.seconds, "images_per_segment": self.images_per_segment,
-                "num_instruments": int(self.latents.shape[0]), "spectral": to_dict(self.spectral)}
+                "num_instruments": int(self.latents.shape[0]), "spectral": to_dict(self.spectral),
+                "latent_names": self.latent_names}
 
     def state(self, compact: bool = False) -> tuple[dict, dict]:
         tensors, header = ckpt.pack({"g": self.G, "ema": self.ema, "d": self.D}, {"latents": self.latents.data},
@@ -306,6 +312,8 @@ class Trainer:
         for key in ("segment", "seg_images", "seg_steps", "step", "images_total"):
             setattr(self, key, int(header[key]))
         self.seconds = float(header["seconds"])
+        if self.latent_names is None and isinstance(header.get("latent_names"), list):
+            self.latent_names = [str(n) for n in header["latent_names"]]  # an export without the data
         ipc = list(header["images_per_segment"])
         self.images_per_segment = (ipc + [0] * len(self.cfg.segments))[:len(self.cfg.segments)]
 

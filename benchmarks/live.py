@@ -381,6 +381,10 @@ def main(argv=None) -> int:
     p.add_argument("--take-minutes", type=float, default=10.0)
     p.add_argument("--trials", type=int, default=30)
     p.add_argument("--parts", default="latency,xruns,take", help="which of latency,xruns,take to run")
+    p.add_argument("--realtime", action="store_true",
+                   help="jackd -R: server and client process threads SCHED_FIFO (needs the permission); what is "
+                        "left is what our own process does to the callback (GIL, priorities), not the "
+                        "machine's other load")
     p.add_argument("--xruns-device", default="system",
                    help='output for the xrun part: "system" (sounddevice) or "JACK client" (our own)')
     args = p.parse_args(argv)
@@ -393,10 +397,12 @@ def main(argv=None) -> int:
 
     synth, model = build_synth(args)
     tmp = Path(tempfile.mkdtemp(prefix="bench-live-"))
-    print(f"model: {model}; JACK dummy {RATE} Hz, {PERIOD}-frame periods; files in {tmp}; "
+    print(f"model: {model}; JACK dummy {RATE} Hz, {PERIOD}-frame periods"
+          f"{' (realtime: jackd -R)' if args.realtime else ''}; files in {tmp}; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     summary = {"benchmark": "live", "model": model}
-    with JackServer(RATE, PERIOD) as jack:
+    summary["realtime"] = args.realtime
+    with JackServer(RATE, PERIOD, realtime=args.realtime) as jack:
         if "latency" in parts:
             from engine.devices.jackclient import JACK_CLIENT_DEVICE
 

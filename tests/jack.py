@@ -31,8 +31,10 @@ PERIOD = 256
 
 class JackServer:
     def __init__(self, sample_rate: int = SAMPLE_RATE, period: int = PERIOD, name: str | None = None,
-                 portaudio: bool = True):
+                 portaudio: bool = True, realtime: bool = False):
         self.sample_rate = sample_rate
+        self.realtime = realtime      # jackd -R: the server's and its clients' process threads run
+                                      # SCHED_FIFO, as on a studio machine (needs the permission)
         self.portaudio = portaudio    # False: PortAudio never attaches (a server a test kills under
                                       # our own JACK client; PortAudio aborts the process if its
                                       # server dies)
@@ -51,7 +53,7 @@ class JackServer:
             self._saved_env[key] = os.environ.get(key)
             os.environ[key] = value
         self.proc = subprocess.Popen(
-            ["jackd", "-n", self.name, "--no-realtime", "-d", "dummy", "-r", str(self.sample_rate),
+            ["jackd", "-n", self.name, "-R" if self.realtime else "--no-realtime", "-d", "dummy", "-r", str(self.sample_rate),
              "-p", str(self.period)], stdout=self._log, stderr=subprocess.STDOUT,
             preexec_fn=_die_with_parent)
         deadline = time.monotonic() + timeout

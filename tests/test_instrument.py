@@ -67,7 +67,7 @@ def test_offline_note_shape_and_determinism(synth):
 
 def test_pad_move_crossfades_continuously_at_the_same_position(synth):
     """A held note morphs: output = (1-x) * old timbre + x * new timbre, both at the
-    playback position they would have had, x a linear 80 ms ramp."""
+    playback position they would have had, x a linear 40 ms ramp."""
     sr = 16000
     on = [(0.0, ev.NoteOn(62, 127))]
 
@@ -82,8 +82,12 @@ def test_pad_move_crossfades_continuously_at_the_same_position(synth):
     assert inst.mixer.r_slot[0] != 0 and not inst.mixer.v_xfading[0]
     i0 = int(0.5 * sr)
     np.testing.assert_array_equal(morph[:i0], old[:i0])
-    x = np.clip((np.arange(len(old)) - i0) / (0.08 * sr), 0, 1)
-    # x ramps per block in the mixer (envelope-rate), so allow a small residual
+    # x: 40 ms to 1, as the mixer steps it: per 256-frame block from i0, linear inside a block,
+    # the block that reaches 1 ramping to exactly 1 at its end
+    k = np.arange(len(old)) - i0
+    start = np.clip(k // 256 * 256 / (0.04 * sr), 0, 1)
+    end = np.clip((k // 256 + 1) * 256 / (0.04 * sr), 0, 1)
+    x = np.where(k < 0, 0.0, start + (end - start) * (k % 256) / 256)
     np.testing.assert_allclose(morph, (1 - x) * old + x * new, atol=0.02 * np.abs(old).max())
     np.testing.assert_allclose(morph[int(0.6 * sr):], new[int(0.6 * sr):], atol=1e-5)
     assert not np.allclose(old[int(0.6 * sr):], new[int(0.6 * sr):], atol=1e-2)  # the timbre did change

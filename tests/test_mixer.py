@@ -9,7 +9,8 @@ import pytest
 from engine.instrument import events as ev
 from engine.instrument.mixer import Mixer
 from engine.instrument.notecache import NoteCache
-from engine.instrument.renderer import Renderer, loop_points
+from engine.instrument.noteloop import loop_points
+from engine.instrument.renderer import Renderer
 from tests.conftest import traced_allocation
 
 SR = 48000
@@ -233,7 +234,8 @@ def test_process_allocates_no_arrays():
     frames = int(NOTE_S * SR)
     cache = NoteCache(frames, budget_bytes=0, min_slots=64)
     loop_start, loop_end, _ = loop_points(frames, SR)
-    mixer = Mixer(cache.pool, SR, (loop_start, loop_end), (24, 84), max_voices=16, max_block=2048)
+    mixer = Mixer(cache.pool, SR, (loop_start, loop_end), (24, 84), max_voices=16, max_block=2048,
+                  morph_s=1.0)  # the crossfade runs through every measured block
     renderer = Renderer(None, cache, mixer, SR, frames)
     for p in range(60, 72):
         renderer.inject(p, sine(hz(p)), SR)

@@ -105,3 +105,46 @@ def test_stop_ends_the_child_and_a_swapped_model_gets_its_own(synth, tiny_model_
     finally:
         inst.stop()
     assert second._proc.poll() is not None and inst.renderer._remote is None
+
+
+def test_the_child_renders_at_low_priority_from_its_start_and_the_waiting_worker_does_not(synth):
+    """The child is niced before it imports torch (loading is seconds of CPU beside the audio
+    callback); the parent's worker thread, which only waits on the child, keeps the default
+    priority (a low-priority thread preempted while it holds the GIL stalls the callback)."""
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    inst = Instrument(synth, sample_rate=16000, cache_mb=32, max_voices=4)
+    inst.start()
+    try:
+        remote = inst.renderer._remote
+        seen_loading = None
+        while not remote.ready.is_set() and not remote.error:   # still importing / loading
+            seen_loading = os.getpriority(os.PRIO_PROCESS, remote.pid)
+            remote.ready.wait(0.01)
+        _ready(remote)
+        assert seen_loading == min(base + 10, 19)
+        assert inst.renderer.idle.wait(60)
+        assert os.getpriority(os.PRIO_PROCESS, inst.renderer._thread.native_id) == base
+        assert inst.stats()["renders"] == 61          # the whole range, once
+    finally:
+        inst.stop()
+
+
+def test_child_prepares_notes_as_the_parent_would(synth):
+    """generate_notes: resampled, normalised and looped in the child, equal to the parent's own
+    preparation of the same notes (soxr would hold the parent's GIL for milliseconds a note)."""
+    from engine.instrument.noteloop import loop_points, prepare_note
+
+    frames, rate = 48000 * 4, 48000
+    loop = loop_points(frames, rate)
+    prep = {"rate": rate, "frames": frames, "loop": list(loop), "loop_s": 1.0}
+    remote = _ready(SynthProcess(synth.source, synth.num_samples))
+    try:
+        z = synth.random_latents(2, seed=4)
+        notes, loop_lens, errors = remote.generate_notes(z, [40, 70], 50000, prep)
+    finally:
+        remote.close()
+    assert notes.shape == (2, frames) and errors == ["", ""]
+    for note, loop_len, wave, pitch in zip(notes, loop_lens, synth.generate(z, [40, 70], 50000), [40, 70]):
+        want, want_len = prepare_note(wave, synth.sample_rate, pitch, rate, frames, loop, 1.0)
+        assert loop_len == want_len
+        _same_notes(note, want)

@@ -54,10 +54,16 @@ from engine.instrument.mixer import Mixer
 from engine.instrument.notecache import NoteCache
 from engine.instrument.params import PARAMS, TIMBRE_PARAMS, check_param
 from engine.instrument.presets import Preset, load_preset, save_preset
-from engine.instrument.renderer import Renderer, loop_points
+from engine.instrument.noteloop import loop_points
+from engine.instrument.renderer import Renderer
 from engine.instrument.timbre import TimbreState
 
 log = logging.getLogger(__name__)
+
+def _corners(timbre: TimbreState) -> dict:
+    """The renderer's blend inputs: the corners' keys and latents, their weights at the pad."""
+    return {"corner_keys": timbre.corner_keys(), "corner_latents": timbre.latents(), "weights": timbre.weights()}
+
 
 class Settings:
     """Current settings (attributes named as in PARAMS). Assigning posts a SetParam event."""
@@ -94,7 +100,7 @@ class Instrument:
 
     def __init__(self, synth, sample_rate: int = 48000, cache_mb: float = 512, max_voices: int = 64,
                  render_threads: int = 1, timbre: TimbreState | None = None, seed: int = 0,
-                 max_block: int = 256, render_process: bool = True):
+                 max_block: int = 256, render_process: bool = True, approximate: bool = True):
         self.sample_rate = int(sample_rate)
         self.max_voices = int(max_voices)
         self.note_frames = int(round(synth.num_samples * self.sample_rate / synth.sample_rate))
@@ -110,6 +116,8 @@ class Instrument:
                            max_voices=self.max_voices, spare_voices=spare, max_block=max_block)
         self.renderer = Renderer(synth, self.cache, self.mixer, self.sample_rate, self.note_frames,
                                  threads=render_threads, process=render_process)
+        # the corners' notes (4 per pitch) beside what min_slots covers: only when they fit
+        self.renderer.anchors = approximate and self.cache.capacity >= min_slots + 4 * (hi - lo + 1)
         self._synth = synth
         self.settings = Settings(self)
         self._timbre_lock = threading.Lock()
@@ -221,7 +229,7 @@ class Instrument:
                                      pad_grid=timbre.pad_grid)
 
     def _request_render(self, timbre: TimbreState) -> None:
-        self.renderer.request(timbre.key(), timbre.latent)
+        self.renderer.request(timbre.key(), timbre.latent, **_corners(timbre))
 
     # ------------------------------------------------------------------ GUI thread
     def start(self) -> None:
@@ -261,7 +269,7 @@ class Instrument:
         with self._timbre_lock:
             self._timbre = timbre
             self._synth = synth
-        self.renderer.swap_model(synth, timbre.key(), timbre.latent)
+        self.renderer.swap_model(synth, timbre.key(), timbre.latent, **_corners(timbre))
 
     def note_audio(self, pitch: int) -> np.ndarray | None:
         """A copy of the newest render of `pitch` at the output rate (float32), or None."""
@@ -279,6 +287,7 @@ class Instrument:
                    rendered_pitches=r.done_pitches(), voices=m.active_voices(),
                    fallback_notes=m.fallback_notes, silent_notes=m.silent_notes,
                    held_pitches=[int(p) for p in np.flatnonzero(m.held_count)],
+                   approximate=r.anchors, approximations=r.approximations, last_answer_ms=r.last_answer_ms,
                    render_process=r.process_state, audio_errors=self.audio_errors,
                    last_audio_error=repr(self.last_audio_error) if self.last_audio_error else "")
         return out

@@ -65,6 +65,12 @@ class Mixer(Voices):
         self._m = np.zeros(R, bool)
         self._m2 = np.zeros(2 * R, bool)
         self._out = np.zeros(1 << 16, np.float32)
+        # commit the pages of every scratch and voice array now (np.zeros maps them lazily, and
+        # a first touch inside the callback, as voices are added, is a page fault there); the
+        # shared note pool is not ours to touch (the renderer writes it)
+        for a in vars(self).values():
+            if isinstance(a, np.ndarray) and a.base is None and a is not self.pool and not a.any():
+                a.fill(0)
 
     # ------------------------------------------------------------------ audio
     def process(self, frames: int) -> np.ndarray:

@@ -67,6 +67,10 @@ class NoteCache:
         self._index.move_to_end(key)
         return slot
 
+    def peek(self, key) -> int | None:
+        """Slot of `key` or None, without counting or touching the LRU order."""
+        return self._index.get(key)
+
     def allocate(self, pinned: Callable[[int], bool], keep: Callable[[Hashable], bool] | None = None) -> int | None:
         """A slot to write a new note into: a free one, else the least recently used
         unpinned one (evicted), sparing keys for which `keep(key)` is true (e.g. notes of

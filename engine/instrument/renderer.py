@@ -10,15 +10,17 @@ One job = one pitch of the newest requested timbre (8 pitches per batch on a GPU
 LRU eviction spares the notes of the timbre being rendered, so going back to an older
 timbre re-renders only what was evicted instead of evicting its own notes in turn.
 
-Priority (re-evaluated before every job, so a key pressed now is rendered next):
-  1. pitches held right now (mixer.held_count), most recent first;
-  2. recently played pitches (mixer.last_on), most recent first;
-  3. the rest of the model's range, nearest to the last played pitch first.
-Pad moves arrive in a latest-value mailbox: requests made while a job runs
-coalesce (newest latent wins) and the unrendered pitches of the old timbre are
-dropped. A pitch whose key is already cached is published without rendering.
-A failed or non-finite render is logged, counted and skipped; the mixer keeps
-playing the previous note of that pitch.
+Priority (re-evaluated before every job; engine.instrument.refill): held pitches, then
+the ones just played, then their neighbours; with `anchors` on, the corner instruments'
+notes of each group after it. Pad moves arrive in a latest-value mailbox (newest latent
+wins; the old timbre's unrendered pitches are dropped); cached notes are published without
+rendering. A failed render is logged, counted and skipped (the previous note keeps playing).
+
+Instant answer (`anchors` on): a new timbre is answered before any render: every held pitch
+gets its cached note, else the blend of the corners' notes at the new weights. With the
+render process this happens mid-render too: the worker waits for the child in select() on
+its pipe and a wake pipe `request` writes to; a render landing for a timbre no longer
+current is cached, not published (it would undo the newer blend).
 
 Model swap: `swap_model(synth)` puts a prepared Synth in a mailbox; the worker
 picks it up between jobs (cache keys carry a model generation, so old notes are
@@ -37,58 +39,21 @@ from __future__ import annotations
 
 import collections
 import logging
-import os
+import select
 import threading
 import time
 
 import numpy as np
-import soxr
 import torch
 
-from engine.gansynth.spectral import midi_to_hz
-from engine.instrument.synthproc import RENDER_NICENESS, SynthProcess, SynthProcessError
+from engine.instrument.noteloop import loop_points, prepare_note
+from engine.instrument.refill import HELD, TimbreRequest, WakePipe, blend_into, blend_weights, job_order, refill_ranks
+from engine.instrument.synthproc import SynthProcess, SynthProcessError, lower_thread_priority
 
 log = logging.getLogger(__name__)
 
+IDLE_WAIT_S = 2.0  # an idle worker's wait for mail (`request` wakes it at once)
 SPAN_MARGIN_S = 0.032  # beyond the heard span: soxr HQ's filter reaches a few ms; the note is exact there
-
-
-def bake_loop(note: np.ndarray, loop_start: int, loop_end: int, xfade: int) -> None:
-    """In place: make playback wrapping from loop_end to loop_start seamless.
-
-    The `xfade` frames before loop_end become a linear crossfade from the note
-    itself into the frames just before loop_start (the loop spans whole pitch
-    periods, so the two are nearly in phase and equal-gain keeps the level). The
-    frames from loop_end on repeat the loop's first frames, so interpolating across
-    the wrap reads the right neighbours. note: float32 [frames].
-    """
-    w = (np.arange(xfade, dtype=np.float32) + 0.5) / xfade
-    head = note[loop_end - xfade:loop_end].copy()
-    tail = note[loop_start - xfade:loop_start]
-    note[loop_end - xfade:loop_end] = head * (1.0 - w) + tail * w
-    guard = min(16, len(note) - loop_end)
-    note[loop_end:loop_end + guard] = note[loop_start:loop_start + guard]
-    note[loop_end + guard:] = 0.0
-
-
-def loop_length(pitch: int, sample_rate: int, target_s: float = 1.0) -> int:
-    """A loop length near `target_s` holding a whole number of periods of `pitch`."""
-    period = sample_rate / float(midi_to_hz(pitch))
-    return int(round(max(1, round(target_s * sample_rate / period)) * period))
-
-
-def loop_points(note_frames: int, sample_rate: int) -> tuple[int, int, int]:
-    """(loop_start, loop_end, xfade) in frames: loop up to 1 s ending at 72 % of the note,
-    crossfading up to 100 ms.
-
-    GANSynth notes follow NSynth: the key is held for 3 s of the 4 and released for the
-    last second, so a held voice loops the sustained part just before that release (and
-    the instrument's own envelope does the releasing). The release part, where generated
-    notes also carry inverse-STFT edge artefacts, is never played."""
-    loop_end = int(note_frames * 0.72)
-    length = int(min(sample_rate * 1.0, note_frames * 0.3))
-    xfade = int(min(sample_rate * 0.1, length / 4))
-    return loop_end - length, loop_end, xfade
 
 
 def _take(mailbox: collections.deque):
@@ -96,18 +61,6 @@ def _take(mailbox: collections.deque):
         return mailbox.popleft()
     except IndexError:
         return None
-
-
-def _yield_cpu_to_audio() -> None:
-    """Lower the calling thread's CPU priority (Linux schedules threads: a nice value set
-    for a thread id applies to that thread alone; elsewhere this does nothing). On a
-    2-core machine the renderer, the audio callback and the device's own thread share
-    the cores; at equal priority the callback can wait a whole period for one.
-    torch's worker threads, started on first use from this thread, inherit the value."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), RENDER_NICENESS)
-    except (AttributeError, OSError):  # not Linux, or not permitted: keep the default
-        pass
 
 
 class Renderer:
@@ -129,9 +82,10 @@ class Renderer:
         self._published_seq = np.zeros(cache.slots, np.int64)
         # mailboxes (latest value wins), written by other threads
         # (a deque of maxlen 1: append replaces, popleft takes, both atomic)
-        self._request: collections.deque = collections.deque(maxlen=1)  # (timbre_key, latent)
+        self._request: collections.deque = collections.deque(maxlen=1)  # TimbreRequest
         self._next_synth: collections.deque = collections.deque(maxlen=1)
         self._wake = threading.Event()
+        self._wake_pipe = WakePipe()  # `request` pokes it: heard while waiting on the render process
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.use_process = process
@@ -140,17 +94,25 @@ class Renderer:
         # current work, touched by the rendering thread only
         self._timbre_key = None
         self._latent = None
+        self._req: TimbreRequest | None = None
         self._timbre_seq = 0
         self._done: set[int] = set()
+        self._anchor_tried: set = set()  # anchor keys rendered (or failed) for this model
+        self.anchors = False  # keep the corners' notes and answer pad moves with their blend
+        self._deferred = False  # jobs left for the render process, which is starting
+        self._lowered = False  # this thread's priority was lowered (it renders in-process)
+        self._scratch = np.zeros(cache.stride, np.float32)
         self.rendered: tuple[int, ...] = ()  # published pitches of the current timbre (for readers)
         self._timbre_started = 0.0
         # meters (plain attributes, read by anyone)
         self.renders = self.failures = self.starved = 0
+        self.approximations = 0  # blends published
+        self.last_answer_ms = 0.0  # new timbre taken -> its held pitches published
         self.last_render_ms = 0.0
         self.progress = 0.0
         self.timbre_seq_done = 0  # timbre sequence whose range is complete
         self.range_seconds = 0.0  # wall time the last complete range took
-        self.idle = threading.Event()  # set when the current timbre is complete
+        self.idle = threading.Event()  # set when nothing is left to render (anchors included)
         self.published = threading.Event()  # set after every publication (waiters clear it)
 
     @staticmethod
@@ -169,16 +131,21 @@ class Renderer:
     def pitch_range(self) -> tuple[int, int]:
         return self._synth.pitch_range
 
-    def request(self, timbre_key: bytes, latent: np.ndarray) -> None:
-        """Render notes of this latent next (coalesces with unprocessed requests)."""
+    def request(self, timbre_key: bytes, latent: np.ndarray, corner_keys=(), corner_latents=None,
+                weights=None) -> None:
+        """Render notes of this latent next (coalesces with unprocessed requests). With the
+        corners' keys, latents [4, n] and weights [4], pad moves are answered by blends."""
         self.idle.clear()
-        self._request.append((timbre_key, np.array(latent, np.float32)))
+        self._request.append(TimbreRequest(timbre_key, np.array(latent, np.float32), tuple(corner_keys),
+                                           None if corner_latents is None else np.array(corner_latents, np.float32),
+                                           None if weights is None else np.array(weights, np.float64)))
         self._wake.set()
+        self._wake_pipe.poke()
 
-    def swap_model(self, synth, timbre_key: bytes, latent: np.ndarray) -> None:
+    def swap_model(self, synth, timbre_key: bytes, latent: np.ndarray, **corners) -> None:
         """Switch to a prepared Synth between jobs and re-render this timbre with it."""
         self._next_synth.append(synth)
-        self.request(timbre_key, latent)
+        self.request(timbre_key, latent, **corners)
 
     @property
     def process_state(self) -> str:
@@ -193,18 +160,19 @@ class Renderer:
             return
         if self.use_process:
             self._spawn(self._synth)
+        self._wake_pipe.open()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="gansynth-render", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self._thread is None:
-            return
-        self._stop.set()
-        self._wake.set()
-        self._thread.join(timeout)
-        self._thread = None
-        self._close_remote()
+        if self._thread is not None:
+            self._stop.set()
+            self._wake.set()
+            self._thread.join(timeout)
+            self._thread = None
+            self._close_remote()
+        self._wake_pipe.close()
 
     def _spawn(self, synth) -> None:
         self._close_remote()
@@ -224,19 +192,26 @@ class Renderer:
 
     # ------------------------------------------------------------ rendering thread
     def _run(self) -> None:
-        _yield_cpu_to_audio()
+        if self._remote is None:  # every note renders in this thread
+            self._lower_priority()
         if self.threads is not None:
             torch.set_num_threads(self.threads)
         while not self._stop.is_set():
             if not self.step():
+                if self._deferred:  # the render process is starting: it takes the rest
+                    self._wake.wait(0.05)
+                    self._wake.clear()
+                    continue
                 self.idle.set()
                 if self._request or self._next_synth:  # mail came in meanwhile
                     self.idle.clear()
-                self._wake.wait(0.1)
+                self._wake.wait(IDLE_WAIT_S)  # mail sets it; no polling that takes the GIL
                 self._wake.clear()
 
-    def _take_mail(self) -> None:
-        synth = _take(self._next_synth)
+    def _take_mail(self, timbre_only: bool = False) -> bool:
+        """Take the mailboxes; True when the timbre changed. `timbre_only`: leave a model
+        swap for later (a render of the current model is in flight)."""
+        synth = None if timbre_only else _take(self._next_synth)
         if synth is not None:
             self._synth = synth
             self.batch = self._batch_for(synth)
@@ -245,26 +220,33 @@ class Renderer:
                 self._spawn(synth)
             self._model_gen += 1
             self.cache.clear()
+            self._anchor_tried = set()
             self._timbre_key = None
         req = _take(self._request)
-        if req is not None and (req[0] != self._timbre_key):
-            self._timbre_key, self._latent = req
-            self._timbre_seq += 1
-            self._done = set()
-            self.rendered = ()
-            self._timbre_started = time.perf_counter()
-            self.progress = 0.0
+        if req is not None and req.key == self._timbre_key:
+            self._req = req  # the same latent (e.g. a pad move within one grid cell)
+        if req is None or req.key == self._timbre_key:
+            return False
+        self._req, self._timbre_key, self._latent = req, req.key, req.latent
+        self._timbre_seq += 1
+        self._done = set()
+        self.rendered = ()
+        self._timbre_started = time.perf_counter()
+        self.progress = 0.0
+        return True
 
     def step(self) -> bool:
         """Do one job (one pitch; `batch` pitches on a GPU); False when the current timbre
         is complete (nothing to do)."""
-        self._take_mail()
+        if self._take_mail():
+            self._answer()
         if self._timbre_key is None:
             return False
-        todo = self._ordered_todo()
+        todo = self._ordered_jobs()
         if not todo:
             return False
-        self._jobs(todo[:self.batch])
+        corner = todo[0][1]
+        self._jobs([p for p, c in todo if c == corner][:self.batch], corner)
         return True
 
     def render_now(self, pitches) -> None:
@@ -275,49 +257,64 @@ class Renderer:
         lo, hi = self.pitch_range
         need = [int(p) for p in dict.fromkeys(pitches) if lo <= p <= hi and p not in self._done]
         for i in range(0, len(need), self.batch):
-            self._jobs(need[i:i + self.batch])
+            self._jobs(need[i:i + self.batch], -1)
 
     def run_until_idle(self) -> None:
         """Synchronously render the whole range of the newest timbre."""
         while self.step():
             pass
 
-    def _ordered_todo(self) -> list[int]:
-        """Unrendered pitches of the current timbre, most urgent first. Notes played
-        outside the model's range count for the edge pitch they are resampled from."""
+    def _ordered_jobs(self) -> list[tuple[int, int]]:
+        """(pitch, corner) still to render, most urgent first; corner -1 = the current timbre.
+        Notes played outside the model's range count for the edge pitch they come from."""
         lo, hi = self.pitch_range
-        held = self.mixer.held_count.astype(np.int64)  # copies: the audio thread writes these
-        last_on = self.mixer.last_on.copy()
-        held[lo] += held[:lo].sum()
-        held[hi] += held[hi + 1:].sum()
-        last_on[lo] = max(last_on[:lo + 1].max(), 0)
-        last_on[hi] = max(last_on[hi:].max(), 0)
-        anchor = min(max(int(np.argmax(last_on)), lo), hi) if last_on.max() > 0 else (lo + hi) // 2
+        ranks = refill_ranks((lo, hi), self.mixer.held_count, self.mixer.last_on)  # copies inside
+        current = [p for p in range(lo, hi + 1) if p not in self._done]
+        jobs = job_order(ranks, current, self._missing_anchors(lo, hi))
+        remote = self._remote
+        self._deferred = remote is not None and not remote.ready.is_set() and not remote.error
+        if self._deferred:  # starting: only what a player holds now renders in this process
+            jobs = [(p, c) for p, c in jobs if c < 0 and ranks[p][0] == HELD]
+        return jobs
 
-        def rank(p):
-            if held[p] > 0:
-                return (0, -int(last_on[p]), 0)  # held now, latest first
-            if last_on[p] > 0:
-                return (1, -int(last_on[p]), 0)  # played recently, latest first
-            return (2, abs(p - anchor), p)  # outward from the last played pitch
-        return sorted((p for p in range(lo, hi + 1) if p not in self._done), key=rank)
+    def _missing_anchors(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        req = self._req
+        if not self.anchors or req is None or not req.corner_keys:
+            return []
+        gen, out = self._model_gen, []
+        for c, ck in enumerate(req.corner_keys):
+            if ck == self._timbre_key:
+                continue  # the pad sits on this corner: its notes are the current timbre's
+            out += [(p, c) for p in range(lo, hi + 1)
+                    if (gen, ck, p) not in self.cache and (gen, ck, p) not in self._anchor_tried]
+        return out
 
-    def _jobs(self, pitches: list[int]) -> None:
-        """Publish these pitches of the current timbre: cache hits at once, the rest rendered
-        in one generate call."""
-        keys = {p: (self._model_gen, self._timbre_key, p) for p in pitches}
-        self._done.update(pitches)
-        self.rendered = tuple(sorted(self._done))
+    def _jobs(self, pitches: list[int], corner: int) -> None:
+        """Publish these pitches of the current timbre (corner -1): cache hits at once, the
+        rest rendered in one generate call; or render these notes of one corner instrument."""
+        req = self._req
+        timbre_key, latent = (self._timbre_key, self._latent) if corner < 0 else \
+            (req.corner_keys[corner], req.corner_latents[corner])
+        keys = {p: (self._model_gen, timbre_key, p) for p in pitches}
         missing = []
-        for p in pitches:
-            slot = self.cache.get(keys[p])
-            if slot is not None:
-                self._publish(p, slot)
-            else:
-                missing.append(p)
-        if missing:
-            for p, slot in zip(missing, self._render_into_slots([keys[p] for p in missing], missing)):
+        if corner < 0:
+            self._done.update(pitches)
+            self.rendered = tuple(sorted(self._done))
+            for p in pitches:
+                slot = self.cache.get(keys[p])
                 if slot is not None:
+                    self._publish(p, slot)
+                else:
+                    missing.append(p)
+        else:
+            self._anchor_tried.update(keys.values())
+            missing = list(pitches)
+        if missing:
+            slots = self._render_into_slots([keys[p] for p in missing], missing, latent)
+            for p, slot in zip(missing, slots):
+                # a render for a timbre that is no longer current (the pad moved meanwhile,
+                # answered by a blend) is kept in the cache but not played
+                if slot is not None and (self._is_current(keys[p]) or not self.mixer.table[p]):
                     self._publish(p, slot)
         lo, hi = self.pitch_range
         self.progress = len(self._done) / (hi - lo + 1)
@@ -325,26 +322,24 @@ class Renderer:
             self.timbre_seq_done = self._timbre_seq
             self.range_seconds = time.perf_counter() - self._timbre_started
 
-    def _render_into_slots(self, keys: list, pitches: list[int]) -> list[int | None]:
+    def _render_into_slots(self, keys: list, pitches: list[int], latent: np.ndarray) -> list[int | None]:
         t0 = time.perf_counter()
         synth = self._synth
         try:
             if synth.threads is None and self.threads is not None and synth.device.type == "cpu":
                 torch.set_num_threads(self.threads)
-            z = np.repeat(self._latent[None], len(pitches), axis=0)
-            waves = self._generate(synth, z, pitches, self._span_samples(synth))  # at synth.sample_rate
+            z = np.repeat(latent[None], len(pitches), axis=0)
+            notes = self._render_notes(synth, z, pitches, self._span_samples(synth))
         except Exception as exc:  # keep the previous notes of these pitches
             self.failures += len(pitches)
             log.warning("render of pitch(es) %s failed (%s: %s); keeping the previous notes",
                         pitches, type(exc).__name__, exc)
             return [None] * len(pitches)
         slots = []
-        for key, pitch, wave in zip(keys, pitches, waves):
-            try:
-                note, loop_len = self.prepare(wave, synth.sample_rate, pitch)
-            except ValueError as exc:
+        for key, pitch, (note, loop_len, error) in zip(keys, pitches, notes):
+            if error:
                 self.failures += 1
-                log.warning("render of pitch %d failed (%s); keeping the previous note", pitch, exc)
+                log.warning("render of pitch %d failed (%s); keeping the previous note", pitch, error)
                 slots.append(None)
                 continue
             slot = self._store(key, note, loop_len)
@@ -362,19 +357,41 @@ class Renderer:
         heard_s = (loop_end + 16) / self.sample_rate + SPAN_MARGIN_S
         return min(synth.num_samples, int(np.ceil(heard_s * synth.sample_rate)))
 
-    def _generate(self, synth, z: np.ndarray, pitches: list[int], samples: int | None = None) -> np.ndarray:
+    def _render_notes(self, synth, z: np.ndarray, pitches: list[int], samples: int) -> list:
+        """[(playable note float32 [note_frames], loop length, "") or (None, 0, why)] per pitch:
+        from the render process, which also prepares them, or rendered and prepared here."""
         remote = self._remote
         if remote is not None and remote.ready.is_set():
+            prep = {"rate": self.sample_rate, "frames": self.note_frames, "loop": list(self.loop),
+                    "loop_s": self.loop_seconds}
             try:
-                return remote.generate(z, pitches, samples)
+                notes, loop_lens, errors = remote.generate_notes(z, pitches, samples, prep, wait=self._wait_answering)
+                return [(n if not e else None, ll, e) for n, ll, e in zip(notes, loop_lens, errors)]
             except SynthProcessError as e:  # gone: render here from now on
                 self.process_error = str(e)
                 log.warning("%s; rendering in this process from now on", e)
                 self._close_remote()
+        out = []
+        for pitch, wave in zip(pitches, self._generate(synth, z, pitches, samples)):  # at synth.sample_rate
+            try:
+                out.append((*self.prepare(wave, synth.sample_rate, pitch), ""))
+            except ValueError as e:
+                out.append((None, 0, str(e)))
+        return out
+
+    def _generate(self, synth, z: np.ndarray, pitches: list[int], samples: int | None = None) -> np.ndarray:
+        """Raw notes rendered in this thread."""
+        if threading.current_thread() is self._thread and not self._deferred:
+            self._lower_priority()  # from now on every note renders in this thread
         return synth.generate(z, pitches, samples)
 
+    def _lower_priority(self) -> None:
+        if not self._lowered:
+            self._lowered = True
+            lower_thread_priority()
+
     def _store(self, key, note: np.ndarray, loop_len: int) -> int | None:
-        slot = self.cache.allocate(self._pinned, keep=self._current_key)
+        slot = self.cache.allocate(self._pinned, keep=self._keep)
         if slot is None:
             self.starved += 1
             log.warning("note cache full of notes in use; %r not stored", key[-1])
@@ -386,30 +403,10 @@ class Renderer:
         return slot
 
     def prepare(self, wave: np.ndarray, wave_rate: int, pitch: int) -> tuple[np.ndarray, int]:
-        """A generated note -> (playable float32 [note_frames] at the output rate, loop length).
-
-        Rejects non-finite or silent notes (ValueError); resamples with soxr; normalises
-        by the absolute peak; bakes a loop of whole periods of `pitch`."""
-        wave = np.asarray(wave, np.float32)
-        if not np.all(np.isfinite(wave)):
-            raise ValueError("non-finite samples in the generated note")
-        if wave.size == 0 or float(np.max(np.abs(wave))) < 1e-6:
-            raise ValueError("the generated note is silent")
-        if wave_rate != self.sample_rate:
-            wave = soxr.resample(wave, wave_rate, self.sample_rate, quality="HQ")
-        note = np.zeros(self.note_frames, np.float32)
-        n = min(len(wave), self.note_frames)
-        note[:n] = wave[:n]
-        _, loop_end, xfade = self.loop
-        # normalise by the absolute peak of what can be played (after resampling, which can
-        # move the peak; the unplayed end does not count)
-        peak = float(np.max(np.abs(note[:loop_end])))
-        if peak < 1e-6:
-            raise ValueError("the generated note is silent")
-        note /= peak
-        loop_len = min(loop_length(pitch, self.sample_rate, self.loop_seconds), loop_end - xfade)
-        bake_loop(note, loop_end - loop_len, loop_end, xfade)
-        return note, loop_len
+        """A generated note -> (playable float32 [note_frames] at the output rate, loop length);
+        see engine.instrument.noteloop.prepare_note."""
+        return prepare_note(wave, wave_rate, pitch, self.sample_rate, self.note_frames, self.loop,
+                            self.loop_seconds)
 
     def inject(self, pitch: int, wave: np.ndarray, wave_rate: int) -> int | None:
         """Publish a given note (e.g. a test tone or an imported sample) for `pitch` as if
@@ -421,8 +418,61 @@ class Renderer:
             self._publish(pitch, slot)
         return slot
 
-    def _current_key(self, key) -> bool:
+    def _is_current(self, key) -> bool:
         return key[0] == self._model_gen and key[1] == self._timbre_key
+
+    def _keep(self, key) -> bool:
+        """Notes eviction spares: the current timbre's and, with anchors on, the corners'."""
+        req = self._req
+        return key[0] == self._model_gen and (key[1] == self._timbre_key or (
+            self.anchors and req is not None and key[1] in req.corner_keys))
+
+    # ------------------------------------------------------------ instant answer
+    def _wait_answering(self, fd: int) -> None:
+        """Until `fd` is readable (the render process's answer), answer pad moves."""
+        wake = self._wake_pipe.fileno()
+        while True:
+            ready, _, _ = select.select([fd] + ([wake] if wake is not None else []), [], [])
+            if wake in ready:
+                self._wake_pipe.drain()
+                if self._take_mail(timbre_only=True):
+                    self._answer()
+            if fd in ready:
+                return
+
+    def _answer(self) -> None:
+        """A new timbre: publish at once, for every held pitch, its cached note or the blend
+        of the corners' notes at the new weights (see engine.instrument.refill)."""
+        req = self._req
+        if not self.anchors or req is None or req.weights is None or not req.corner_keys:
+            return
+        t0 = time.perf_counter()
+        lo, hi = self.pitch_range
+        ranks = refill_ranks((lo, hi), self.mixer.held_count, self.mixer.last_on)
+        held = sorted((p for p, r in ranks.items() if r[0] == HELD and p not in self._done), key=ranks.get)
+        gen, pool = self._model_gen, self.cache.pool
+        for p in held:
+            exact = (gen, self._timbre_key, p)
+            if exact in self.cache:
+                self._publish(p, self.cache.get(exact))
+                self._done.add(p)
+                continue
+            found = [self.cache.peek((gen, ck, p)) for ck in req.corner_keys]
+            w = blend_weights(req.weights, [s is not None for s in found])
+            if w is None:
+                continue
+            use = [(s, float(wi)) for s, wi in zip(found, w) if s is not None and wi > 0.0]
+            slot = self.cache.allocate(self._pinned, keep=self._keep)
+            if slot is None:
+                self.starved += 1
+                continue
+            blend_into(pool, slot, [s for s, _ in use], [wi for _, wi in use], self.mixer.loop_end, self._scratch)
+            self.mixer.slot_loop_len[slot] = self.mixer.slot_loop_len[use[0][0]]  # the pitch's loop
+            self.cache.store(("blend", gen, self._timbre_key, p), slot)
+            self.approximations += 1
+            self._publish(p, slot)
+        self.rendered = tuple(sorted(self._done))
+        self.last_answer_ms = (time.perf_counter() - t0) * 1000.0
 
     def _pinned(self, slot: int) -> bool:
         """A slot the mixer may still read: referenced, or published but not yet taken."""

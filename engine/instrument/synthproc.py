@@ -11,13 +11,16 @@ The child loads the same model with the same device, threads and precision as th
 Synth (`Synth.source`, set by `load_synth`), so its notes are the parent's (to float rounding).
 
 Protocol (no pickle, nothing executed from the data): the parent writes one JSON line per
-request on the child's stdin, {"z": [[float]], "pitches": [int]}; the child answers on its
-stdout with one JSON line, {"n": N} followed by N x num_samples float32 samples (native
-byte order), or {"error": "..."} for a request it rejected (the parent raises ValueError).
-The child's first line is {"ready": true} once its model is loaded, or {"error": ...}.
+request on the child's stdin, {"z": [[float]], "pitches": [int], "samples": int | null,
+"prepare": {...} | null}; the child answers on its stdout with a header, {"n": N, "samples": S,
+...} followed by N x S float32 samples (native byte order), or {"error": "..."} for a request
+it rejected (the parent raises ValueError). Its first header is {"ready": true} once its model
+is loaded, or {"error": ...}. A header is a 4-byte little-endian length and that much JSON
+(two reads, where a line would be read a byte per system call, each taking the GIL again).
 Anything else the child prints goes to stderr. End of stdin ends the child.
 
     python -m engine.instrument.synthproc SPEC_JSON     # the child; SPEC = Synth.source
+                                                        # (started as python -c _CHILD: nice first)
 """
 from __future__ import annotations
 
@@ -36,6 +39,34 @@ log = logging.getLogger(__name__)
 RENDER_NICENESS = 10  # renders (this child, or the in-process render thread): audio threads win a core
 
 
+def lower_thread_priority() -> None:
+    """Lower the calling thread's CPU priority (Linux schedules threads: a nice value set
+    for a thread id applies to that thread alone; elsewhere this does nothing). On a
+    2-core machine the renderer, the audio callback and the device's own thread share
+    the cores; at equal priority the callback can wait a whole period for one.
+    torch's worker threads, started on first use from this thread, inherit the value.
+
+    Only for a thread that renders in this process: a low-priority thread that holds the
+    GIL when the scheduler takes its core keeps the audio callback waiting for the GIL
+    until it runs again (priority inversion); the render worker that only waits on the
+    render process stays at the default priority."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), RENDER_NICENESS)
+    except (AttributeError, OSError):  # not Linux, or not permitted: keep the default
+        pass
+
+
+def _widen_pipe(fd: int, size: int = 1 << 20) -> None:
+    """Linux: room in the pipe for a whole prepared note (768 KB at 48 kHz), so the parent reads
+    it in a few system calls (each one gives up and takes back the GIL) instead of 64 KB ones."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), size)
+    except (ImportError, OSError):  # not Linux, or over /proc/sys/fs/pipe-max-size: the default
+        pass
+
+
 class SynthProcessError(RuntimeError):
     """The render process is gone or broke the protocol; render in-process instead."""
 
@@ -49,8 +80,9 @@ class SynthProcess:
         self.ready = threading.Event()
         self.error = ""
         self._lock = threading.Lock()
-        self._proc = subprocess.Popen([sys.executable, "-m", "engine.instrument.synthproc", json.dumps(source)],
+        self._proc = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(source)],
                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        _widen_pipe(self._proc.stdout.fileno())
         threading.Thread(target=self._wait_ready, name="gansynth-synthproc-start", daemon=True).start()
 
     def _wait_ready(self) -> None:
@@ -71,25 +103,53 @@ class SynthProcess:
         return self._proc.pid
 
     def _read_header(self) -> dict:
-        line = self._proc.stdout.readline()
-        if not line:
-            code = self._proc.poll()
-            raise SynthProcessError(f"render process exited (code {code})")
+        size = self._read_exactly(4)
+        line = self._read_exactly(int.from_bytes(size, "little"))
         try:
             return json.loads(line)
         except ValueError:
             raise SynthProcessError(f"render process sent {line[:80]!r}") from None
 
-    def generate(self, z, pitches, samples: int | None = None) -> np.ndarray:
-        """float32 [n, num_samples] (or [n, samples]), as Synth.generate."""
+    def _read_exactly(self, n: int) -> bytes:
+        out = bytearray(n)
+        view, got = memoryview(out), 0
+        while got < n:
+            k = self._proc.stdout.readinto(view[got:])
+            if not k:
+                code = self._proc.poll()
+                raise SynthProcessError(f"render process exited (code {code})")
+            got += k
+        return bytes(out)
+
+    def generate(self, z, pitches, samples: int | None = None, wait=None) -> np.ndarray:
+        """float32 [n, num_samples] (or [n, samples]), as Synth.generate.
+
+        `wait(fd)`, if given, is called once the request is sent and must return when `fd`
+        (the child's answer) is readable: the caller may do other work meanwhile (the render
+        worker answers pad moves there)."""
+        return self._call({"samples": samples}, z, pitches, wait)[1]
+
+    def generate_notes(self, z, pitches, samples: int | None, prepare: dict, wait=None):
+        """Notes ready to play, prepared in the child (`engine.instrument.noteloop.prepare_note`
+        with prepare = {"rate", "frames", "loop": [start, end, xfade], "loop_s"}): resampling,
+        normalising and baking the loop would otherwise hold this process's GIL for
+        milliseconds per note (soxr does not release it). -> (float32 [n, frames], loop
+        lengths [n], errors [n]: "" or why that note was rejected, its row then zeros)."""
+        msg, notes = self._call({"samples": samples, "prepare": prepare}, z, pitches, wait)
+        return notes, [int(v) for v in msg["loop_lens"]], [str(e) for e in msg["errors"]]
+
+    def _call(self, fields: dict, z, pitches, wait) -> tuple[dict, np.ndarray]:
         if not self.ready.is_set():
             raise SynthProcessError(self.error or "render process not ready")
         z = np.asarray(z, np.float32)
-        request = json.dumps({"z": z.reshape(len(z), -1).tolist(), "pitches": [int(p) for p in pitches],
-                              "samples": None if samples is None else int(samples)})
+        samples = fields.get("samples")
+        request = json.dumps(dict(fields, z=z.reshape(len(z), -1).tolist(), pitches=[int(p) for p in pitches],
+                                  samples=None if samples is None else int(samples)))
         with self._lock:
             try:
                 self._proc.stdin.write(request.encode() + b"\n")
+                if wait is not None:
+                    wait(self._proc.stdout.fileno())
                 msg = self._read_header()
                 if "error" in msg:
                     raise ValueError(msg["error"])
@@ -97,12 +157,12 @@ class SynthProcess:
                 out = np.empty((n, length), np.float32)
                 view = memoryview(out).cast("B")
                 got = 0
-                while got < view.nbytes:  # a pipe read returns at most what is buffered
+                while got < view.nbytes:  # a pipe read returns at most what is buffered (GIL released)
                     k = self._proc.stdout.readinto(view[got:])
                     if not k:
                         raise SynthProcessError("render process exited mid-note")
                     got += k
-                return out
+                return msg, out
             except (OSError, KeyError, TypeError) as e:
                 self.ready.clear()
                 code = self._proc.poll()
@@ -129,36 +189,67 @@ class SynthProcess:
         self._proc.stdout.close()
 
 
+# The child lowers its priority before it imports anything: importing torch and loading the
+# model is seconds of CPU, and at the default priority it took a core from the audio callback
+# while the instrument started (start-up xruns). `python -m` would import the `engine` package,
+# and with it torch, first.
+_CHILD = (f"import os\ntry:\n    os.nice({RENDER_NICENESS})\nexcept (AttributeError, OSError):\n    pass\n"
+          "import sys\nfrom engine.instrument.synthproc import main\nsys.exit(main())")
+
+
 def _serve(spec: dict, proto) -> int:
     from engine.gansynth.synth import load_synth
 
     try:
-        os.nice(RENDER_NICENESS)
-    except (AttributeError, OSError):
-        pass
-    try:
         synth = load_synth(spec["path"], device=spec.get("device", "cpu"), threads=spec.get("threads"),
                            precision=spec.get("precision", "fp32"), batch_size=spec.get("batch_size"))
     except Exception as e:  # the parent reports it and renders in-process
-        proto.write((json.dumps({"error": f"{type(e).__name__}: {e}"}) + "\n").encode())
-        proto.flush()
+        _header(proto, {"error": f"{type(e).__name__}: {e}"})
         return 1
-    proto.write(b'{"ready": true}\n')
-    proto.flush()
+    _header(proto, {"ready": True})
     for line in sys.stdin.buffer:
         try:
             req = json.loads(line)
-            waves = synth.generate(np.asarray(req["z"], np.float32), np.asarray(req["pitches"], np.int64),
-                                   samples=req.get("samples"))
+            pitches = np.asarray(req["pitches"], np.int64)
+            waves = synth.generate(np.asarray(req["z"], np.float32), pitches, samples=req.get("samples"))
+            header = {}
+            if req.get("prepare") is not None:
+                waves, header = _prepare(waves, synth.sample_rate, pitches, req["prepare"])
         except (ValueError, KeyError, TypeError) as e:
-            proto.write((json.dumps({"error": str(e)}) + "\n").encode())
-            proto.flush()
+            _header(proto, {"error": str(e)})
             continue
         waves = np.ascontiguousarray(waves, np.float32)
-        proto.write((json.dumps({"n": int(waves.shape[0]), "samples": int(waves.shape[1])}) + "\n").encode())
+        header.update(n=int(waves.shape[0]), samples=int(waves.shape[1]))
+        _header(proto, header, flush=False)
         proto.write(memoryview(waves).cast("B"))
         proto.flush()
     return 0
+
+
+def _header(proto, msg: dict, flush: bool = True) -> None:
+    data = json.dumps(msg).encode()
+    proto.write(len(data).to_bytes(4, "little") + data)
+    if flush:
+        proto.flush()
+
+
+def _prepare(waves: np.ndarray, wave_rate: int, pitches, spec: dict) -> tuple[np.ndarray, dict]:
+    """The child's side of `generate_notes`: float32 [n, frames] and the header fields."""
+    from engine.instrument.noteloop import prepare_note
+
+    frames = int(spec["frames"])
+    notes = np.zeros((len(waves), frames), np.float32)
+    loop_lens, errors = [], []
+    for i, (wave, pitch) in enumerate(zip(waves, pitches)):
+        try:
+            notes[i], loop_len = prepare_note(wave, wave_rate, int(pitch), int(spec["rate"]), frames,
+                                              tuple(int(v) for v in spec["loop"]), float(spec["loop_s"]))
+            loop_lens.append(int(loop_len))
+            errors.append("")
+        except ValueError as e:
+            loop_lens.append(0)
+            errors.append(str(e))
+    return notes, {"loop_lens": loop_lens, "errors": errors}
 
 
 def main(argv=None) -> int:

@@ -165,6 +165,10 @@ class TimbreState:
         """Identity of the current latent (equal latents -> equal keys)."""
         return hashlib.blake2b(self._latent.tobytes(), digest_size=16).digest()
 
+    def corner_keys(self) -> tuple[bytes, bytes, bytes, bytes]:
+        """The key each corner's latent has as a timbre of its own (the pad on that corner)."""
+        return tuple(hashlib.blake2b(c.latent.tobytes(), digest_size=16).digest() for c in self.corners)
+
     def with_pad(self, x: float, y: float) -> "TimbreState":
         return replace(self, pad=(x, y))
 

@@ -39,7 +39,7 @@ class Voices:
 
     def __init__(self, pool: np.ndarray, sample_rate: int, loop: tuple[int, int],
                  model_pitches: tuple[int, int], max_voices: int = 64, spare_voices: int = 16,
-                 max_block: int = 256, fade_s: float = 0.005, morph_s: float = 0.08):
+                 max_block: int = 256, fade_s: float = 0.005, morph_s: float = 0.04):
         self.pool = pool
         self.flat = pool.reshape(-1)
         self.stride = pool.shape[1]

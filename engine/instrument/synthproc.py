@@ -202,7 +202,8 @@ def _serve(spec: dict, proto) -> int:
 
     try:
         synth = load_synth(spec["path"], device=spec.get("device", "cpu"), threads=spec.get("threads"),
-                           precision=spec.get("precision", "fp32"), batch_size=spec.get("batch_size"))
+                           precision=spec.get("precision", "fp32"), batch_size=spec.get("batch_size"),
+                           backend=spec.get("backend", "torch"))
     except Exception as e:  # the parent reports it and renders in-process
         _header(proto, {"error": f"{type(e).__name__}: {e}"})
         return 1

@@ -51,7 +51,7 @@ import torch
 from engine.gansynth.config import PRECISION_HELP, PRECISIONS, SpectralConfig
 from engine.gansynth.measures import harmonic_to_noise_db
 from engine.gansynth.pitch import PitchTracker, pitch_correct  # noqa: F401 (pitch_correct re-exported)
-from engine.gansynth.spectral import SpecgramsHelper, midi_to_hz  # noqa: F401 (re-exported)
+from engine.gansynth.spectral import SpecgramsHelper, midi_to_hz
 from engine.training.nsynth import (DatasetError, Note, filter_notes, load_wave,
                                     read_examples)
 from engine.util.fileio import atomic_write_text

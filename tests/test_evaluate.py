@@ -116,6 +116,10 @@ def test_eval_end_to_end(tiny_model_dir, tiny_nsynth_dir, tmp_path, capsys):
     assert [d["seed"] for d in draws] == [0, 1] and draws[0]["generated"] == gen["ndb"]
     assert draws[0]["real_instruments"] == inst["ndb"] and all(0 <= d["generated"] <= 4 for d in draws)
     assert "NDB over 2 draws, generated" in table
+    pooled = report["hnr_draws"]  # both draws' notes: twice draw 0's
+    assert pooled["generated"]["draws"] == 2 and pooled["generated"]["hnr_notes"] == 2 * gen["hnr_notes"]
+    assert pooled["real_instruments"]["hnr_notes"] == 8 and "HNR dB over 2 draws" in table
+    assert "hnr_values" not in gen
     assert real["log_spectrum_distance_db"] < gen["log_spectrum_distance_db"]
     assert 0 < real["spectral_flatness"] < 1 and 0 < gen["spectral_flatness"] < 1
     # FluidSynth's notes are cleaner tones than a random-weight generator's.

@@ -77,10 +77,18 @@ def pitch_report(correct: np.ndarray, pitches: np.ndarray, voiced: np.ndarray) -
 
 # ----------------------------------------------------------------------------- tone
 
+def hnr_values(waves: np.ndarray, pitches: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Harmonic-to-noise ratio (dB) of each note at its nominal pitch (nan for a silent note)."""
+    return np.array([harmonic_to_noise_db(w, float(midi_to_hz(p)), sample_rate) for w, p in zip(waves, pitches)])
+
+
 def hnr_report(waves: np.ndarray, pitches: np.ndarray, sample_rate: int) -> dict:
     """Harmonic-to-noise ratio (dB) of each note at its nominal pitch: median, quartiles, and
     the median per pitch band (silent notes, nan, are left out)."""
-    hnr = np.array([harmonic_to_noise_db(w, float(midi_to_hz(p)), sample_rate) for w, p in zip(waves, pitches)])
+    return hnr_summary(hnr_values(waves, pitches, sample_rate), np.asarray(pitches))
+
+
+def hnr_summary(hnr: np.ndarray, pitches: np.ndarray) -> dict:
     ok = np.isfinite(hnr)
     out = {"hnr_median_db": None, "hnr_q25_db": None, "hnr_q75_db": None, "hnr_notes": int(ok.sum())}
     if ok.any():
@@ -217,7 +225,9 @@ def score(waves: np.ndarray, pitches: np.ndarray, tracker: PitchTracker, measure
     row.update(ndb(fit_bins, assign_bins(m["ndb_features"], centroids), len(centroids)))
     row["log_spectrum_distance_db"] = log_spectrum_distance_db(m["mean_logmel"], fit["mean_logmel"])
     row["spectral_flatness"] = float(m["flatness"].mean())
-    row.update(hnr_report(waves, pitches, measures.helper.config.sample_rate))
+    hnr = hnr_values(waves, pitches, measures.helper.config.sample_rate)
+    row.update(hnr_summary(hnr, np.asarray(pitches)))
+    row["hnr_values"] = hnr  # for the pooled figures over draws; not in the report
     row["count"] = int(len(waves))
     return row
 
@@ -249,7 +259,7 @@ def evaluate(synth, notes: list[Note], latents: int = 8, pitches: list[int] | No
 
     With `draws` > 1, NDB is measured again for seeds seed+1 .. seed+draws-1 (new real split,
     bins and latents each time) for generated and real-instrument sets: with a few timbres it
-    moves a lot from draw to draw. `generated_waves` caches the generated notes per seed
+    moves a lot from draw to draw. HNR is pooled over all draws' notes of those two sets (`hnr_draws`). `generated_waves` caches the generated notes per seed
     (pass the same dict to score one model against several real sets). `reference_count` (default
     `latents`): instruments in the real-instrument row and notes per pitch in the real-notes row; a
     small held-out set needs fewer, so that notes remain to fit the bins."""
@@ -281,15 +291,26 @@ def evaluate(synth, notes: list[Note], latents: int = 8, pitches: list[int] | No
         rows[key] = score(waves, np.array([n.pitch for n in held]), pt, measures, fit, centroids, fit_bins)
     rows["real_instruments"]["instruments"] = sorted({n.instrument_str for n in inst_notes})
     ndb_draws = [{"seed": seed, "generated": generated["ndb"], "real_instruments": rows["real_instruments"]["ndb"]}]
+    rate = measures.helper.config.sample_rate
+    inst_pitches = np.array([n.pitch for n in inst_notes])
+    pooled = {"generated": [(generated.pop("hnr_values"), gen_pitches)],
+              "real_instruments": [(rows["real_instruments"].pop("hnr_values"), inst_pitches)]}
+    rows["real_heldout"].pop("hnr_values")
     for s in range(seed + 1, seed + draws):
         fit_s, cent_s, bins_s, inst_s, _ = _real_split(notes, pitches, count, max_fit, bins, s, measures, log)
         row = {"seed": s}
-        for key, waves in (("generated", generate(s)[0]),
-                           ("real_instruments", np.stack([load_wave(n.path) for n in inst_s]))):
+        for key, (waves, wave_pitches) in (("generated", generate(s)),
+                                           ("real_instruments", (np.stack([load_wave(n.path) for n in inst_s]),
+                                                                 np.array([n.pitch for n in inst_s])))):
             row[key] = ndb(bins_s, assign_bins(measures.measure(waves)["ndb_features"], cent_s), bins)["ndb"]
+            pooled[key].append((hnr_values(waves, wave_pitches, rate), wave_pitches))
         ndb_draws.append(row)
+    # HNR moves by several dB from one draw of a few instruments to the next: pool every draw's notes.
+    hnr_draws = {key: {**hnr_summary(np.concatenate([h for h, _ in v]), np.concatenate([p for _, p in v])),
+                       "draws": len(v)} for key, v in pooled.items()}
     return {"latents": latents, "seed": seed, "tracker": tracker, "pitches": pitches, "ndb_k": bins,
-            "real_fit_count": len(fit["ndb_features"]), "generated": generated, **rows, "ndb_draws": ndb_draws}
+            "real_fit_count": len(fit["ndb_features"]), "generated": generated, **rows, "ndb_draws": ndb_draws,
+            "hnr_draws": hnr_draws}
 
 
 def format_table(report: dict) -> str:
@@ -315,6 +336,15 @@ def format_table(report: dict) -> str:
             v = [d[key] for d in draws]
             lines.append(f"NDB over {len(v)} draws, {name}: mean {np.mean(v):.1f} (min {min(v)}, max {max(v)}): "
                          + ", ".join(map(str, v)))
+    hnr_draws = report.get("hnr_draws", {})
+    if hnr_draws.get("generated", {}).get("draws", 1) > 1:
+        for key, name in (("generated", "generated"), ("real_instruments", f"real, {n_real} instr.")):
+            h = hnr_draws[key]
+            cells = ", ".join(f"{label} {'-' if h[k] is None else format(h[k], '.1f')}" for label, k in
+                              (("median", "hnr_median_db"), ("q25", "hnr_q25_db"), ("q75", "hnr_q75_db"),
+                               ("24-47", "hnr_median_24_47_db"), ("48-71", "hnr_median_48_71_db"),
+                               ("72-84", "hnr_median_72_84_db")))
+            lines.append(f"HNR dB over {h['draws']} draws ({h['hnr_notes']} notes), {name}: {cells}")
     if "heldout_programs" in report:
         lines += ["", "against instruments it never trained on (--heldout-data):",
                   format_table(report["heldout_programs"])]
@@ -335,7 +365,8 @@ def add_arguments(p):
     p.add_argument("--tracker", default="tiny", choices=("tiny", "full"), help="CREPE model size")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--draws", type=int, default=1,
-                   help="measure NDB on this many independent draws (seeds seed..seed+N-1; default 1)")
+                   help="measure NDB and HNR on this many independent draws (seeds seed..seed+N-1; "
+                        "HNR pooled over them; default 1)")
     p.add_argument("--max-real", type=int, default=1500, help="real notes for the k-means bins")
     p.add_argument("--bins", type=int, default=NDB_BINS, help="k-means bins for NDB (default 50)")
     p.add_argument("--all-sources", action="store_true",

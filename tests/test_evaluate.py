@@ -144,6 +144,22 @@ def test_eval_scores_the_same_notes_against_held_out_instruments(tiny_model_dir,
     assert len(held["real_instruments"]["instruments"]) == 2 and held["real_fit_count"] > 0
 
 
+def test_eval_refuses_a_too_small_held_out_set_before_generating(tiny_model_dir, tiny_nsynth_dir, tmp_path,
+                                                                 capsys):
+    examples = json.loads((tiny_nsynth_dir / "examples.json").read_text())
+    keep = sorted({e["instrument_str"] for e in examples.values()})[:2]
+    small = tmp_path / "heldout"
+    small.mkdir()
+    (small / "audio").symlink_to(tiny_nsynth_dir / "audio")
+    (small / "examples.json").write_text(json.dumps(
+        {k: e for k, e in examples.items() if e["instrument_str"] in keep}))
+    code = main(["eval", "--model", str(tiny_model_dir), "--data", str(tiny_nsynth_dir), "--latents", "2",
+                 "--pitches", "60,72", "--bins", "4", "--heldout-data", str(small)])
+    err = capsys.readouterr().err
+    assert code == 1 and str(small) in err and "beyond the" in err
+    assert "generating" not in err  # it said so at once, not after the first set's minutes
+
+
 def test_eval_bad_paths_are_clear_errors(tiny_model_dir, tmp_path, capsys):
     assert main(["eval", "--model", str(tiny_model_dir), "--data", str(tmp_path)]) == 1
     assert "examples.json" in capsys.readouterr().err

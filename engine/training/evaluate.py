@@ -232,11 +232,33 @@ def score(waves: np.ndarray, pitches: np.ndarray, tracker: PitchTracker, measure
     return row
 
 
+def eval_pitches(synth, notes: list[Note], pitches: list[int] | None = None) -> list[int]:
+    """The pitches scored: those asked for (default the model's range) that the model covers and
+    the real notes have."""
+    lo, hi = synth.pitch_range
+    available = {n.pitch for n in notes}
+    pitches = [p for p in sorted(pitches or range(lo, hi + 1)) if lo <= p <= hi and p in available]
+    if not pitches:
+        raise DatasetError("no real notes at the pitches the model covers")
+    return pitches
+
+
+def _split(notes, pitches, count, max_fit, bins, seed):
+    fit_notes, inst_notes, held_notes = choose_real_notes(notes, pitches, count, max_fit, seed)
+    if len(fit_notes) < bins:
+        raise DatasetError(f"need at least {bins} real notes beyond the {len(inst_notes) + len(held_notes)} "
+                           f"held out for the real rows, have {len(fit_notes)}")
+    return fit_notes, inst_notes, held_notes
+
+
+def check_reference(notes: list[Note], pitches: list[int], count: int, max_fit: int, bins: int, seed: int = 0):
+    """Raise DatasetError now (no audio read) if `notes` cannot give real rows of `count` and the bins."""
+    _split(notes, pitches, count, max_fit, bins, seed)
+
+
 def _real_split(notes, pitches, latents, max_fit, bins, seed, measures, log):
     """(fit notes' measures, centroids, fit bins, instrument notes, held-out notes) for one draw."""
-    fit_notes, inst_notes, held_notes = choose_real_notes(notes, pitches, latents, max_fit, seed)
-    if len(fit_notes) < bins:
-        raise DatasetError(f"need at least {bins} real notes beyond the held-out ones, have {len(fit_notes)}")
+    fit_notes, inst_notes, held_notes = _split(notes, pitches, latents, max_fit, bins, seed)
     log(f"eval: {len(fit_notes)} real notes fit {bins} k-means bins; "
         f"{len(inst_notes)} + {len(held_notes)} held out (seed {seed})")
     fit = measures.measure(np.stack([load_wave(n.path) for n in fit_notes]))
@@ -272,12 +294,7 @@ def evaluate(synth, notes: list[Note], latents: int = 8, pitches: list[int] | No
             generated_waves[key] = _generate(synth, latents, pitches, s, log)
         return generated_waves[key]
 
-    lo, hi = synth.pitch_range
-    pitches = sorted(p for p in (pitches or range(lo, hi + 1)) if lo <= p <= hi)
-    available = {n.pitch for n in notes}
-    pitches = [p for p in pitches if p in available]
-    if not pitches:
-        raise DatasetError("no real notes at the pitches the model covers")
+    pitches = eval_pitches(synth, notes, pitches)
     measures, pt = SpectralMeasures(), PitchTracker(tracker)
     fit, centroids, fit_bins, inst_notes, held_notes = _real_split(notes, pitches, count, max_fit, bins,
                                                                    seed, measures, log)
@@ -386,18 +403,28 @@ def run(args) -> int:
         if args.latents < 1 or args.draws < 1:
             raise ValueError("--latents and --draws must be at least 1")
         synth = load_synth(args.model, device=args.device, precision=args.precision)
-        notes = filter_notes(read_examples(args.data), sources=None if args.all_sources else ("acoustic",),
-                             pitch_range=None)
+        acoustic = None if args.all_sources else ("acoustic",)
+        notes = filter_notes(read_examples(args.data), sources=acoustic, pitch_range=None)
+        pitches = eval_pitches(synth, notes, pitches)
+        for s in range(args.seed, args.seed + args.draws):
+            check_reference(notes, pitches, args.latents, args.max_real, args.bins, s)
+        held = reference = None
+        if args.heldout_data:
+            held = filter_notes(read_examples(args.heldout_data), sources=acoustic, pitch_range=None)
+            # Half of the held-out instruments at most form the real rows; the rest fit the bins.
+            reference = min(args.latents, max(1, len({n.instrument_str for n in held}) // 2))
+            try:  # before minutes of generating and scoring, not after
+                held_pitches = eval_pitches(synth, held, pitches)
+                for s in range(args.seed, args.seed + args.draws):
+                    check_reference(held, held_pitches, reference, args.max_real, args.bins, s)
+            except DatasetError as e:
+                raise DatasetError(f"{args.heldout_data}: {e}") from None
         log = lambda s: print(s, file=sys.stderr)  # noqa: E731
         cache: dict = {}
         report = evaluate(synth, notes, args.latents, pitches, args.tracker, args.seed,
                           args.max_real, args.bins, args.draws, log=log, generated_waves=cache)
-        if args.heldout_data:
-            held = filter_notes(read_examples(args.heldout_data), sources=None if args.all_sources else ("acoustic",),
-                                pitch_range=None)
+        if held is not None:
             log(f"eval: against {args.heldout_data}")
-            # Half of the held-out instruments at most form the real rows; the rest fit the bins.
-            reference = min(args.latents, max(1, len({n.instrument_str for n in held}) // 2))
             report["heldout_programs"] = evaluate(synth, held, args.latents, report["pitches"], args.tracker,
                                                   args.seed, args.max_real, args.bins, args.draws, log=log,
                                                   generated_waves=cache, reference_count=reference)

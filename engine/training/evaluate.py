@@ -243,7 +243,9 @@ def eval_pitches(synth, notes: list[Note], pitches: list[int] | None = None) -> 
     return pitches
 
 
-def _split(notes, pitches, count, max_fit, bins, seed):
+def split_reference(notes: list[Note], pitches: list[int], count: int, max_fit: int, bins: int,
+                    seed: int = 0) -> tuple[list[Note], list[Note], list[Note]]:
+    """`choose_real_notes`, or DatasetError (no audio read) when too few notes remain for the bins."""
     fit_notes, inst_notes, held_notes = choose_real_notes(notes, pitches, count, max_fit, seed)
     if len(fit_notes) < bins:
         raise DatasetError(f"need at least {bins} real notes beyond the {len(inst_notes) + len(held_notes)} "
@@ -251,14 +253,9 @@ def _split(notes, pitches, count, max_fit, bins, seed):
     return fit_notes, inst_notes, held_notes
 
 
-def check_reference(notes: list[Note], pitches: list[int], count: int, max_fit: int, bins: int, seed: int = 0):
-    """Raise DatasetError now (no audio read) if `notes` cannot give real rows of `count` and the bins."""
-    _split(notes, pitches, count, max_fit, bins, seed)
-
-
 def _real_split(notes, pitches, latents, max_fit, bins, seed, measures, log):
     """(fit notes' measures, centroids, fit bins, instrument notes, held-out notes) for one draw."""
-    fit_notes, inst_notes, held_notes = _split(notes, pitches, latents, max_fit, bins, seed)
+    fit_notes, inst_notes, held_notes = split_reference(notes, pitches, latents, max_fit, bins, seed)
     log(f"eval: {len(fit_notes)} real notes fit {bins} k-means bins; "
         f"{len(inst_notes)} + {len(held_notes)} held out (seed {seed})")
     fit = measures.measure(np.stack([load_wave(n.path) for n in fit_notes]))
@@ -403,20 +400,22 @@ def run(args) -> int:
         if args.latents < 1 or args.draws < 1:
             raise ValueError("--latents and --draws must be at least 1")
         synth = load_synth(args.model, device=args.device, precision=args.precision)
-        acoustic = None if args.all_sources else ("acoustic",)
-        notes = filter_notes(read_examples(args.data), sources=acoustic, pitch_range=None)
+        sources = None if args.all_sources else ("acoustic",)
+
+        def check_splits(notes, pitches, count):  # each draw's split, before minutes of generating and scoring
+            for s in range(args.seed, args.seed + args.draws):
+                split_reference(notes, pitches, count, args.max_real, args.bins, s)
+
+        notes = filter_notes(read_examples(args.data), sources=sources, pitch_range=None)
         pitches = eval_pitches(synth, notes, pitches)
-        for s in range(args.seed, args.seed + args.draws):
-            check_reference(notes, pitches, args.latents, args.max_real, args.bins, s)
+        check_splits(notes, pitches, args.latents)
         held = reference = None
         if args.heldout_data:
-            held = filter_notes(read_examples(args.heldout_data), sources=acoustic, pitch_range=None)
+            held = filter_notes(read_examples(args.heldout_data), sources=sources, pitch_range=None)
             # Half of the held-out instruments at most form the real rows; the rest fit the bins.
             reference = min(args.latents, max(1, len({n.instrument_str for n in held}) // 2))
-            try:  # before minutes of generating and scoring, not after
-                held_pitches = eval_pitches(synth, held, pitches)
-                for s in range(args.seed, args.seed + args.draws):
-                    check_reference(held, held_pitches, reference, args.max_real, args.bins, s)
+            try:
+                check_splits(held, eval_pitches(synth, held, pitches), reference)
             except DatasetError as e:
                 raise DatasetError(f"{args.heldout_data}: {e}") from None
         log = lambda s: print(s, file=sys.stderr)  # noqa: E731

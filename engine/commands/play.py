@@ -93,12 +93,6 @@ def run(args) -> int:
     inst.start()
     channel = None if args.channel is None else args.channel - 1
     out = AudioOutput(inst, device=args.audio_out, midi_channel=channel)
-    if out.open():
-        print(f"audio: {out.device_name} at {out.sample_rate} Hz, latency {out.latency_ms:.1f} ms")
-        if out.device_name == JACK_CLIENT_DEVICE:
-            print(f"MIDI (JACK): connect a MIDI output to {CLIENT_NAME}:midi_in (hardware ports are connected)")
-    else:
-        print(f"audio: {out.last_error}")
     mapping = MidiMap(bindings, pad=lambda: inst.timbre.pad)
     if bindings:
         print(f"MIDI mapping: {len(bindings)} control(s) from {args.midi_map or args.preset}")
@@ -112,6 +106,16 @@ def run(args) -> int:
             print(f"MIDI: {midi.last_error}")
     else:
         print(f"MIDI: {midi.last_error}")
+    # Audio after MIDI: rtmidi opens its JACK client holding the GIL, and a JACK client
+    # activated while our audio callback runs waits for a graph cycle that the callback
+    # cannot finish without the GIL: a stall of seconds, and a hang (seen in the test of
+    # this command on our JACK client). The window opens them in this order too.
+    if out.open():
+        print(f"audio: {out.device_name} at {out.sample_rate} Hz, latency {out.latency_ms:.1f} ms")
+        if out.device_name == JACK_CLIENT_DEVICE:
+            print(f"MIDI (JACK): connect a MIDI output to {CLIENT_NAME}:midi_in (hardware ports are connected)")
+    else:
+        print(f"audio: {out.last_error}")
     osc = None
     if getattr(args, "osc_port", None) is not None:
         try:

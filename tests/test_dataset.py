@@ -10,7 +10,7 @@ import soundfile as sf
 
 from engine.commands.cli import main
 from engine.training.nsynth import (NSYNTH_KEYS, DatasetError, filter_notes, instrument_ids,
-                                    load_wave, make_record, read_examples, split_by_instrument,
+                                    load_wave, make_record, read_datasets, read_examples, split_by_instrument,
                                     write_examples)
 from engine.training.soundfont import gm_family, instrument_name, parse_int_list
 from tests.conftest import TINY_NSYNTH_PITCHES, TINY_NSYNTH_PROGRAMS, timgm6mb_path
@@ -136,6 +136,20 @@ def test_reader_filters(tmp_path):
     ids, names = instrument_ids(gansynth)
     assert sorted(set(ids.tolist())) == list(range(5)) and len(names) == 5
     assert all(names[i] == n.instrument_str for i, n in zip(ids, gansynth))
+
+
+def test_several_datasets_read_as_one_with_their_instruments_apart(tmp_path):
+    (tmp_path / "fluid").mkdir(), (tmp_path / "timgm").mkdir()
+    a, b = _fake_dataset(tmp_path / "fluid"), _fake_dataset(tmp_path / "timgm")   # the same programs
+    notes = read_datasets([a, b])
+    assert len(notes) == 120 and notes == sorted(notes, key=lambda n: n.note_str)
+    assert len({n.instrument_str for n in notes}) == 12 and len({n.note_str for n in notes}) == 120
+    assert {n.instrument_str for n in notes if n.path.parent.parent == b} == {
+        f"timgm/{i}" for i in {n.instrument_str for n in read_examples(b)}}
+    assert read_datasets([a]) == read_datasets(a) == read_examples(a)   # one: untouched names
+    (tmp_path / "x").mkdir()
+    with pytest.raises(DatasetError, match="same folder name"):
+        read_datasets([a, tmp_path / "x" / ".." / "fluid"])
 
 
 def test_instrument_split_is_disjoint_and_deterministic(tmp_path):

@@ -135,7 +135,7 @@ def test_eval_scores_the_same_notes_against_held_out_instruments(tiny_model_dir,
     assert "never trained on" in capsys.readouterr().out
     report = json.loads(out.read_text())
     held = report["heldout_programs"]
-    assert held["data"] == str(tiny_nsynth_dir.resolve()) and held["pitches"] == [60, 72]
+    assert held["data"] == [str(tiny_nsynth_dir.resolve())] and held["pitches"] == [60, 72]
     # One set of generated notes, scored twice: the per-note figures agree, the bins are the second set's.
     for key in ("hnr_median_db", "spectral_flatness", "pitch_accuracy", "count"):
         assert held["generated"][key] == report["generated"][key]

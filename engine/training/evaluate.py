@@ -53,7 +53,7 @@ from engine.gansynth.measures import harmonic_to_noise_db
 from engine.gansynth.pitch import PitchTracker, pitch_correct  # noqa: F401 (pitch_correct re-exported)
 from engine.gansynth.spectral import SpecgramsHelper, midi_to_hz
 from engine.training.nsynth import (DatasetError, Note, filter_notes, load_wave,
-                                    read_examples)
+                                    read_datasets)
 from engine.util.fileio import atomic_write_text
 
 RELIABLE_PITCHES = (48, 84)
@@ -369,9 +369,11 @@ def format_table(report: dict) -> str:
 
 def add_arguments(p):
     p.add_argument("--model", required=True, help="model directory, Magenta checkpoint dir or .zip")
-    p.add_argument("--data", required=True, help="NSynth-format dataset (examples.json + audio/)")
-    p.add_argument("--heldout-data", default=None,
-                   help="a second dataset, of instruments the model never trained on: the same generated "
+    p.add_argument("--data", required=True, nargs="+", metavar="DIR",
+                   help="NSynth-format datasets (examples.json + audio/): the real notes; several form one "
+                        "set, their instruments kept apart (as `gansynth train --data`)")
+    p.add_argument("--heldout-data", default=None, nargs="+", metavar="DIR",
+                   help="datasets of instruments the model never trained on: the same generated "
                         "notes scored against it too (generalisation)")
     p.add_argument("--out", default=None, help="write the report as JSON here")
     p.add_argument("--latents", type=int, default=8, help="random instruments (default 8)")
@@ -406,32 +408,32 @@ def run(args) -> int:
             for s in range(args.seed, args.seed + args.draws):
                 split_reference(notes, pitches, count, args.max_real, args.bins, s)
 
-        notes = filter_notes(read_examples(args.data), sources=sources, pitch_range=None)
+        notes = filter_notes(read_datasets(args.data), sources=sources, pitch_range=None)
         pitches = eval_pitches(synth, notes, pitches)
         check_splits(notes, pitches, args.latents)
         held = reference = None
         if args.heldout_data:
-            held = filter_notes(read_examples(args.heldout_data), sources=sources, pitch_range=None)
+            held = filter_notes(read_datasets(args.heldout_data), sources=sources, pitch_range=None)
             # Half of the held-out instruments at most form the real rows; the rest fit the bins.
             reference = min(args.latents, max(1, len({n.instrument_str for n in held}) // 2))
             try:
                 check_splits(held, eval_pitches(synth, held, pitches), reference)
             except DatasetError as e:
-                raise DatasetError(f"{args.heldout_data}: {e}") from None
+                raise DatasetError(f"{' '.join(args.heldout_data)}: {e}") from None
         log = lambda s: print(s, file=sys.stderr)  # noqa: E731
         cache: dict = {}
         report = evaluate(synth, notes, args.latents, pitches, args.tracker, args.seed,
                           args.max_real, args.bins, args.draws, log=log, generated_waves=cache)
         if held is not None:
-            log(f"eval: against {args.heldout_data}")
+            log(f"eval: against {' '.join(args.heldout_data)}")
             report["heldout_programs"] = evaluate(synth, held, args.latents, report["pitches"], args.tracker,
                                                   args.seed, args.max_real, args.bins, args.draws, log=log,
                                                   generated_waves=cache, reference_count=reference)
-            report["heldout_programs"]["data"] = str(Path(args.heldout_data).resolve())
+            report["heldout_programs"]["data"] = [str(Path(d).resolve()) for d in args.heldout_data]
     except (ModelFileError, DatasetError, ValueError, OSError) as e:
         print(f"{prog}: {e}", file=sys.stderr)
         return 1
-    report.update({"model": str(Path(args.model).resolve()), "data": str(Path(args.data).resolve()),
+    report.update({"model": str(Path(args.model).resolve()), "data": [str(Path(d).resolve()) for d in args.data],
                    "precision": args.precision})
     print(format_table(report))
     if args.out:

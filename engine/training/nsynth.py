@@ -12,8 +12,9 @@ and of what `gansynth make-dataset` writes. `examples.json` maps each note_str
 """
 from __future__ import annotations
 
+
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,20 @@ def read_examples(data_dir) -> list[Note]:
         raise DatasetError(f"{path}: expected an object keyed by note_str")
     return sorted((_parse_record(path, key, rec) for key, rec in examples.items()),
                   key=lambda n: n.note_str)
+
+
+def read_datasets(data_dirs) -> list[Note]:
+    """The notes of one or more datasets as one set (`read_examples` of each). Instruments of
+    different datasets stay apart, as in training: with several, each instrument_str (and
+    note_str) is prefixed with its folder's name, 'timgm/keyboard_acoustic_000'."""
+    dirs = [data_dirs] if isinstance(data_dirs, (str, Path)) else list(data_dirs)
+    if len(dirs) == 1:
+        return read_examples(dirs[0])
+    labels = [Path(d).resolve().name for d in dirs]
+    if len(set(labels)) < len(labels):
+        raise DatasetError(f"datasets with the same folder name cannot be told apart: {', '.join(map(str, dirs))}")
+    return sorted((replace(n, instrument_str=f"{label}/{n.instrument_str}", note_str=f"{label}/{n.note_str}")
+                   for d, label in zip(dirs, labels) for n in read_examples(d)), key=lambda n: n.note_str)
 
 
 def _parse_record(path: Path, key: str, rec) -> Note:

@@ -304,7 +304,8 @@ class StatusLine:
         self.labels["voices"].setText(f"voices {values.get('voices', 0)}")
         progress = values.get("render_progress")
         self.labels["render"].setText(f"timbre {100 * progress:3.0f}%" if progress is not None else "")
-        self.labels["render"].setToolTip(f"notes render in a render process: {values.get('render_process', 'off')}; "
+        self.labels["render"].setToolTip(f"render processes: {values.get('render_process', 'off')}, "
+                                         f"{values.get('render_processes', 0)} rendering; "
                                          f"last note {values.get('last_render_ms', 0.0):.0f} ms")
 
     def text(self) -> str:

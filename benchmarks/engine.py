@@ -6,7 +6,8 @@
    block period (target <= 10 %), in three cases: plain (one gather per voice), pitch
    bend (fractional resampling), and all 64 voices crossfading to a new timbre (128
    readers); the idle block is the baseline measured in the same run.
-2. After a pad move, with the render worker on one torch thread and a paced
+2. After a pad move, with the render worker's processes on one torch thread each (1, 2 and
+   this machine's default, a core each but one, up to 4; `--render-processes`) and a paced
    OfflineClockOutput playing a held note beside it (as live): time until the held pitch
    starts sounding the new timbre's approximation (the blend of the corner instruments'
    notes; the crossfade to it has begun in the audio thread), until it starts sounding the
@@ -100,8 +101,9 @@ def bench_process(synth) -> dict:
     return out
 
 
-def bench_pad_moves(synth, moves: int) -> dict:
-    inst = Instrument(synth, sample_rate=SR, max_voices=64)
+def bench_pad_moves(synth, moves: int, processes: int) -> dict:
+    print(f"-- {processes} render process{'es' if processes > 1 else ''}")
+    inst = Instrument(synth, sample_rate=SR, max_voices=64, render_processes=processes)
     inst.settings.pad_grid = 0
     pitch = 60
     seen, seen_approx = threading.Event(), threading.Event()
@@ -185,14 +187,22 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.engine", description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=None, help="model directory (default: the bundled model)")
     parser.add_argument("--moves", type=int, default=5, help="pad moves to time")
+    parser.add_argument("--render-processes", default=None,
+                        help="render process counts to time in turn, e.g. 1,2 (default: 1, 2 and this machine's "
+                             "default, a core each but one, up to 4)")
     args = parser.parse_args(argv)
+    from engine.instrument.synthproc import render_process_count
+
+    counts = ([int(v) for v in args.render_processes.split(",")] if args.render_processes
+              else sorted({1, 2, render_process_count()}))
     synth, name = load_model(args.model)
     print(f"model {name}: latent {synth.latent_size}, pitches {synth.pitch_range}, torch threads for renders: 1")
     import os
 
     figures = {"model": name, "loadavg_1min_start": os.getloadavg()[0]}
     figures.update(bench_process(synth))
-    figures.update(bench_pad_moves(synth, args.moves))
+    for n in counts:   # figures per count: p1_range_s, p2_range_s, ...
+        figures.update({f"p{n}_{k}": v for k, v in bench_pad_moves(synth, args.moves, n).items()})
     figures["loadavg_1min_end"] = os.getloadavg()[0]  # the machine is shared: context for the figures
     summary("engine", {k: (round(v, 3) if isinstance(v, float) else v) for k, v in figures.items()})
     return 0

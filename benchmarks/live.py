@@ -250,13 +250,14 @@ def device_floor_xruns(seconds: float) -> int:
     return int(count[0])
 
 
-def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "", device: str = "system") -> dict:
+def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "", device: str = "system",
+                processes: int | None = None) -> dict:
     from engine.devices.audio import AudioOutput
     from engine.devices.recorder import Recorder
     from engine.instrument.instrument import Instrument
 
     xruns_floor = device_floor_xruns(seconds)
-    inst = Instrument(synth, sample_rate=RATE, cache_mb=256)
+    inst = Instrument(synth, sample_rate=RATE, cache_mb=256, render_processes=processes)
     inst.renderer.render_now(chord_pitches(synth))
     total_blocks = int((seconds * 2 + 40) * RATE / PERIOD)
     probe = TimedProbe(inst, max_blocks=total_blocks, copy_frames=total_blocks * PERIOD)   # idle + take
@@ -306,7 +307,7 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "", device: s
     return {"device": device, "seconds": seconds, "baseline_idle_s": baseline_s, "xruns_idle": xruns_idle,
             "xruns_bare_stream": xruns_floor,
             "startup_s": startup_s, "xruns_startup": xruns_startup, "render_process": stats["render_process"],
-            "blocks": int(busy_ms.shape[0]), "blocks_over_budget": int((busy_ms > budget_ms).sum()),
+            "render_processes": inst.renderer.processes, "blocks": int(busy_ms.shape[0]), "blocks_over_budget": int((busy_ms > budget_ms).sum()),
             "device_seconds_per_wall_second": played.shape[0] / RATE / seconds,
             "xruns_playing": xruns_load, "voices": stats["voices"], "renders": stats["renders"] - renders0,
             "pad_moves": step, "process_ms_p50": float(np.percentile(busy_ms, 50)),
@@ -387,6 +388,8 @@ def main(argv=None) -> int:
                         "machine's other load")
     p.add_argument("--xruns-device", default="system",
                    help='output for the xrun part: "system" (sounddevice) or "JACK client" (our own)')
+    p.add_argument("--render-processes", type=int, default=None,
+                   help="render processes for the xrun part (default: the instrument's, a core each but one, 1 to 4)")
     args = p.parse_args(argv)
     parts = set(args.parts.split(","))
     if not parts or parts - {"latency", "xruns", "take"}:
@@ -411,10 +414,11 @@ def main(argv=None) -> int:
                 print_latency(lat)
 
         if "xruns" in parts:
-            summary["xruns"] = xr = bench_xruns(synth, tmp, args.seconds, jack.log_text, args.xruns_device)
+            summary["xruns"] = xr = bench_xruns(synth, tmp, args.seconds, jack.log_text, args.xruns_device,
+                                                    args.render_processes)
             print(f"[2] xruns on {xr['device']!r}: {xr['xruns_playing']} in {xr['seconds']:.0f} s of 16 voices "
-                  f"with the pad moving ({xr['pad_moves']} moves, {xr['renders']} notes re-rendered, render process "
-                  f"{xr['render_process']}) vs {xr['xruns_idle']} in {xr['baseline_idle_s']:.0f} s idle "
+                  f"with the pad moving ({xr['pad_moves']} moves, {xr['renders']} notes re-rendered, "
+                  f"{xr['render_processes']} render process(es) {xr['render_process']}) vs {xr['xruns_idle']} in {xr['baseline_idle_s']:.0f} s idle "
                   f"and {xr['xruns_bare_stream']} for a bare stream writing zeros, no instrument (target 0); "
                   f"{xr['xruns_startup']} while the worker started ({xr['startup_s']:.1f} s); "
                   f"process() p50 {xr['process_ms_p50']:.3f} ms, "

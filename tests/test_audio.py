@@ -241,7 +241,7 @@ def test_play_command_runs_headless_and_records(jack_server, tiny_model_dir, tmp
     parser = argparse.ArgumentParser()
     play.add_arguments(parser)
     args = parser.parse_args(["--model", str(tiny_model_dir), "--audio-out", "system", "--seconds", "0.5",
-                              "--record", str(tmp_path / "play.wav"), "--cache-mb", "16"])
+                              "--record", str(tmp_path / "play.wav"), "--cache-mb", "16", "--render-processes", "2"])
     assert play.run(args) == 0
     text = capsys.readouterr().out
     assert "audio: system at 48000 Hz" in text and "MIDI (UNIX_JACK)" in text
@@ -260,3 +260,5 @@ def test_play_command_reports_a_bad_model_path(tmp_path, capsys):
     play.add_arguments(parser)
     assert play.run(parser.parse_args(["--model", str(tmp_path / "nope")])) == 1
     assert str(tmp_path / "nope") in capsys.readouterr().err
+    assert play.run(parser.parse_args(["--render-processes", "0"])) == 2
+    assert "--render-processes must be at least 1" in capsys.readouterr().err

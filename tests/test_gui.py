@@ -84,7 +84,7 @@ def test_window_opens_with_model(window, model_dir):
     # the live instrument renders in its own process once that is up; the status line says so
     assert inst.renderer.use_process and inst.synth.precision in ("fp32", "bf16")
     window._pull_stats()
-    assert "render process: " in window.status.labels["render"].toolTip()
+    assert "render processes: " in window.status.labels["render"].toolTip()
 
 
 def test_corrupt_model_is_reported_and_the_window_stays(qtbot, qapp, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 from engine.gansynth.synth import load_synth
 from engine.instrument import events as ev
 from engine.instrument.instrument import Instrument
-from engine.instrument.synthproc import SynthProcess, SynthProcessError
+from engine.instrument.synthproc import RenderPool, SynthProcess, SynthProcessError
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +76,8 @@ def test_instrument_renders_in_the_child_and_survives_its_death(synth):
         inst.process(16), here.process(16)  # the mixers take up the published notes
         _same_notes(inst.note_audio(60), here.note_audio(60))
 
-        os.kill(remote.pid, signal.SIGKILL)  # the render process dies mid-performance
-        remote._proc.wait(10)
+        os.kill(remote.pid, signal.SIGKILL)  # the (first) render process dies mid-performance
+        remote.processes[0]._proc.wait(10)
         inst.set_pad(0.9, 0.1)
         inst.post(ev.NoteOn(62, 100))
         deadline = time.monotonic() + 60
@@ -88,7 +88,7 @@ def test_instrument_renders_in_the_child_and_survives_its_death(synth):
         assert stats["render_process"].startswith("failed: render process exited")
     finally:
         inst.stop()
-    assert remote._proc.poll() is not None
+    assert all(p._proc.poll() is not None for p in remote.processes)
 
 
 def test_stop_ends_the_child_and_a_swapped_model_gets_its_own(synth, tiny_model_dir):
@@ -101,10 +101,10 @@ def test_stop_ends_the_child_and_a_swapped_model_gets_its_own(synth, tiny_model_
         while inst.renderer._remote in (first, None) and time.monotonic() < deadline:
             time.sleep(0.05)
         second = _ready(inst.renderer._remote)
-        assert second.pid != first.pid and first._proc.poll() is not None
+        assert second.pid != first.pid and all(p._proc.poll() is not None for p in first.processes)
     finally:
         inst.stop()
-    assert second._proc.poll() is not None and inst.renderer._remote is None
+    assert all(p._proc.poll() is not None for p in second.processes) and inst.renderer._remote is None
 
 
 def test_the_child_renders_at_low_priority_from_its_start_and_the_waiting_worker_does_not(synth):
@@ -122,6 +122,7 @@ def test_the_child_renders_at_low_priority_from_its_start_and_the_waiting_worker
             remote.ready.wait(0.01)
         _ready(remote)
         assert seen_loading == min(base + 10, 19)
+        assert all(os.getpriority(os.PRIO_PROCESS, p.pid) == min(base + 10, 19) for p in remote.processes)
         assert inst.renderer.idle.wait(60)
         assert os.getpriority(os.PRIO_PROCESS, inst.renderer._thread.native_id) == base
         assert inst.stats()["renders"] == 61          # the whole range, once
@@ -148,3 +149,54 @@ def test_child_prepares_notes_as_the_parent_would(synth):
         want, want_len = prepare_note(wave, synth.sample_rate, pitch, rate, frames, loop, 1.0)
         assert loop_len == want_len
         _same_notes(note, want)
+
+
+def test_a_pool_splits_the_pitches_among_its_children_and_outlives_a_helper(synth):
+    """Three children render a request's pitches side by side: the notes are the parent's own,
+    in the order asked; a helper that dies is dropped and its pitches go to the first child."""
+    from engine.instrument.noteloop import loop_points
+
+    frames, rate = 16000 * 4, 16000
+    prep = {"rate": rate, "frames": frames, "loop": list(loop_points(frames, rate)), "loop_s": 1.0}
+    pool = RenderPool(synth.source, synth.num_samples, size=3)
+    try:
+        for child in pool.processes:
+            _ready(child)
+        assert pool.ready_count == 3
+        z = synth.random_latents(5, seed=6)
+        pitches = [30, 45, 60, 72, 84]
+        notes, _, errors = pool.generate_notes(z, pitches, None, prep)
+        assert errors == [""] * 5
+        want = [Instrument(synth, sample_rate=rate).renderer.prepare(w, synth.sample_rate, p)[0]
+                for w, p in zip(synth.generate(z, pitches), pitches)]
+        _same_notes(notes, np.stack(want))
+        helper = pool.processes[1]
+        os.kill(helper.pid, signal.SIGKILL)
+        helper._proc.wait(10)
+        again, _, errors = pool.generate_notes(z, pitches, None, prep)
+        assert errors == [""] * 5 and len(pool.processes) == 2 and helper not in pool.processes
+        _same_notes(again, notes)
+        with pytest.raises(ValueError, match="pitches must lie"):   # rejected; the children stay in step
+            pool.generate_notes(z[:2], [60, 99], None, prep)
+        _same_notes(pool.generate_notes(z[:2], pitches[:2], None, prep)[0], notes[:2])
+    finally:
+        pool.close()
+    assert all(p._proc.poll() is not None for p in pool.processes)
+
+
+def test_instrument_renders_a_pitch_per_render_process(synth):
+    inst = Instrument(synth, sample_rate=16000, cache_mb=32, max_voices=4, render_processes=2)
+    inst.start()
+    try:
+        for child in inst.renderer._remote.processes:
+            _ready(child)
+        assert inst.renderer.idle.wait(60)
+        stats = inst.stats()
+        assert stats["render_processes"] == 2 and stats["render_progress"] == 1.0 and stats["renders"] >= 61
+        here = Instrument(synth, sample_rate=16000, cache_mb=32, max_voices=4, timbre=inst.timbre)
+        here.renderer.render_now([40, 41, 80])
+        inst.process(16), here.process(16)
+        for pitch in (40, 41, 80):
+            _same_notes(inst.note_audio(pitch), here.note_audio(pitch))
+    finally:
+        inst.stop()

@@ -41,6 +41,9 @@ def add_arguments(p) -> None:
     p.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
     p.add_argument("--seconds", type=float, default=None, metavar="N", help="stop after N seconds")
     p.add_argument("--cache-mb", type=float, default=512)
+    p.add_argument("--render-processes", type=int, default=None, metavar="N",
+                   help="processes rendering notes side by side (default: a core each but one, 1 to 4); "
+                        "more re-render a new timbre sooner, but on 2 cores 2 cost xruns")
     p.add_argument("--midi-map", default=None, metavar="FILE",
                    help="MIDI mapping JSON (learned in the window: Devices > Save MIDI mappings)")
     p.add_argument("--osc-port", type=int, default=None, metavar="N",
@@ -70,6 +73,9 @@ def run(args) -> int:
     if args.channel is not None and not 1 <= args.channel <= 16:
         print(f"gansynth play: --channel must be 1..16, not {args.channel}", file=sys.stderr)
         return 2
+    if args.render_processes is not None and args.render_processes < 1:
+        print(f"gansynth play: --render-processes must be at least 1, not {args.render_processes}", file=sys.stderr)
+        return 2
     try:
         bindings = load_mapping(args.midi_map) if getattr(args, "midi_map", None) else ()
     except MappingError as e:
@@ -81,7 +87,8 @@ def run(args) -> int:
     except (ModelFileError, ValueError, OSError, BackendUnavailable) as e:
         print(f"gansynth play: {e}", file=sys.stderr)
         return 1
-    inst = Instrument(synth, sample_rate=device_sample_rate(args.audio_out), cache_mb=args.cache_mb)
+    inst = Instrument(synth, sample_rate=device_sample_rate(args.audio_out), cache_mb=args.cache_mb,
+                      render_processes=args.render_processes)
     if args.preset:
         try:
             preset = inst.load_preset(args.preset)

@@ -96,11 +96,14 @@ class Instrument:
     to it by the worker). cache_mb: note cache budget (raised to the minimum the mixer
     needs: one note per pitch plus two per voice). max_voices: polyphony ceiling.
     timbre: initial corners/pad (default: four random instruments from `seed`).
+    render_process: render in child processes once started (CPU), `render_processes` of them
+    (default: a core each but one, 1 to 4), a pitch each at a time.
     """
 
     def __init__(self, synth, sample_rate: int = 48000, cache_mb: float = 512, max_voices: int = 64,
                  render_threads: int = 1, timbre: TimbreState | None = None, seed: int = 0,
-                 max_block: int = 256, render_process: bool = True, approximate: bool = True):
+                 max_block: int = 256, render_process: bool = True, render_processes: int | None = None,
+                 approximate: bool = True):
         self.sample_rate = int(sample_rate)
         self.max_voices = int(max_voices)
         self.note_frames = int(round(synth.num_samples * self.sample_rate / synth.sample_rate))
@@ -115,7 +118,7 @@ class Instrument:
         self.mixer = Mixer(self.cache.pool, self.sample_rate, (loop_start, loop_end), (lo, hi),
                            max_voices=self.max_voices, spare_voices=spare, max_block=max_block)
         self.renderer = Renderer(synth, self.cache, self.mixer, self.sample_rate, self.note_frames,
-                                 threads=render_threads, process=render_process)
+                                 threads=render_threads, process=render_process, processes=render_processes)
         # the corners' notes (4 per pitch) beside what min_slots covers: only when they fit
         self.renderer.anchors = approximate and self.cache.capacity >= min_slots + 4 * (hi - lo + 1)
         self._synth = synth
@@ -288,6 +291,6 @@ class Instrument:
                    fallback_notes=m.fallback_notes, silent_notes=m.silent_notes,
                    held_pitches=[int(p) for p in np.flatnonzero(m.held_count)],
                    approximate=r.anchors, approximations=r.approximations, last_answer_ms=r.last_answer_ms,
-                   render_process=r.process_state, audio_errors=self.audio_errors,
+                   render_process=r.process_state, render_processes=r.processes_rendering, audio_errors=self.audio_errors,
                    last_audio_error=repr(self.last_audio_error) if self.last_audio_error else "")
         return out

@@ -1,6 +1,7 @@
 """Render worker: (latent, pitch) -> a playable note in the cache, off the audio thread.
 
-One job = one pitch of the newest requested timbre (8 pitches per batch on a GPU):
+One job = one pitch of the newest requested timbre (one per render process on a CPU, 8
+pitches per batch on a GPU):
   generate (torch, one intra-op thread on CPU; only the span a held note can sound, up to
   its loop's end) -> soxr resample 16 kHz -> output rate
   -> cut/pad to the note length -> normalise by the absolute peak of the playable part
@@ -26,11 +27,12 @@ Model swap: `swap_model(synth)` puts a prepared Synth in a mailbox; the worker
 picks it up between jobs (cache keys carry a model generation, so old notes are
 never mistaken for new ones) and re-renders the current timbre.
 
-Render process (`process=True`, the live instrument's default): `start()` also starts an
-`engine.instrument.synthproc.SynthProcess` that loads the same model; once it is ready the worker's
-generate calls go there, so the renders hold this process's GIL only to copy samples (the
-audio callback needs it every period). Until then, and after it fails, notes render in
-this process. A swapped model gets a new render process.
+Render processes (`process=True`, the live instrument's default): `start()` also starts an
+`engine.instrument.synthproc.RenderPool`, `processes` children (default: a core each but one, 1 to 4)
+that load the same model; once the first is ready the worker's generate calls go there, a
+pitch to each ready child, rendered side by side; so the renders hold this process's GIL
+only to copy samples (the audio callback needs it every period). Until then, and after the
+first fails, notes render in this process. A swapped model gets new render processes.
 
 Deterministic use (offline driver, tests): do not `start()`; call `render_now`
 (or `run_until_idle`) from the driving thread instead.
@@ -48,7 +50,7 @@ import torch
 
 from engine.instrument.noteloop import loop_points, prepare_note
 from engine.instrument.refill import HELD, TimbreRequest, WakePipe, blend_into, blend_weights, job_order, refill_ranks
-from engine.instrument.synthproc import SynthProcess, SynthProcessError, lower_thread_priority
+from engine.instrument.synthproc import RenderPool, SynthProcessError, lower_thread_priority, render_process_count
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,7 @@ class Renderer:
     """Fills `cache` with notes of the current timbre for `mixer` (see module doc)."""
 
     def __init__(self, synth, cache, mixer, sample_rate: int, note_frames: int, threads: int = 1,
-                 process: bool = False):
+                 process: bool = False, processes: int | None = None):
         self.cache = cache
         self.mixer = mixer
         self.sample_rate = int(sample_rate)
@@ -89,7 +91,8 @@ class Renderer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.use_process = process
-        self._remote: SynthProcess | None = None
+        self.processes = processes or render_process_count()  # render processes (CPU cores)
+        self._remote: RenderPool | None = None
         self.process_error = ""  # why notes render in this process although use_process is set
         # current work, touched by the rendering thread only
         self._timbre_key = None
@@ -155,6 +158,11 @@ class Renderer:
             return "ready" if remote.ready.is_set() else (f"failed: {remote.error}" if remote.error else "starting")
         return f"failed: {self.process_error}" if self.process_error else "off"
 
+    @property
+    def processes_rendering(self) -> int:
+        remote = self._remote
+        return remote.ready_count if remote is not None else 0
+
     def start(self) -> None:
         if self._thread is not None:
             return
@@ -180,7 +188,7 @@ class Renderer:
         if source is None or synth.device.type != "cpu":  # a GPU render barely holds the GIL
             return
         try:
-            self._remote = SynthProcess(source, synth.num_samples)
+            self._remote = RenderPool(source, synth.num_samples, self.processes)
         except OSError as e:
             self.process_error = f"could not start a render process: {e}"
             log.warning("%s", self.process_error)
@@ -236,7 +244,7 @@ class Renderer:
         return True
 
     def step(self) -> bool:
-        """Do one job (one pitch; `batch` pitches on a GPU); False when the current timbre
+        """Do one job (a pitch per ready render process; `batch` pitches on a GPU); False when the current timbre
         is complete (nothing to do)."""
         if self._take_mail():
             self._answer()
@@ -245,8 +253,9 @@ class Renderer:
         todo = self._ordered_jobs()
         if not todo:
             return False
-        corner = todo[0][1]
-        self._jobs([p for p, c in todo if c == corner][:self.batch], corner)
+        corner, remote = todo[0][1], self._remote
+        size = max(self.batch, remote.ready_count) if remote is not None else self.batch   # a pitch per child
+        self._jobs([p for p, c in todo if c == corner][:size], corner)
         return True
 
     def render_now(self, pitches) -> None:

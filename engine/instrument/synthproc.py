@@ -24,6 +24,7 @@ Anything else the child prints goes to stderr. End of stdin ends the child.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -135,34 +136,56 @@ class SynthProcess:
         normalising and baking the loop would otherwise hold this process's GIL for
         milliseconds per note (soxr does not release it). -> (float32 [n, frames], loop
         lengths [n], errors [n]: "" or why that note was rejected, its row then zeros)."""
-        msg, notes = self._call({"samples": samples, "prepare": prepare}, z, pitches, wait)
+        self.send_notes(z, pitches, samples, prepare)
+        return self.receive_notes(wait)
+
+    def send_notes(self, z, pitches, samples: int | None, prepare: dict) -> None:
+        """The first half of `generate_notes`: the request is on its way; `receive_notes` takes
+        the answer (one request in flight at a time)."""
+        self._send({"samples": samples, "prepare": prepare}, z, pitches)
+
+    def receive_notes(self, wait=None):
+        msg, notes = self._receive(wait)
         return notes, [int(v) for v in msg["loop_lens"]], [str(e) for e in msg["errors"]]
 
     def _call(self, fields: dict, z, pitches, wait) -> tuple[dict, np.ndarray]:
+        self._send(fields, z, pitches)
+        return self._receive(wait)
+
+    def _send(self, fields: dict, z, pitches) -> None:
         if not self.ready.is_set():
             raise SynthProcessError(self.error or "render process not ready")
         z = np.asarray(z, np.float32)
         samples = fields.get("samples")
         request = json.dumps(dict(fields, z=z.reshape(len(z), -1).tolist(), pitches=[int(p) for p in pitches],
                                   samples=None if samples is None else int(samples)))
+        with self._failing():
+            self._proc.stdin.write(request.encode() + b"\n")
+
+    def _receive(self, wait) -> tuple[dict, np.ndarray]:
+        with self._failing():
+            if wait is not None:
+                wait(self._proc.stdout.fileno())
+            msg = self._read_header()
+            if "error" in msg:
+                raise ValueError(msg["error"])
+            n, length = int(msg["n"]), int(msg.get("samples", self.num_samples))
+            out = np.empty((n, length), np.float32)
+            view = memoryview(out).cast("B")
+            got = 0
+            while got < view.nbytes:  # a pipe read returns at most what is buffered (GIL released)
+                k = self._proc.stdout.readinto(view[got:])
+                if not k:
+                    raise SynthProcessError("render process exited mid-note")
+                got += k
+            return msg, out
+
+    @contextlib.contextmanager
+    def _failing(self):
+        """One caller at a time; a broken pipe or a garbled answer marks the child failed."""
         with self._lock:
             try:
-                self._proc.stdin.write(request.encode() + b"\n")
-                if wait is not None:
-                    wait(self._proc.stdout.fileno())
-                msg = self._read_header()
-                if "error" in msg:
-                    raise ValueError(msg["error"])
-                n, length = int(msg["n"]), int(msg.get("samples", self.num_samples))
-                out = np.empty((n, length), np.float32)
-                view = memoryview(out).cast("B")
-                got = 0
-                while got < view.nbytes:  # a pipe read returns at most what is buffered (GIL released)
-                    k = self._proc.stdout.readinto(view[got:])
-                    if not k:
-                        raise SynthProcessError("render process exited mid-note")
-                    got += k
-                return msg, out
+                yield
             except (OSError, KeyError, TypeError) as e:
                 self.ready.clear()
                 code = self._proc.poll()
@@ -187,6 +210,103 @@ class SynthProcess:
             self._proc.kill()
             self._proc.wait()
         self._proc.stdout.close()
+
+
+MAX_RENDER_PROCESSES = 4   # each is a whole Python with torch and the model (~350 MB)
+
+
+def render_process_count() -> int:
+    """Render processes for this machine: one per core this process may run on but one (the
+    audio callback's, the audio server's and the window's), at least 1, at most
+    MAX_RENDER_PROCESSES. Measured on 2 cores (benchmarks.live, 60 s of 16 voices with the
+    pad moving): a second render process halved the refill (1.8 -> 1.0 s) but took the
+    xruns from 6 to 26, niced or SCHED_IDLE alike."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:   # not Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_RENDER_PROCESSES, cores - 1))
+
+
+class RenderPool:
+    """`size` render processes serving one caller. A request's pitches are split among the
+    ready ones and rendered side by side, a core each (each child renders with the parent's
+    threads, so a note is the same whichever child made it). `ready`, `error` and `pid` are
+    the first child's: the pool serves while it lives (SynthProcessError when it is gone). A
+    helper that fails is dropped, its pitches go to the first child, and the pool goes on."""
+
+    def __init__(self, source: dict, num_samples: int, size: int = 1):
+        self.processes = [SynthProcess(source, num_samples) for _ in range(max(1, int(size)))]
+
+    @property
+    def ready(self) -> threading.Event:
+        return self.processes[0].ready
+
+    @property
+    def error(self) -> str:
+        return self.processes[0].error
+
+    @property
+    def pid(self) -> int:
+        return self.processes[0].pid
+
+    @property
+    def ready_count(self) -> int:
+        """Children rendering now (0 until the first is ready)."""
+        return sum(p.ready.is_set() for p in self.processes) if self.ready.is_set() else 0
+
+    def generate_notes(self, z, pitches, samples: int | None, prepare: dict, wait=None):
+        """As `SynthProcess.generate_notes`, the pitches split among the ready children."""
+        z, pitches = np.asarray(z, np.float32), [int(p) for p in pitches]
+        first, helpers = self.processes[0], [p for p in self.processes[1:] if p.ready.is_set()]
+        parts = np.array_split(np.arange(len(pitches)), 1 + len(helpers))
+        notes = loop_lens = errors = None
+        in_flight, retry, rejected = [], [], None
+
+        def fill(idx, answer):
+            nonlocal notes, loop_lens, errors
+            if notes is None:
+                notes = np.zeros((len(pitches), answer[0].shape[1]), np.float32)
+                loop_lens, errors = [0] * len(pitches), [""] * len(pitches)
+            for row, i in enumerate(idx):
+                notes[i], loop_lens[i], errors[i] = answer[0][row], answer[1][row], answer[2][row]
+
+        for helper, idx in zip(helpers, parts[1:]):   # the helpers first: they render while the first does
+            if not len(idx):
+                continue
+            try:
+                helper.send_notes(z[idx], [pitches[i] for i in idx], samples, prepare)
+                in_flight.append((helper, idx))
+            except SynthProcessError as e:
+                self._drop(helper, e)
+                retry += list(idx)
+        try:
+            fill(parts[0], first.generate_notes(z[parts[0]], [pitches[i] for i in parts[0]], samples, prepare, wait))
+        except ValueError as e:   # rejected; still read the helpers' answers (the protocol stays in step)
+            rejected = e
+        for helper, idx in in_flight:
+            try:
+                fill(idx, helper.receive_notes(wait))
+            except SynthProcessError as e:
+                self._drop(helper, e)
+                retry += list(idx)
+            except ValueError as e:
+                rejected = rejected or e
+        if rejected is not None:
+            raise rejected
+        if retry:
+            retry.sort()
+            fill(retry, first.generate_notes(z[retry], [pitches[i] for i in retry], samples, prepare, wait))
+        return notes, loop_lens, errors
+
+    def _drop(self, helper: SynthProcess, error: Exception) -> None:
+        log.warning("a render process failed (%s); going on with %d", error, len(self.processes) - 1)
+        self.processes.remove(helper)
+        helper.close()
+
+    def close(self, timeout: float = 5.0) -> None:
+        for process in self.processes:
+            process.close(timeout)
 
 
 # The child lowers its priority before it imports anything: importing torch and loading the

@@ -262,3 +262,70 @@ def test_play_command_reports_a_bad_model_path(tmp_path, capsys):
     assert str(tmp_path / "nope") in capsys.readouterr().err
     assert play.run(parser.parse_args(["--render-processes", "0"])) == 2
     assert "--render-processes must be at least 1" in capsys.readouterr().err
+
+
+def test_the_output_tells_the_instrument_whether_its_callback_runs_realtime(tiny_model_dir):
+    """On a realtime JACK (jackd -R, where SCHED_FIFO is permitted) both outputs' callback
+    threads are realtime and the instrument renders on every core; on a plain one, all but one.
+    In a child process: it starts its own JACK servers (PortAudio attaches to one at a time)."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from engine.devices.jackclient import JACK_CLIENT_DEVICE
+    from engine.instrument.synthproc import render_process_count
+
+    code = ("import json, sys\nfrom tests.test_audio import _callback_realtime\n"
+            "print(json.dumps(_callback_realtime(sys.argv[1])), flush=True)\nimport os\nos._exit(0)")
+    child = subprocess.run([sys.executable, "-c", code, str(tiny_model_dir)], capture_output=True, text=True,
+                           timeout=180, cwd=Path(__file__).resolve().parent.parent)
+    assert child.returncode == 0, child.stderr[-3000:]
+    got = json.loads(child.stdout.strip().splitlines()[-1])
+    permitted = got.pop("fifo_permitted")
+    for device in ("system", JACK_CLIENT_DEVICE):
+        assert got[f"plain {device}"] == [False, render_process_count(False)]
+        assert got[f"realtime {device}"] == [permitted, render_process_count(permitted)]
+
+
+def _fifo_permitted() -> bool:
+    """May a thread of ours take SCHED_FIFO (what jackd -R gives its clients' process threads)?"""
+    result = []
+
+    def probe():
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=probe)
+    thread.start()
+    thread.join()
+    return result[0]
+
+
+def _callback_realtime(model_dir: str) -> dict:
+    import time
+
+    from engine.devices.jackclient import JACK_CLIENT_DEVICE
+    from engine.gansynth.synth import load_synth
+    from engine.instrument.instrument import Instrument
+
+    synth = load_synth(model_dir, threads=1)
+    got = {"fifo_permitted": _fifo_permitted()}
+    for realtime in (False, True):
+        with JackServer(realtime=realtime):
+            for device in ("system", JACK_CLIENT_DEVICE):
+                inst = Instrument(synth, sample_rate=RATE, cache_mb=16)
+                out = AudioOutput(inst, device=device)
+                try:
+                    assert out.open(), out.last_error
+                    deadline = time.monotonic() + 10
+                    while out.callback_realtime is None and time.monotonic() < deadline:
+                        time.sleep(0.05)
+                    got[f"{'realtime' if realtime else 'plain'} {device}"] = [out.callback_realtime,
+                                                                              inst.renderer.processes]
+                finally:
+                    out.close()
+    return got

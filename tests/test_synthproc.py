@@ -65,7 +65,7 @@ def test_instrument_renders_in_the_child_and_survives_its_death(synth):
     assert inst.stats()["render_process"] == "off"
     inst.start()
     try:
-        remote = _ready(inst.renderer._remote)
+        remote = _ready(inst.renderer.render_pool)
         assert inst.stats()["render_process"] == "ready"
         assert inst.renderer.idle.wait(60)
         renders = inst.stats()["renders"]
@@ -95,16 +95,16 @@ def test_stop_ends_the_child_and_a_swapped_model_gets_its_own(synth, tiny_model_
     inst = Instrument(synth, sample_rate=16000, cache_mb=32, max_voices=4)
     inst.start()
     try:
-        first = _ready(inst.renderer._remote)
+        first = _ready(inst.renderer.render_pool)
         inst.swap_model(load_synth(tiny_model_dir, device="cpu", threads=1))
         deadline = time.monotonic() + 60
-        while inst.renderer._remote in (first, None) and time.monotonic() < deadline:
+        while inst.renderer.render_pool in (first, None) and time.monotonic() < deadline:
             time.sleep(0.05)
-        second = _ready(inst.renderer._remote)
+        second = _ready(inst.renderer.render_pool)
         assert second.pid != first.pid and all(p._proc.poll() is not None for p in first.processes)
     finally:
         inst.stop()
-    assert all(p._proc.poll() is not None for p in second.processes) and inst.renderer._remote is None
+    assert all(p._proc.poll() is not None for p in second.processes) and inst.renderer.render_pool is None
 
 
 def test_the_child_renders_at_low_priority_from_its_start_and_the_waiting_worker_does_not(synth):
@@ -115,7 +115,7 @@ def test_the_child_renders_at_low_priority_from_its_start_and_the_waiting_worker
     inst = Instrument(synth, sample_rate=16000, cache_mb=32, max_voices=4)
     inst.start()
     try:
-        remote = inst.renderer._remote
+        remote = inst.renderer.render_pool
         seen_loading = None
         while not remote.ready.is_set() and not remote.error:   # still importing / loading
             seen_loading = os.getpriority(os.PRIO_PROCESS, remote.pid)
@@ -188,7 +188,7 @@ def test_instrument_renders_a_pitch_per_render_process(synth):
     inst = Instrument(synth, sample_rate=16000, cache_mb=32, max_voices=4, render_processes=2)
     inst.start()
     try:
-        for child in inst.renderer._remote.processes:
+        for child in inst.renderer.render_pool.processes:
             _ready(child)
         assert inst.renderer.idle.wait(60)
         stats = inst.stats()
@@ -200,3 +200,42 @@ def test_instrument_renders_a_pitch_per_render_process(synth):
             _same_notes(inst.note_audio(pitch), here.note_audio(pitch))
     finally:
         inst.stop()
+
+
+def test_a_pool_grows_and_shrinks_at_the_next_request(synth):
+    from engine.instrument.noteloop import loop_points
+
+    frames, rate = 16000 * 4, 16000
+    prep = {"rate": rate, "frames": frames, "loop": list(loop_points(frames, rate)), "loop_s": 1.0}
+    pool = RenderPool(synth.source, synth.num_samples, size=1)
+    z = synth.random_latents(2, seed=7)
+    try:
+        _ready(pool.processes[0])
+        first, _, _ = pool.generate_notes(z, [50, 70], None, prep)
+        pool.size = 2                       # e.g. the audio thread turned out realtime
+        pool.generate_notes(z[:1], [50], None, prep)
+        assert len(pool.processes) == 2
+        helper = _ready(pool.processes[1])
+        assert pool.ready_count == 2
+        _same_notes(pool.generate_notes(z, [50, 70], None, prep)[0], first)
+        pool.size = 1
+        _same_notes(pool.generate_notes(z, [50, 70], None, prep)[0], first)
+        assert len(pool.processes) == 1 and helper._proc.poll() is not None
+    finally:
+        pool.close()
+
+
+def test_the_audio_thread_decides_how_many_render_processes(synth):
+    """Realtime callback thread: a render process per core; else one core is left to the
+    audio; an explicit count stays."""
+    from engine.instrument.synthproc import render_process_count
+
+    inst = Instrument(synth, sample_rate=16000, cache_mb=32, max_voices=4)
+    assert inst.renderer.processes == render_process_count(False)
+    inst.audio_thread_realtime(True)
+    assert inst.renderer.processes == render_process_count(True) == min(4, len(os.sched_getaffinity(0)))
+    inst.audio_thread_realtime(False)
+    assert inst.renderer.processes == max(1, min(4, len(os.sched_getaffinity(0)) - 1))
+    fixed = Instrument(synth, sample_rate=16000, cache_mb=32, max_voices=4, render_processes=3)
+    fixed.audio_thread_realtime(True)
+    assert fixed.renderer.processes == 3

@@ -24,7 +24,9 @@ Thread model (the whole engine's; see also engine/instrument/instrument.py):
   callback for `stall_s`) is counted and shown in `last_error` while it lasts; a stream
   that stopped by itself, or stalled for `lost_s`, is lost: reported in `last_error` and,
   with `fallback=True`, the clock takes over so the instrument (and a recording) keeps
-  running. `reopen()` tries a device again.
+  running. `reopen()` tries a device again. Once a stream, it asks whether the callback
+  thread is realtime-scheduled and tells the instrument (`audio_thread_realtime`: with it,
+  a render process per core; without, one core is left to the audio).
 
 Cross-thread data: events go through the instrument's queue; meters are plain attributes
 (latest-value); the scope is a ring guarded by a sequence counter; the recorder ring is a
@@ -34,6 +36,7 @@ which the next block starts, i.e. exact to one block.
 from __future__ import annotations
 
 import gc
+import os
 import sys
 import threading
 import time
@@ -104,6 +107,8 @@ class AudioOutput(OutputBase):
         self._changed = threading.Condition()   # notified when `mode` changes (never by the callback)
         self._watch_stop = threading.Event()
         self._watchdog: threading.Thread | None = None
+        self.callback_tid = 0         # the stream's callback thread (0 until its first block)
+        self.callback_realtime: bool | None = None   # is it SCHED_FIFO/RR (the watchdog asks once)
 
     # ---- meters (any thread) ----
     @property
@@ -253,6 +258,8 @@ class AudioOutput(OutputBase):
             if gen != self._gen:              # an abandoned stream: stay silent
                 outdata.fill(0.0)
                 return
+            if not self.callback_tid:         # once a stream: who calls us (the watchdog looks)
+                self.callback_tid = threading.get_native_id()
             if status.output_underflow:
                 self._xruns += 1
                 self._underflow_run += 1
@@ -292,6 +299,7 @@ class AudioOutput(OutputBase):
         if stream is not None:
             self._midi_messages += getattr(stream, "midi_messages", 0)
             self._dispose(stream)
+        self.callback_tid, self.callback_realtime = 0, None
         clock, self._clock = self._clock, None
         if clock is not None:
             self._xruns += clock.xruns
@@ -343,6 +351,8 @@ class AudioOutput(OutputBase):
                 last_frames, last_change = frames, now
             if self.mode != "device":
                 continue
+            if self.callback_tid and self.callback_realtime is None:
+                self._tell_realtime(self.callback_tid)
             quiet_s = now - last_change
             if stalled and quiet_s == 0.0:
                 stalled = False
@@ -360,6 +370,18 @@ class AudioOutput(OutputBase):
                 self.stalls += 1
                 self.last_error = (f"audio output stalled: no callback from {self.device_name!r} "
                                    f"for {quiet_s:.1f} s")
+
+    def _tell_realtime(self, tid: int) -> None:
+        """Ask the kernel once per stream whether its callback thread is realtime-scheduled and
+        tell the instrument (`Instrument.audio_thread_realtime`: how many render processes)."""
+        try:
+            realtime = os.sched_getscheduler(tid) in (os.SCHED_FIFO, os.SCHED_RR)
+        except (AttributeError, OSError):   # not Linux, or the thread is gone
+            realtime = False
+        self.callback_realtime = realtime
+        tell = getattr(self.instrument, "audio_thread_realtime", None)
+        if tell is not None:
+            tell(realtime)
 
     def _lost(self, why: str) -> None:
         with self._lock:

@@ -56,6 +56,7 @@ from engine.instrument.params import PARAMS, TIMBRE_PARAMS, check_param
 from engine.instrument.presets import Preset, load_preset, save_preset
 from engine.instrument.noteloop import loop_points
 from engine.instrument.renderer import Renderer
+from engine.instrument.synthproc import render_process_count
 from engine.instrument.timbre import TimbreState
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ class Instrument:
                            max_voices=self.max_voices, spare_voices=spare, max_block=max_block)
         self.renderer = Renderer(synth, self.cache, self.mixer, self.sample_rate, self.note_frames,
                                  threads=render_threads, process=render_process, processes=render_processes)
+        self._processes_chosen = render_processes is not None   # else sized by the audio thread
         # the corners' notes (4 per pitch) beside what min_slots covers: only when they fit
         self.renderer.anchors = approximate and self.cache.capacity >= min_slots + 4 * (hi - lo + 1)
         self._synth = synth
@@ -256,6 +258,16 @@ class Instrument:
         settings = {k: v for k, v in self.settings.as_dict().items() if k not in TIMBRE_PARAMS}
         save_preset(path, Preset(self._timbre, settings, name or "", midi_map))
 
+    def audio_thread_realtime(self, realtime: bool) -> None:
+        """The output says (any thread) whether its callback thread is realtime-scheduled: then
+        the render processes may take every core, else all but one (`render_process_count`),
+        unless `render_processes` was given. Applied from the next render job on."""
+        if not self._processes_chosen:
+            r = self.renderer
+            r.processes = render_process_count(realtime)
+            if r.render_pool is not None:
+                r.render_pool.size = r.processes
+
     def swap_model(self, synth, timbre: TimbreState | None = None, seed: int = 0) -> None:
         """Play a different model (loaded by the caller off the audio thread).
 
@@ -291,6 +303,7 @@ class Instrument:
                    fallback_notes=m.fallback_notes, silent_notes=m.silent_notes,
                    held_pitches=[int(p) for p in np.flatnonzero(m.held_count)],
                    approximate=r.anchors, approximations=r.approximations, last_answer_ms=r.last_answer_ms,
-                   render_process=r.process_state, render_processes=r.processes_rendering, audio_errors=self.audio_errors,
+                   render_process=r.process_state,
+                   render_processes=r.render_pool.ready_count if r.render_pool is not None else 0, audio_errors=self.audio_errors,
                    last_audio_error=repr(self.last_audio_error) if self.last_audio_error else "")
         return out

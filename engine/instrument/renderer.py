@@ -92,7 +92,7 @@ class Renderer:
         self._thread: threading.Thread | None = None
         self.use_process = process
         self.processes = processes or render_process_count()  # render processes (CPU cores)
-        self._remote: RenderPool | None = None
+        self.render_pool: RenderPool | None = None  # the worker's; others only read it or set .size
         self.process_error = ""  # why notes render in this process although use_process is set
         # current work, touched by the rendering thread only
         self._timbre_key = None
@@ -153,15 +153,10 @@ class Renderer:
     @property
     def process_state(self) -> str:
         """'off', 'starting', 'ready' or 'failed: why' (then notes render in this process)."""
-        remote = self._remote
+        remote = self.render_pool
         if remote is not None:
             return "ready" if remote.ready.is_set() else (f"failed: {remote.error}" if remote.error else "starting")
         return f"failed: {self.process_error}" if self.process_error else "off"
-
-    @property
-    def processes_rendering(self) -> int:
-        remote = self._remote
-        return remote.ready_count if remote is not None else 0
 
     def start(self) -> None:
         if self._thread is not None:
@@ -188,19 +183,19 @@ class Renderer:
         if source is None or synth.device.type != "cpu":  # a GPU render barely holds the GIL
             return
         try:
-            self._remote = RenderPool(source, synth.num_samples, self.processes)
+            self.render_pool = RenderPool(source, synth.num_samples, self.processes)
         except OSError as e:
             self.process_error = f"could not start a render process: {e}"
             log.warning("%s", self.process_error)
 
     def _close_remote(self) -> None:
-        remote, self._remote = self._remote, None
+        remote, self.render_pool = self.render_pool, None
         if remote is not None:
             remote.close()
 
     # ------------------------------------------------------------ rendering thread
     def _run(self) -> None:
-        if self._remote is None:  # every note renders in this thread
+        if self.render_pool is None:  # every note renders in this thread
             self._lower_priority()
         if self.threads is not None:
             torch.set_num_threads(self.threads)
@@ -253,7 +248,7 @@ class Renderer:
         todo = self._ordered_jobs()
         if not todo:
             return False
-        corner, remote = todo[0][1], self._remote
+        corner, remote = todo[0][1], self.render_pool
         size = max(self.batch, remote.ready_count) if remote is not None else self.batch   # a pitch per child
         self._jobs([p for p, c in todo if c == corner][:size], corner)
         return True
@@ -280,7 +275,7 @@ class Renderer:
         ranks = refill_ranks((lo, hi), self.mixer.held_count, self.mixer.last_on)  # copies inside
         current = [p for p in range(lo, hi + 1) if p not in self._done]
         jobs = job_order(ranks, current, self._missing_anchors(lo, hi))
-        remote = self._remote
+        remote = self.render_pool
         self._deferred = remote is not None and not remote.ready.is_set() and not remote.error
         if self._deferred:  # starting: only what a player holds now renders in this process
             jobs = [(p, c) for p, c in jobs if c < 0 and ranks[p][0] == HELD]
@@ -369,7 +364,7 @@ class Renderer:
     def _render_notes(self, synth, z: np.ndarray, pitches: list[int], samples: int) -> list:
         """[(playable note float32 [note_frames], loop length, "") or (None, 0, why)] per pitch:
         from the render process, which also prepares them, or rendered and prepared here."""
-        remote = self._remote
+        remote = self.render_pool
         if remote is not None and remote.ready.is_set():
             prep = {"rate": self.sample_rate, "frames": self.note_frames, "loop": list(self.loop),
                     "loop_s": self.loop_seconds}

@@ -215,17 +215,18 @@ class SynthProcess:
 MAX_RENDER_PROCESSES = 4   # each is a whole Python with torch and the model (~350 MB)
 
 
-def render_process_count() -> int:
-    """Render processes for this machine: one per core this process may run on but one (the
-    audio callback's, the audio server's and the window's), at least 1, at most
-    MAX_RENDER_PROCESSES. Measured on 2 cores (benchmarks.live, 60 s of 16 voices with the
-    pad moving): a second render process halved the refill (1.8 -> 1.0 s) but took the
-    xruns from 6 to 26, niced or SCHED_IDLE alike."""
+def render_process_count(realtime_audio: bool = False) -> int:
+    """Render processes for this machine, 1 to MAX_RENDER_PROCESSES: one per core this process
+    may run on, but one (the audio callback's, the audio server's, the window's) unless the
+    audio callback thread is realtime-scheduled (SCHED_FIFO/RR: it preempts the renders at
+    once). Measured on 2 cores (benchmarks.live, 60 s of 16 voices with the pad moving, JACK
+    dummy): a second render process halved the refill (1.8 -> 1.0 s); with a normal-priority
+    JACK it took the xruns from 6 to 26 (niced or SCHED_IDLE alike), with jackd -R it had 0."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:   # not Linux
         cores = os.cpu_count() or 1
-    return max(1, min(MAX_RENDER_PROCESSES, cores - 1))
+    return max(1, min(MAX_RENDER_PROCESSES, cores if realtime_audio else cores - 1))
 
 
 class RenderPool:
@@ -233,10 +234,13 @@ class RenderPool:
     ready ones and rendered side by side, a core each (each child renders with the parent's
     threads, so a note is the same whichever child made it). `ready`, `error` and `pid` are
     the first child's: the pool serves while it lives (SynthProcessError when it is gone). A
-    helper that fails is dropped, its pitches go to the first child, and the pool goes on."""
+    helper that fails is dropped, its pitches go to the first child, and the pool goes on.
+    Setting `size` starts or ends helpers at the next request."""
 
     def __init__(self, source: dict, num_samples: int, size: int = 1):
-        self.processes = [SynthProcess(source, num_samples) for _ in range(max(1, int(size)))]
+        self.source, self.num_samples = source, int(num_samples)
+        self.size = max(1, int(size))   # any thread may set it; the caller's next request applies it
+        self.processes = [SynthProcess(source, num_samples) for _ in range(self.size)]
 
     @property
     def ready(self) -> threading.Event:
@@ -257,6 +261,10 @@ class RenderPool:
 
     def generate_notes(self, z, pitches, samples: int | None, prepare: dict, wait=None):
         """As `SynthProcess.generate_notes`, the pitches split among the ready children."""
+        while len(self.processes) < self.size:   # started now, they help once they are ready
+            self.processes.append(SynthProcess(self.source, self.num_samples))
+        while len(self.processes) > max(1, self.size):
+            self.processes.pop().close()
         z, pitches = np.asarray(z, np.float32), [int(p) for p in pitches]
         first, helpers = self.processes[0], [p for p in self.processes[1:] if p.ready.is_set()]
         parts = np.array_split(np.arange(len(pitches)), 1 + len(helpers))

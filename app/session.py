@@ -150,10 +150,12 @@ class Session:
         return self.output.last_error
 
     # -- MIDI -----------------------------------------------------------------------------------
-    def open_midi(self, name: str | None) -> bool:
-        """Listen to MIDI port `name` ("" or None: only the virtual input port)."""
+    def open_midi(self, name: str | None, virtual: bool = True) -> bool:
+        """Listen to MIDI port `name` ("" or None: only the virtual input port). `virtual`: also
+        open the virtual input port (the first call decides; not beside our JACK client, whose
+        own midi_in is the input other programs play)."""
         if self.midi is None:
-            self.midi = MidiInput(self, port_name=name or None, rescan_s=0, mapping=self.midi_map)
+            self.midi = MidiInput(self, port_name=name or None, rescan_s=0, mapping=self.midi_map, virtual=virtual)
             if not self.midi.start():
                 return False
             if self.midi.api != "UNIX_JACK":

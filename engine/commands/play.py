@@ -58,7 +58,7 @@ def run(args) -> int:
     from engine.devices.audio import AudioOutput
     from engine.devices.jackclient import JACK_CLIENT_DEVICE
     from engine.devices.listing import device_sample_rate
-    from engine.devices.midi_input import CLIENT_NAME, MidiInput
+    from engine.devices.midi_input import MidiInput
     from engine.gansynth.modelfile import ModelFileError
     from engine.gansynth.synth import load_synth
     from engine.instrument.instrument import Instrument
@@ -103,10 +103,12 @@ def run(args) -> int:
     mapping = MidiMap(bindings, pad=lambda: inst.timbre.pad)
     if bindings:
         print(f"MIDI mapping: {len(bindings)} control(s) from {args.midi_map or args.preset}")
-    midi = MidiInput(out, port_name=args.midi_in, channel=channel, virtual=not args.no_virtual_port,
-                     mapping=mapping)
+    # On our JACK client its own midi_in is the input other programs play: no second (rtmidi) one
+    jack_client = (args.audio_out or "").strip().lower() == JACK_CLIENT_DEVICE.lower()
+    midi = MidiInput(out, port_name=args.midi_in, channel=channel,
+                     virtual=not (args.no_virtual_port or jack_client), mapping=mapping)
     if midi.start():
-        virtual = "" if args.no_virtual_port else f", virtual port {midi.virtual_name!r}"
+        virtual = f", virtual port {midi.virtual_name!r}" if midi.virtual else ""
         port = midi.connected_name or ("waiting for " + repr(args.midi_in) if args.midi_in else "no port")
         print(f"MIDI ({midi.api}): {port}{virtual}")
         if midi.last_error:
@@ -120,7 +122,7 @@ def run(args) -> int:
     if out.open():
         print(f"audio: {out.device_name} at {out.sample_rate} Hz, latency {out.latency_ms:.1f} ms")
         if out.device_name == JACK_CLIENT_DEVICE:
-            print(f"MIDI (JACK): connect a MIDI output to {CLIENT_NAME}:midi_in (hardware ports are connected)")
+            print(f"MIDI (JACK): connect a MIDI output to {out.jack_midi_port} (hardware ports are connected)")
     else:
         print(f"audio: {out.last_error}")
     osc = None

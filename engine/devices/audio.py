@@ -112,6 +112,11 @@ class AudioOutput(OutputBase):
 
     # ---- meters (any thread) ----
     @property
+    def jack_midi_port(self) -> str:
+        """Our JACK client's MIDI in ("GANSynth:midi_in") while it is the device, else ""."""
+        return getattr(self._stream, "midi_port_name", "")
+
+    @property
     def xruns(self) -> int:
         clock = self._clock
         return self._xruns + (clock.xruns if clock is not None else 0)

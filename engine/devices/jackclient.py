@@ -140,6 +140,12 @@ class JackStream:
         return float(self.client.cpu_load()) / 100.0
 
     @property
+    def midi_port_name(self) -> str:
+        """Our MIDI in's full JACK name: "GANSynth:midi_in", or "GANSynth-01:midi_in" when JACK
+        had to rename the client (another client holds the name)."""
+        return str(self.midi_in.name)
+
+    @property
     def latency(self) -> float:
         """Seconds the playback port we feed adds (its JACK playback latency, as PortAudio
         reports for its JACK streams); one period if it cannot be read."""

@@ -40,13 +40,13 @@ BLOCK = 256
 PERIOD_MS = BLOCK / SR * 1000
 
 
-def load_model(path):
+def load_model(path, backend: str = "torch"):
     from engine import load_synth
     from engine.util.resources import default_model_path
 
     path = path or default_model_path()
     try:
-        return load_synth(path, device="cpu", threads=1), str(path)
+        return load_synth(path, device="cpu", threads=1, backend=backend), str(path)
     except Exception as exc:  # no bundled model yet: lite config, random weights
         from engine.gansynth.config import PRESETS, SpectralConfig
         from engine.gansynth.model import Generator
@@ -190,13 +190,16 @@ def main(argv=None) -> int:
     parser.add_argument("--render-processes", default=None,
                         help="render process counts to time in turn, e.g. 1,2 (default: 1, 2 and this machine's "
                              "default, a core each but one, up to 4)")
+    parser.add_argument("--backend", default="torch", choices=("torch", "openvino", "auto"),
+                        help="generator backend (the render processes load the same)")
     args = parser.parse_args(argv)
     from engine.instrument.synthproc import render_process_count
 
     counts = ([int(v) for v in args.render_processes.split(",")] if args.render_processes
               else sorted({1, 2, render_process_count()}))
-    synth, name = load_model(args.model)
-    print(f"model {name}: latent {synth.latent_size}, pitches {synth.pitch_range}, torch threads for renders: 1")
+    synth, name = load_model(args.model, args.backend)
+    print(f"model {name}: latent {synth.latent_size}, pitches {synth.pitch_range}, backend {synth.backend}, "
+          f"threads for renders: 1")
     import os
 
     figures = {"model": name, "loadavg_1min_start": os.getloadavg()[0]}

@@ -64,6 +64,11 @@ def test_openvino_gives_torch_notes(generator):
     assert got.shape == want.shape == (3, span)
     assert rel_rms(got, want).max() < 1e-3
     assert rel_rms(fast.generate_specgrams(z, pitches), reference.generate_specgrams(z, pitches)).max() < 1e-4
+    # one thread, not pinned to a core: render processes side by side must not share one core
+    for request in fast._openvino._requests.values():
+        compiled = request.get_compiled_model()
+        assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
+        assert compiled.get_property("ENABLE_CPU_PINNING") is False
 
 
 def test_auto_probes_once_per_key_and_caches(generator, cache, probes):

@@ -158,10 +158,11 @@ class Session:
             self.midi = MidiInput(self, port_name=name or None, rescan_s=0, mapping=self.midi_map, virtual=virtual)
             if not self.midi.start():
                 return False
-            if self.midi.api != "UNIX_JACK":
-                # Periodic rescans reconnect unplugged keyboards. On JACK each rescan
-                # creates a client, which stalled the JACK audio stream for over a second
-                # (measured on the dummy driver): there, rescan on demand only.
+            if self.midi.api != "UNIX_JACK" or self.midi.status()["virtual"]:
+                # Periodic rescans reconnect unplugged keyboards. On JACK they list through
+                # the virtual port's client and wire a port back into it; without that port
+                # (beside our JACK client) a reconnect would make a new rtmidi client, which
+                # stalls the JACK audio stream for over a second: there, on demand only.
                 self.midi.rescan_s = MIDI_RESCAN_S
                 self.midi.start()
             self._midi_ports = self.midi.list_ports()

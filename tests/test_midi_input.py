@@ -1,6 +1,7 @@
 """MIDI input: message translation, an in-memory port (unit), real rtmidi JACK ports (integration)."""
 from __future__ import annotations
 
+import subprocess
 import threading
 
 import mido
@@ -200,6 +201,39 @@ def test_keyboard_over_jack_plays_unplugs_and_reconnects(jack_midi):
             if target.wait_for(4, timeout=0.1):
                 break
         assert target.events[3] == ControlChange(64, 127)
+    finally:
+        midi.close()
+        keyboard.close()
+
+
+@pytest.mark.realtime
+def test_on_jack_a_chosen_port_is_wired_into_the_virtual_port_not_opened_by_rtmidi(jack_server, jack_midi):
+    """rtmidi activates a new JACK client holding the GIL, which stalls a running audio callback:
+    beside our virtual port a chosen port is a JACK connection into it instead."""
+    target = Collector()
+    keyboard = jack_midi.open_output("Test Keys", virtual=True)
+    midi = MidiInput(target, port_name="Test Keys", api="UNIX_JACK", rescan_s=0.05)
+    ours = f"GANSynth:{VIRTUAL_PORT_NAME}"
+    try:
+        assert midi.start() and midi.connected_name == "RtMidiOut Client:Test Keys"
+        assert midi._port is None and midi._patched == ("RtMidiOut Client:Test Keys", ours)
+        links = subprocess.run(["jack_lsp", "-s", jack_server.name, "-c"], capture_output=True, text=True).stdout
+        assert f"RtMidiOut Client:Test Keys\n   {ours}" in links
+        keyboard.send(mido.Message("note_on", note=64, velocity=90))
+        assert target.wait_for(1) and target.events == [NoteOn(64, 90)]
+
+        keyboard.close()                                        # unplugged, then back
+        assert midi.wait_connected(False, timeout=10)
+        keyboard = jack_midi.open_output("Test Keys", virtual=True)
+        assert midi.wait_connected(True, timeout=10) and midi._port is None
+        for _ in range(50):          # JACK makes a new connection live at its next cycle
+            keyboard.send(mido.Message("note_off", note=64))
+            if target.wait_for(2, timeout=0.1):
+                break
+        assert target.events[1] == NoteOff(64)
+        midi.open(None)                                         # "none": the wire is taken down
+        links = subprocess.run(["jack_lsp", "-s", jack_server.name, "-c"], capture_output=True, text=True).stdout
+        assert f"RtMidiOut Client:Test Keys\n   {ours}" not in links
     finally:
         midi.close()
         keyboard.close()

@@ -15,6 +15,11 @@ The rtmidi callback thread only translates messages into engine events and posts
 back. A virtual input port ("GANSynth Instrument In", client "GANSynth") lets a DAW or a
 sequencer play the instrument.
 
+On JACK, beside our virtual port, a port to listen to is wired into the virtual port (a JACK
+connection through JACK-Client, which releases the GIL) rather than opened by a new rtmidi
+client: rtmidi activates its JACK client holding the GIL, and a running audio callback, which
+needs the GIL, then stalls the JACK graph for seconds (once it hung).
+
 Backends: rtmidi's ALSA sequencer first, then JACK MIDI (when a JACK server runs), then
 the platform's own (CoreMIDI, Windows MM). With none of them there is no MIDI: `start()`
 returns False with a clear `last_error`, and everything else keeps working.
@@ -150,6 +155,8 @@ class MidiInput:
         self._port = None
         self._virtual_port = None
         self._scanner = None                    # rtmidi client used only to list ports
+        self._patcher = None                    # JACK: a JACK-Client client that wires ports (see _connect)
+        self._patched: tuple[str, str] | None = None   # (source, our virtual port) wired now
         self._lock = threading.RLock()          # open/close/rescan (never the callback)
         self._changed = threading.Condition()
         self._stop = threading.Event()
@@ -260,6 +267,10 @@ class MidiInput:
                 except Exception:
                     pass
                 self._scanner = None
+            if self._patcher is not None:
+                with contextlib.suppress(Exception):
+                    self._patcher.close()
+                self._patcher = None
 
     def rescan(self) -> None:
         """One rescan pass: drop a vanished port, reopen the wanted one when it is back."""
@@ -302,7 +313,12 @@ class MidiInput:
                                f"waiting for it")
             return False
         try:
-            self._port = self._backend.open_input(name, callback=self._on_message)
+            sink = self._jack_sink()
+            if sink is not None:
+                self._patcher.connect(name, sink)
+                self._patched = (name, sink)
+            else:
+                self._port = self._backend.open_input(name, callback=self._on_message)
         except Exception as e:
             self.last_error = f"cannot open MIDI input {name!r}: {e}"
             return False
@@ -311,7 +327,30 @@ class MidiInput:
         self._notify()
         return True
 
+    def _jack_sink(self) -> str | None:
+        """On JACK with our virtual port open: its JACK name, which a port to listen to is wired
+        into (a connection made through JACK-Client, whose C calls release the GIL). A new
+        rtmidi client per port would activate holding the GIL, and JACK waits for a cycle the
+        audio callback cannot finish without the GIL: seconds of stall, once a hang. None: open
+        the port through rtmidi (other APIs, no virtual port, or not found once)."""
+        if self.api != "UNIX_JACK" or self._virtual_port is None:
+            return None
+        try:
+            if self._patcher is None:
+                import jack
+
+                self._patcher = jack.Client(f"{CLIENT_NAME} patch", no_start_server=True)
+            ports = self._patcher.get_ports(f"^{CLIENT_NAME}(-[0-9]+)?:{re.escape(self.virtual_name)}$",
+                                            is_midi=True, is_input=True)
+        except Exception:      # no JACK-Client, or the server went away: rtmidi's way
+            return None
+        return ports[0].name if len(ports) == 1 else None   # two instruments running: ambiguous
+
     def _disconnect(self) -> None:
+        if self._patched is not None:
+            with contextlib.suppress(Exception):   # the source may be gone (unplugged) with its connection
+                self._patcher.disconnect(*self._patched)
+            self._patched = None
         if self._port is not None:
             _close_quietly(self._port)
             self._port = None

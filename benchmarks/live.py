@@ -294,7 +294,7 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "", device: s
     xruns_load = out.xruns - xruns_idle - xruns_startup
     log = jack_log()
     jack_idle, jack_load = _jack_xrun_lines(log[log0:log1]), _jack_xrun_lines(log[log1:])
-    meters, realtime = out.meters(), out.callback_realtime
+    meters, realtime, raised = out.meters(), out.callback_realtime, out.callback_raised
     out.close()
     inst.stop()
     busy_ms = 1000 * probe.busy_s[b0:probe.blocks]
@@ -311,7 +311,7 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "", device: s
             "xruns_bare_stream": xruns_floor,
             "startup_s": startup_s, "xruns_startup": xruns_startup, "render_process": stats["render_process"],
             "render_processes": stats["render_processes"],
-            "callback_realtime": realtime, "blocks": int(busy_ms.shape[0]), "blocks_over_budget": int((busy_ms > budget_ms).sum()),
+            "callback_realtime": realtime, "callback_raised": raised, "blocks": int(busy_ms.shape[0]), "blocks_over_budget": int((busy_ms > budget_ms).sum()),
             "device_seconds_per_wall_second": played.shape[0] / RATE / seconds,
             "xruns_playing": xruns_load, "voices": stats["voices"], "renders": stats["renders"] - renders0,
             "pad_moves": step, "process_ms_p50": float(np.percentile(busy_ms, 50)),
@@ -423,7 +423,8 @@ def main(argv=None) -> int:
             print(f"[2] xruns on {xr['device']!r}: {xr['xruns_playing']} in {xr['seconds']:.0f} s of 16 voices "
                   f"with the pad moving ({xr['pad_moves']} moves, {xr['renders']} notes re-rendered, "
                   f"{xr['render_processes']} render process(es) {xr['render_process']}, audio callback thread "
-                  f"{'realtime' if xr['callback_realtime'] else 'not realtime'}) vs {xr['xruns_idle']} in {xr['baseline_idle_s']:.0f} s idle "
+                  f"{'realtime' if xr['callback_realtime'] else 'not realtime'}"
+                  f"{', raised to SCHED_FIFO' if xr['callback_raised'] else ''}) vs {xr['xruns_idle']} in {xr['baseline_idle_s']:.0f} s idle "
                   f"and {xr['xruns_bare_stream']} for a bare stream writing zeros, no instrument (target 0); "
                   f"{xr['xruns_startup']} while the worker started ({xr['startup_s']:.1f} s); "
                   f"process() p50 {xr['process_ms_p50']:.3f} ms, "

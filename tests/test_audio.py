@@ -266,8 +266,9 @@ def test_play_command_reports_a_bad_model_path(tmp_path, capsys):
 
 def test_the_output_tells_the_instrument_whether_its_callback_runs_realtime(tiny_model_dir):
     """On a realtime JACK (jackd -R, where SCHED_FIFO is permitted) both outputs' callback
-    threads are realtime and the instrument renders on every core; on a plain one, all but one.
-    In a child process: it starts its own JACK servers (PortAudio attaches to one at a time)."""
+    threads are realtime and the instrument renders on every core; on a plain one, all but one,
+    and the callback thread is raised to SCHED_FIFO where permitted. In a child process: it
+    starts its own JACK servers (PortAudio attaches to one at a time)."""
     import json
     import subprocess
     import sys
@@ -284,8 +285,9 @@ def test_the_output_tells_the_instrument_whether_its_callback_runs_realtime(tiny
     got = json.loads(child.stdout.strip().splitlines()[-1])
     permitted = got.pop("fifo_permitted")
     for device in ("system", JACK_CLIENT_DEVICE):
-        assert got[f"plain {device}"] == [False, render_process_count(False)]
-        assert got[f"realtime {device}"] == [permitted, render_process_count(permitted)]
+        # plain: not realtime as given (one core left to the audio), then raised where permitted
+        assert got[f"plain {device}"] == [False, render_process_count(False), permitted, permitted]
+        assert got[f"realtime {device}"] == [permitted, render_process_count(permitted), False, permitted]
 
 
 def _fifo_permitted() -> bool:
@@ -324,8 +326,9 @@ def _callback_realtime(model_dir: str) -> dict:
                     deadline = time.monotonic() + 10
                     while out.callback_realtime is None and time.monotonic() < deadline:
                         time.sleep(0.05)
-                    got[f"{'realtime' if realtime else 'plain'} {device}"] = [out.callback_realtime,
-                                                                              inst.renderer.processes]
+                    fifo = os.sched_getscheduler(out.callback_tid) == os.SCHED_FIFO
+                    got[f"{'realtime' if realtime else 'plain'} {device}"] = [
+                        out.callback_realtime, inst.renderer.processes, out.callback_raised, fifo]
                 finally:
                     out.close()
     return got

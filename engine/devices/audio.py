@@ -26,7 +26,8 @@ Thread model (the whole engine's; see also engine/instrument/instrument.py):
   with `fallback=True`, the clock takes over so the instrument (and a recording) keeps
   running. `reopen()` tries a device again. Once a stream, it asks whether the callback
   thread is realtime-scheduled and tells the instrument (`audio_thread_realtime`: with it,
-  a render process per core; without, one core is left to the audio).
+  a render process per core; without, one core is left to the audio); one that is not is
+  raised to SCHED_FIFO where permitted (`_tell_realtime`).
 
 Cross-thread data: events go through the instrument's queue; meters are plain attributes
 (latest-value); the scope is a ring guarded by a sequence counter; the recorder ring is a
@@ -50,6 +51,7 @@ GIL_SWITCH_S = 0.0005  # the GIL hand-over interval while a stream runs (Python'
 STALL_S = 0.5          # no callback for this long: reported as a stall (the stream is kept)
 LOST_S = 3.0           # no callback (or only underflows) for this long: the device is lost
 WATCHDOG_S = 0.25
+CALLBACK_RT_PRIORITY = 1   # SCHED_FIFO priority a plain callback thread is raised to (1..99)
 REAP_WAIT_S = 2.0      # reopen waits this long for a lost stream's close to return
 
 
@@ -108,7 +110,8 @@ class AudioOutput(OutputBase):
         self._watch_stop = threading.Event()
         self._watchdog: threading.Thread | None = None
         self.callback_tid = 0         # the stream's callback thread (0 until its first block)
-        self.callback_realtime: bool | None = None   # is it SCHED_FIFO/RR (the watchdog asks once)
+        self.callback_realtime: bool | None = None   # was it SCHED_FIFO/RR (the watchdog asks once)
+        self.callback_raised = False  # we made it SCHED_FIFO (it was not; permitted)
 
     # ---- meters (any thread) ----
     @property
@@ -304,7 +307,7 @@ class AudioOutput(OutputBase):
         if stream is not None:
             self._midi_messages += getattr(stream, "midi_messages", 0)
             self._dispose(stream)
-        self.callback_tid, self.callback_realtime = 0, None
+        self.callback_tid, self.callback_realtime, self.callback_raised = 0, None, False
         clock, self._clock = self._clock, None
         if clock is not None:
             self._xruns += clock.xruns
@@ -377,12 +380,22 @@ class AudioOutput(OutputBase):
                                    f"for {quiet_s:.1f} s")
 
     def _tell_realtime(self, tid: int) -> None:
-        """Ask the kernel once per stream whether its callback thread is realtime-scheduled and
-        tell the instrument (`Instrument.audio_thread_realtime`: how many render processes)."""
+        """Once a stream: is its callback thread realtime-scheduled as the audio system gave it
+        (SCHED_FIFO/RR: jackd -R, PortAudio's ALSA thread where permitted)? The instrument is
+        told (`Instrument.audio_thread_realtime`: how many render processes). If it is not, it
+        is raised to SCHED_FIFO at CALLBACK_RT_PRIORITY where permitted: above the renders and
+        the window, below an audio server's own realtime threads. Measured on 2 cores with a
+        plain jackd (benchmarks.live, 60 s, 1 render process): 6 xruns as given, 2 raised."""
         try:
             realtime = os.sched_getscheduler(tid) in (os.SCHED_FIFO, os.SCHED_RR)
         except (AttributeError, OSError):   # not Linux, or the thread is gone
             realtime = False
+        if not realtime:
+            try:
+                os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(CALLBACK_RT_PRIORITY))
+                self.callback_raised = True
+            except (AttributeError, OSError):   # not permitted (no RLIMIT_RTPRIO), or not Linux
+                pass
         self.callback_realtime = realtime
         tell = getattr(self.instrument, "audio_thread_realtime", None)
         if tell is not None:

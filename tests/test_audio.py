@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 
@@ -112,8 +113,15 @@ def test_stream_plays_the_instrument_on_every_channel_and_records_exactly(jack_s
     try:
         assert out.open() and out.mode == "device" and out.last_error == ""
         capture.start()
-        jack_server.connect("PortAudio:out_0", "PortAudio:in_0")   # what the device received
-        jack_server.connect("PortAudio:out_1", "PortAudio:in_1")
+        # what the device received: PortAudio numbers its JACK ports on from earlier streams of the
+        # process ("PortAudio:out_2" after a stream the window opened), so take the ones there are
+        number = lambda port: int(port.rsplit("_", 1)[1])  # noqa: E731
+        ports = jack_server.ports()
+        outs = sorted((p for p in ports if re.fullmatch(r"PortAudio:out_\d+", p)), key=number)
+        ins = sorted((p for p in ports if re.fullmatch(r"PortAudio:in_\d+", p)), key=number)
+        assert len(outs) == len(ins) == 2, ports
+        for source, destination in zip(outs, ins):
+            jack_server.connect(source, destination)
         rec = Recorder(out)
         rec.start(tmp_path / "take.wav")
         assert probe.reached(RATE // 4).wait(10)

@@ -318,8 +318,7 @@ def open_instrument(window, model_path, preset=None, audio_out=None, midi_in=Non
     """Load the model in a worker; on success build the engine and `window.attach` it."""
     from app.session import Session
     from engine import load_synth
-    from engine.devices.jackclient import JACK_CLIENT_DEVICE
-    from engine.devices.listing import DEFAULT_SAMPLE_RATE, device_sample_rate
+    from engine.devices.listing import DEFAULT_SAMPLE_RATE, device_sample_rate, is_jack_client
     from engine.instrument.instrument import Instrument
 
     settings = window.settings
@@ -337,7 +336,7 @@ def open_instrument(window, model_path, preset=None, audio_out=None, midi_in=Non
             session.model_name = Path(model_path).name
             # MIDI first: on JACK, MIDI clients made after the audio stream started stall it
             session.open_midi(midi_in if midi_in is not None else settings.value("midi/port", None),
-                              virtual=(device or "").strip().lower() != JACK_CLIENT_DEVICE.lower())
+                              virtual=not is_jack_client(device))
             session.start(device)
         except Exception as exc:   # a broken model or engine: report, keep the window
             failed(f"{type(exc).__name__}: {exc}")

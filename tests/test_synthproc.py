@@ -24,6 +24,14 @@ def _ready(remote: SynthProcess, timeout: float = 60.0) -> SynthProcess:
     return remote
 
 
+def _prep(rate: int) -> dict:
+    """What the render worker asks the child to prepare notes for: 4 s at `rate`, looped."""
+    from engine.instrument.noteloop import loop_points
+
+    frames = rate * 4
+    return {"rate": rate, "frames": frames, "loop": list(loop_points(frames, rate)), "loop_s": 1.0}
+
+
 def _same_notes(a, b):
     """Same model, device, threads and precision: equal up to float rounding (oneDNN may pick
     another kernel in another process state)."""
@@ -133,11 +141,10 @@ def test_the_child_renders_at_low_priority_from_its_start_and_the_waiting_worker
 def test_child_prepares_notes_as_the_parent_would(synth):
     """generate_notes: resampled, normalised and looped in the child, equal to the parent's own
     preparation of the same notes (soxr would hold the parent's GIL for milliseconds a note)."""
-    from engine.instrument.noteloop import loop_points, prepare_note
+    from engine.instrument.noteloop import prepare_note
 
-    frames, rate = 48000 * 4, 48000
-    loop = loop_points(frames, rate)
-    prep = {"rate": rate, "frames": frames, "loop": list(loop), "loop_s": 1.0}
+    prep = _prep(48000)
+    frames, rate, loop = prep["frames"], prep["rate"], tuple(prep["loop"])
     remote = _ready(SynthProcess(synth.source, synth.num_samples))
     try:
         z = synth.random_latents(2, seed=4)
@@ -154,10 +161,7 @@ def test_child_prepares_notes_as_the_parent_would(synth):
 def test_a_pool_splits_the_pitches_among_its_children_and_outlives_a_helper(synth):
     """Three children render a request's pitches side by side: the notes are the parent's own,
     in the order asked; a helper that dies is dropped and its pitches go to the first child."""
-    from engine.instrument.noteloop import loop_points
-
-    frames, rate = 16000 * 4, 16000
-    prep = {"rate": rate, "frames": frames, "loop": list(loop_points(frames, rate)), "loop_s": 1.0}
+    prep = _prep(16000)
     pool = RenderPool(synth.source, synth.num_samples, size=3)
     try:
         for child in pool.processes:
@@ -167,7 +171,7 @@ def test_a_pool_splits_the_pitches_among_its_children_and_outlives_a_helper(synt
         pitches = [30, 45, 60, 72, 84]
         notes, _, errors = pool.generate_notes(z, pitches, None, prep)
         assert errors == [""] * 5
-        want = [Instrument(synth, sample_rate=rate).renderer.prepare(w, synth.sample_rate, p)[0]
+        want = [Instrument(synth, sample_rate=prep["rate"]).renderer.prepare(w, synth.sample_rate, p)[0]
                 for w, p in zip(synth.generate(z, pitches), pitches)]
         _same_notes(notes, np.stack(want))
         helper = pool.processes[1]
@@ -203,10 +207,7 @@ def test_instrument_renders_a_pitch_per_render_process(synth):
 
 
 def test_a_pool_grows_and_shrinks_at_the_next_request(synth):
-    from engine.instrument.noteloop import loop_points
-
-    frames, rate = 16000 * 4, 16000
-    prep = {"rate": rate, "frames": frames, "loop": list(loop_points(frames, rate)), "loop_s": 1.0}
+    prep = _prep(16000)
     pool = RenderPool(synth.source, synth.num_samples, size=1)
     z = synth.random_latents(2, seed=7)
     try:

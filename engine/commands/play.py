@@ -57,7 +57,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from engine.devices.audio import AudioOutput
     from engine.devices.jackclient import JACK_CLIENT_DEVICE
-    from engine.devices.listing import device_sample_rate
+    from engine.devices.listing import device_sample_rate, is_jack_client
     from engine.devices.midi_input import MidiInput
     from engine.gansynth.modelfile import ModelFileError
     from engine.gansynth.synth import load_synth
@@ -104,9 +104,8 @@ def run(args) -> int:
     if bindings:
         print(f"MIDI mapping: {len(bindings)} control(s) from {args.midi_map or args.preset}")
     # On our JACK client its own midi_in is the input other programs play: no second (rtmidi) one
-    jack_client = (args.audio_out or "").strip().lower() == JACK_CLIENT_DEVICE.lower()
     midi = MidiInput(out, port_name=args.midi_in, channel=channel,
-                     virtual=not (args.no_virtual_port or jack_client), mapping=mapping)
+                     virtual=not (args.no_virtual_port or is_jack_client(args.audio_out)), mapping=mapping)
     if midi.start():
         virtual = f", virtual port {midi.virtual_name!r}" if midi.virtual else ""
         port = midi.connected_name or ("waiting for " + repr(args.midi_in) if args.midi_in else "no port")

@@ -138,6 +138,14 @@ def find_output_device(name: str | None = None) -> OutputDevice:
     raise AudioDeviceError(f"audio output {name!r} {what}; available: {names}")
 
 
+def is_jack_client(name: str | None) -> bool:
+    """Whether output `name`, matched as `find_output_device` matches it, is our own JACK client."""
+    try:
+        return find_output_device(name).hostapi == JACK_CLIENT_HOSTAPI
+    except AudioDeviceError:
+        return False
+
+
 def device_sample_rate(name: str | None = None) -> int:
     """The rate to build the instrument at for device `name` (48 kHz when unknown)."""
     try:

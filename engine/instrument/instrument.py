@@ -263,10 +263,7 @@ class Instrument:
         the render processes may take every core, else all but one (`render_process_count`),
         unless `render_processes` was given. Applied from the next render job on."""
         if not self._processes_chosen:
-            r = self.renderer
-            r.processes = render_process_count(realtime)
-            if r.render_pool is not None:
-                r.render_pool.size = r.processes
+            self.renderer.set_processes(render_process_count(realtime))
 
     def swap_model(self, synth, timbre: TimbreState | None = None, seed: int = 0) -> None:
         """Play a different model (loaded by the caller off the audio thread).

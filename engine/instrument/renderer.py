@@ -158,6 +158,12 @@ class Renderer:
             return "ready" if remote.ready.is_set() else (f"failed: {remote.error}" if remote.error else "starting")
         return f"failed: {self.process_error}" if self.process_error else "off"
 
+    def set_processes(self, count: int) -> None:
+        """Render processes from the next job on (any thread; a running pool resizes itself)."""
+        self.processes = max(1, int(count))
+        if self.render_pool is not None:
+            self.render_pool.size = self.processes
+
     def start(self) -> None:
         if self._thread is not None:
             return

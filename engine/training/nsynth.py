@@ -12,7 +12,6 @@ and of what `gansynth make-dataset` writes. `examples.json` maps each note_str
 """
 from __future__ import annotations
 
-
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path

@@ -107,11 +107,13 @@ def test_fused_upsample_conv_equals_upsample_then_conv():
 
 
 @pytest.mark.parametrize("name", ["lite", "paper"])
-def test_inference_path_matches_training_path(name):
-    """Without autograd every upsample + conv runs as one transposed conv; the notes are the same
-    (float rounding: relative RMS ~1e-6, a few 1e-4 at most on random weights)."""
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_inference_path_matches_training_path(name, memory_format):
+    """Without autograd every upsample + conv runs as one transposed conv (and, channels last, the
+    output conv as one matrix product); the notes are the same (float rounding: relative RMS
+    ~1e-6, a few 1e-4 at most on random weights)."""
     torch.manual_seed(0)
-    g = Generator(PRESETS[name]).eval()
+    g = Generator(PRESETS[name]).eval().to(memory_format=memory_format)
     z, labels = torch.randn(2, PRESETS[name].latent_size), torch.tensor([0, 40])
     with torch.no_grad():
         fast = g(z, labels)
@@ -122,6 +124,42 @@ def test_inference_path_matches_training_path(name):
         with torch.no_grad():
             fast = g(z, labels, progress)
         assert torch.allclose(fast, g(z, labels, progress).detach(), atol=5e-4)
+
+
+def test_inference_weights_follow_every_weight_change():
+    """The inference path caches its rescaled weights; an optimizer step, an EMA update, a loaded
+    state or a dtype change must reach the next inference call."""
+    torch.manual_seed(2)
+    cfg = PRESETS["tiny"]
+    g = Generator(cfg).eval().to(memory_format=torch.channels_last)
+    z, labels = torch.randn(1, cfg.latent_size), torch.tensor([5])
+
+    def fresh_equals_cached():
+        with torch.no_grad():
+            cached = g(z, labels)
+        for m in g.modules():
+            m.__dict__.pop("_inference_cache", None)
+        with torch.no_grad():
+            fresh = g(z, labels)
+        return torch.equal(cached, fresh)
+
+    with torch.no_grad():
+        before = g(z, labels)
+    opt = torch.optim.Adam(g.parameters(), lr=0.1)
+    g(z, labels).square().mean().backward()
+    opt.step()
+    assert fresh_equals_cached()
+    with torch.no_grad():
+        assert not torch.allclose(g(z, labels), before)
+    ema_update(g, Generator(cfg), 0.5)
+    assert fresh_equals_cached()
+    g.load_state_dict(Generator(cfg).state_dict())
+    assert fresh_equals_cached()
+    g.double()
+    z = z.double()
+    with torch.no_grad():
+        assert g(z, labels).dtype == torch.float64
+    assert fresh_equals_cached()
 
 
 def test_minibatch_stddev_is_population_std_mean():

@@ -19,6 +19,7 @@ from engine.gansynth.latentprior import LatentPrior
 from engine.gansynth.model import Generator
 from engine.gansynth.modelfile import ModelFileError, is_model_dir, load_model_dir
 from engine.gansynth.spectral import SpecgramsHelper
+from engine.util.heap import keep_freed_memory
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -82,6 +83,8 @@ class Synth:
         self.source: dict | None = None  # load_synth's arguments, when it made this Synth
         self._prior = _latent_prior(self.meta, self.config.latent_size)  # malformed: fails at load
         memory_format = torch.channels_last if self.device.type == "cpu" else torch.contiguous_format
+        if self.device.type == "cpu":
+            keep_freed_memory()  # each note reuses the last one's heap, not fresh pages (engine.util.heap)
         self.generator = generator.to(self.device).to(memory_format=memory_format).eval()
         self.generator.requires_grad_(False)
         self.helper = SpecgramsHelper(spectral, self.device)

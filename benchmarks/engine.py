@@ -144,7 +144,7 @@ def bench_pad_moves(synth, moves: int, processes: int) -> dict:
                 assert seen.wait(10)
                 t_held = time.perf_counter() - t0
                 assert inst.renderer.idle.wait(120)
-                t_full = inst.renderer.range_seconds
+                t_full = inst.renderer.claims.range_seconds
                 (held_busy if busy else held).append(t_held * 1000)
                 (approx_busy if busy else approx).append(t_approx * 1000)
                 (full_busy if busy else full).append(t_full)

@@ -14,6 +14,7 @@ from engine import load_synth
 from engine.devices.clock import OfflineClockOutput
 from engine.instrument import events as ev
 from engine.instrument.instrument import Instrument
+from engine.instrument.noteloop import heard_samples
 from engine.instrument.offline import OfflineDriver
 from engine.instrument.presets import PresetError
 from tests.conftest import make_tiny_model_dir, traced_allocation
@@ -155,7 +156,7 @@ def test_cache_eviction_under_a_small_budget_never_touches_playing_notes(synth):
     held_copy = cache.pool[held_slot].copy()
     render_timbre((1.0, 1.0))  # B
     render_timbre((0.0, 1.0))  # C: 93 notes through 90 slots
-    assert r.renders == 3 * n and r.starved == 0
+    assert r.renders == 3 * n and r.handoff.starved == 0
     assert cache.evictions == 3 * n - cap and len(cache) == cap and cache.bytes_used() <= 22 * 2**20
     np.testing.assert_array_equal(cache.pool[held_slot], held_copy)  # still playing: untouched
     assert int(inst.mixer.r_slot[0]) == held_slot
@@ -227,7 +228,7 @@ def test_worker_thread_renders_a_held_note(synth):
     assert inst.stats()["silent_notes"] == 1  # nothing rendered yet
     inst.start()
     try:
-        assert inst.renderer.published.wait(30.0)  # the held pitch comes first
+        assert inst.renderer.handoff.published.wait(30.0)  # the held pitch comes first
         inst.process(64)
         assert inst.mixer.table[72] != 0
         assert np.abs(inst.process(1024)).max() > 0  # the voice picked it up
@@ -374,7 +375,7 @@ def test_renderer_renders_only_the_heard_span_and_its_notes_are_the_whole_notes(
     would give."""
     inst = Instrument(synth, sample_rate=48000, cache_mb=64, max_voices=8)
     renderer = inst.renderer
-    span = renderer._span_samples(synth)
+    span = heard_samples(renderer.loop, renderer.sample_rate, synth)
     assert span < 0.8 * synth.num_samples and synth.span_frames(span) < synth.spectral.time_steps
     z = np.array(inst.timbre.latent[None])  # a copy: the timbre's latent is read-only
     heard, loop_len = renderer.prepare(synth.generate(z, [60], samples=span)[0], synth.sample_rate, 60)

@@ -13,8 +13,8 @@ from engine import load_synth
 from engine.instrument import events as ev
 from engine.instrument.instrument import Instrument
 from engine.instrument.noteloop import loop_points
-from engine.instrument.refill import (HELD, OTHER, RECENT, RECENT_PITCHES, blend_into, blend_weights, job_order,
-                                      refill_ranks)
+from engine.instrument.refill import (HELD, OTHER, RECENT, RECENT_PITCHES, Claims, blend_into, blend_weights,
+                                      job_order, refill_ranks)
 
 SR = 16000
 
@@ -207,7 +207,7 @@ def test_a_render_for_a_timbre_left_meanwhile_is_cached_not_played(synth, monkey
     inst.set_pad(0.9, 0.9)
     r._take_mail()
     left = inst.timbre.key()
-    real = r._render_into_slots
+    real = r._render_here
 
     def pad_moves_mid_render(keys, pitches, latent):
         inst.set_pad(0.1, 0.2)                         # arrives while the render runs ...
@@ -215,7 +215,7 @@ def test_a_render_for_a_timbre_left_meanwhile_is_cached_not_played(synth, monkey
         r._answer()                                    # ... and is answered by a blend
         return real(keys, pitches, latent)
 
-    monkeypatch.setattr(r, "_render_into_slots", pad_moves_mid_render)
+    monkeypatch.setattr(r, "_render_here", pad_moves_mid_render)
     r._jobs([60], -1)
     monkeypatch.undo()
     assert (r._model_gen, left, 60) in inst.cache       # kept for a return to that spot
@@ -234,12 +234,12 @@ def test_the_worker_answers_a_pad_move_while_waiting_for_a_render(synth):
     inst.process(64)
     r._wake_pipe.open()
     answer_r, answer_w = os.pipe()                     # stands for the render process's stdout
-    waiter = threading.Thread(target=r._wait_answering, args=(answer_r,))
+    waiter = threading.Thread(target=r._wait_answering, args=([answer_r],))
     try:
-        r.published.clear()
+        r.handoff.published.clear()
         waiter.start()
         inst.set_pad(0.6, 0.3)
-        assert r.published.wait(10)                    # answered while the "render" is in flight
+        assert r.handoff.published.wait(10)                    # answered while the "render" is in flight
         assert waiter.is_alive() and r.approximations == 1
         os.write(answer_w, b"x")                       # the render's answer arrives
         waiter.join(10)
@@ -256,10 +256,34 @@ def test_blend_of_looped_notes_loops_seamlessly(synth):
     """Notes of one pitch share their loop, so the blend wraps as smoothly as they do."""
     inst = big_instrument(synth)
     slots = store_corner_notes(inst, 57)
-    blend_into(inst.cache.pool, 1, slots, [0.25] * 4, inst.mixer.loop_end, inst.renderer._scratch)
+    blend_into(inst.cache.pool, 1, slots, [0.25] * 4, inst.mixer.loop_end, inst.renderer.handoff._scratch)
     loop_start, loop_end, _ = loop_points(inst.note_frames, SR)
     length = int(inst.mixer.slot_loop_len[slots[0]])
     note = inst.cache.pool[1]
     wrapped = np.concatenate([note[loop_end - 200:loop_end], note[loop_end - length:loop_end - length + 200]])
     own = max(float(np.abs(np.diff(inst.cache.pool[s, :loop_end])).max()) for s in slots)
     assert float(np.abs(np.diff(wrapped)).max()) <= own
+
+
+def test_claims_count_a_pitch_when_it_lands_not_when_it_is_sent():
+    """The worker's account: a pitch queued on a render process is off the to-do list but not
+    rendered; one whose process died goes back on the list; the range completes once."""
+    c = Claims()
+    c.begin((0, b"a"), 3)
+    c.done.update([60, 61, 62])
+    c.send([(0, b"a", 60), (0, b"a", 61), (0, b"corner", 60)])   # 62 was a cache hit
+    assert c.rendered == (62,) and c.progress == pytest.approx(1 / 3)
+    c.land((0, b"a", 60))
+    c.drop((0, b"a", 61))                                  # its helper died
+    assert c.done == {60, 62} and c.rendered == (60, 62) and c.seq_done == 0
+    c.done.add(61)
+    c.send([(0, b"a", 61)])
+    c.begin((0, b"b"), 3)                                  # the pad moved: a new timbre
+    c.land((0, b"a", 61))                                  # the old timbre's note lands
+    assert c.rendered == () and c.seq_done == 0 and c.pending == {(0, b"corner", 60)}
+    c.done.update([60, 61, 62])
+    c.update()
+    assert c.seq_done == c.seq == 2 and c.progress == 1.0
+    first = c.range_seconds
+    c.land((0, b"corner", 60))                             # a corner note after the range
+    assert c.range_seconds == first

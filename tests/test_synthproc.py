@@ -158,31 +158,56 @@ def test_child_prepares_notes_as_the_parent_would(synth):
         _same_notes(note, want)
 
 
-def test_a_pool_splits_the_pitches_among_its_children_and_outlives_a_helper(synth):
-    """Three children render a request's pitches side by side: the notes are the parent's own,
-    in the order asked; a helper that dies is dropped and its pitches go to the first child."""
+def _drain(pool: RenderPool) -> dict:
+    """{tag: Landing} of everything in flight."""
+    out = {}
+    while pool.in_flight:
+        out.update((landing.tag, landing) for landing in pool.receive())
+    return out
+
+
+def test_a_pool_keeps_its_children_busy_and_outlives_a_helper(synth):
+    """Three children render the queued pitches side by side, two requests queued each: the
+    notes are the parent's own, under their tags; a helper that dies is dropped and its
+    requests come back lost; a rejected request is answered as such and the children serve on."""
     prep = _prep(16000)
     pool = RenderPool(synth.source, synth.num_samples, size=3)
     try:
         for child in pool.processes:
             _ready(child)
         assert pool.ready_count == 3
-        z = synth.random_latents(5, seed=6)
-        pitches = [30, 45, 60, 72, 84]
-        notes, _, errors = pool.generate_notes(z, pitches, None, prep)
-        assert errors == [""] * 5
+        z = synth.random_latents(7, seed=6)
+        pitches = [30, 45, 60, 72, 84, 50, 66]
+        submitted = [i for i, p in enumerate(pitches) if pool.submit(z[i:i + 1], [p], None, prep, i)]
+        assert submitted == [0, 1, 2, 3, 4, 5] and not pool.can_take()   # 3 children x DEPTH 2
+        assert sorted(len(q) for q in pool._queued.values()) == [2, 2, 2]
+        landed = _drain(pool)
+        assert pool.submit(z[6:], [66], None, prep, 6) and pool.receive()[0].tag == 6
         want = [Instrument(synth, sample_rate=prep["rate"]).renderer.prepare(w, synth.sample_rate, p)[0]
                 for w, p in zip(synth.generate(z, pitches), pitches)]
-        _same_notes(notes, np.stack(want))
+        assert sorted(landed) == submitted and all(not v.failure and v.errors == [""] for v in landed.values())
+        _same_notes(np.concatenate([landed[i].notes for i in submitted]), np.stack(want[:6]))
+
         helper = pool.processes[1]
+        os.kill(helper.pid, signal.SIGSTOP)   # it takes its requests, then dies without answering
+        for i in range(6):
+            assert pool.submit(z[i:i + 1], [pitches[i]], None, prep, i)
+        held = list(pool._queued[helper])
         os.kill(helper.pid, signal.SIGKILL)
         helper._proc.wait(10)
-        again, _, errors = pool.generate_notes(z, pitches, None, prep)
-        assert errors == [""] * 5 and len(pool.processes) == 2 and helper not in pool.processes
-        _same_notes(again, notes)
-        with pytest.raises(ValueError, match="pitches must lie"):   # rejected; the children stay in step
-            pool.generate_notes(z[:2], [60, 99], None, prep)
-        _same_notes(pool.generate_notes(z[:2], pitches[:2], None, prep)[0], notes[:2])
+        landed = _drain(pool)
+        assert helper not in pool.processes   # (and a new helper starting: the pool's size is 3)
+        lost = sorted(t for t, v in landed.items() if v.lost)
+        assert len(held) == 2 and lost == sorted(held) and sorted(landed) == list(range(6))
+        for i in lost:
+            assert pool.submit(z[i:i + 1], [pitches[i]], None, prep, i)
+        again = {**{t: v for t, v in landed.items() if not v.lost}, **_drain(pool)}
+        _same_notes(np.concatenate([again[i].notes for i in range(6)]), np.stack(want[:6]))
+
+        assert pool.submit(z[:1], [99], None, prep, "bad") and pool.submit(z[2:3], [60], None, prep, "good")
+        landed = _drain(pool)
+        assert "pitches must lie" in landed["bad"].failure and not landed["good"].failure
+        _same_notes(landed["good"].notes[0], want[2])
     finally:
         pool.close()
     assert all(p._proc.poll() is not None for p in pool.processes)
@@ -210,17 +235,26 @@ def test_a_pool_grows_and_shrinks_at_the_next_request(synth):
     prep = _prep(16000)
     pool = RenderPool(synth.source, synth.num_samples, size=1)
     z = synth.random_latents(2, seed=7)
+
+    def render(tags):
+        for t in tags:
+            assert pool.submit(z[t:t + 1], [50 + 20 * t], None, prep, t)
+        landed = _drain(pool)
+        return np.concatenate([landed[t].notes for t in tags])
+
     try:
         _ready(pool.processes[0])
-        first, _, _ = pool.generate_notes(z, [50, 70], None, prep)
+        first = render([0, 1])
         pool.size = 2                       # e.g. the audio thread turned out realtime
-        pool.generate_notes(z[:1], [50], None, prep)
+        render([0])
         assert len(pool.processes) == 2
         helper = _ready(pool.processes[1])
         assert pool.ready_count == 2
-        _same_notes(pool.generate_notes(z, [50, 70], None, prep)[0], first)
+        assert pool.submit(z[:1], [50], None, prep, 0) and pool.submit(z[1:], [70], None, prep, 1)
+        assert [len(pool._queued[p]) for p in pool.processes] == [1, 1]   # one each, side by side
+        _same_notes(np.concatenate([v.notes for _, v in sorted(_drain(pool).items())]), first)
         pool.size = 1
-        _same_notes(pool.generate_notes(z, [50, 70], None, prep)[0], first)
+        _same_notes(render([0, 1]), first)
         assert len(pool.processes) == 1 and helper._proc.poll() is not None
     finally:
         pool.close()

@@ -294,8 +294,8 @@ class Instrument:
         """Meters: cache counters, render progress of the current timbre (0..1), voices."""
         r, m = self.renderer, self.mixer
         out = self.cache.stats()
-        out.update(render_progress=r.progress, renders=r.renders, render_failures=r.failures,
-                   last_render_ms=r.last_render_ms, range_render_s=r.range_seconds,
+        out.update(render_progress=r.claims.progress, renders=r.renders, render_failures=r.failures,
+                   last_render_ms=r.last_render_ms, range_render_s=r.claims.range_seconds,
                    rendered_pitches=r.done_pitches(), voices=m.active_voices(),
                    fallback_notes=m.fallback_notes, silent_notes=m.silent_notes,
                    held_pitches=[int(p) for p in np.flatnonzero(m.held_count)],

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from typing import NamedTuple
 
 import numpy as np
@@ -45,6 +46,57 @@ class TimbreRequest(NamedTuple):
     corner_keys: tuple = ()
     corner_latents: np.ndarray | None = None
     weights: np.ndarray | None = None
+
+
+class Claims:
+    """The render worker's account of its work (its thread only; readers take the plain
+    attributes): the current timbre's pitches taken off the to-do list (`done`: landed, or
+    pending), the notes in the render processes (`pending`: cache keys (model generation,
+    timbre key, pitch) of any timbre), how far the current range is and how long it took."""
+
+    def __init__(self):
+        self.current = None   # (model generation, timbre key) that `done` counts
+        self.pitch_count = 0
+        self.done: set[int] = set()
+        self.pending: set = set()
+        self.seq = self.seq_done = 0   # timbres begun; the one whose range is complete
+        self.started = self.range_seconds = self.progress = 0.0
+        self.rendered: tuple[int, ...] = ()   # pitches of the current timbre published
+
+    def begin(self, current, pitch_count: int) -> None:
+        """A new timbre: nothing of it done yet."""
+        self.current, self.pitch_count = current, int(pitch_count)
+        self.seq += 1
+        self.done, self.rendered, self.progress = set(), (), 0.0
+        self.started = time.perf_counter()
+
+    def is_current(self, key) -> bool:
+        return tuple(key[:2]) == self.current
+
+    def send(self, keys) -> None:
+        """These notes are being rendered."""
+        self.pending.update(keys)
+        self.update()
+
+    def land(self, key) -> None:
+        """A note rendered (stored, or failed for good)."""
+        self.pending.discard(key)
+        self.update()
+
+    def drop(self, key) -> None:
+        """A note that will not land (its render process died): back on the to-do list."""
+        self.pending.discard(key)
+        if self.is_current(key):
+            self.done.discard(key[-1])
+        self.update()
+
+    def update(self) -> None:
+        pending = {k[-1] for k in self.pending if self.is_current(k)}
+        self.rendered = tuple(sorted(p for p in self.done if p not in pending))
+        self.progress = len(self.rendered) / max(1, self.pitch_count)
+        if len(self.rendered) == self.pitch_count and self.seq_done != self.seq:
+            self.seq_done = self.seq
+            self.range_seconds = time.perf_counter() - self.started
 
 
 def refill_ranks(pitch_range: tuple[int, int], held: np.ndarray, last_on: np.ndarray) -> dict[int, tuple]:

@@ -1,15 +1,10 @@
 """Render worker: (latent, pitch) -> a playable note in the cache, off the audio thread.
 
-One job = one pitch of the newest requested timbre (one per render process on a CPU, 8
-pitches per batch on a GPU):
-  generate (torch, one intra-op thread on CPU; only the span a held note can sound, up to
-  its loop's end) -> soxr resample 16 kHz -> output rate
-  -> cut/pad to the note length -> normalise by the absolute peak of the playable part
-  -> bake the loop crossfade (a whole number of pitch periods, before the note's
-  release) -> write into a free cache slot -> publish (pitch, slot, seq) to the
-  mixer's `ready` deque (the audio thread installs it at its next block).
-LRU eviction spares the notes of the timbre being rendered, so going back to an older
-timbre re-renders only what was evicted instead of evicting its own notes in turn.
+One job = one pitch of the newest requested timbre (queued on the render processes, up to
+two a child, on a CPU; 8 pitches per batch on a GPU): generate only the span a held note
+can sound (up to its loop's end), prepare it (engine.instrument.noteloop.prepare_note), and
+hand it to the mixer (engine.instrument.handoff). LRU eviction spares the notes of the
+timbre being rendered, so going back to an older timbre re-renders only what was evicted.
 
 Priority (re-evaluated before every job; engine.instrument.refill): held pitches, then
 the ones just played, then their neighbours; with `anchors` on, the corner instruments'
@@ -17,22 +12,19 @@ notes of each group after it. Pad moves arrive in a latest-value mailbox (newest
 wins; the old timbre's unrendered pitches are dropped); cached notes are published without
 rendering. A failed render is logged, counted and skipped (the previous note keeps playing).
 
-Instant answer (`anchors` on): a new timbre is answered before any render: every held pitch
-gets its cached note, else the blend of the corners' notes at the new weights. With the
-render process this happens mid-render too: the worker waits for the child in select() on
-its pipe and a wake pipe `request` writes to; a render landing for a timbre no longer
-current is cached, not published (it would undo the newer blend).
+Instant answer (`anchors` on): a new timbre is answered before any render, mid-render too
+(the worker waits for its render processes in select() with a wake pipe `request` writes
+to): every held pitch gets its cached note, else the blend of the corners' notes at the new
+weights. A render landing for a timbre no longer current is cached, not published.
 
-Model swap: `swap_model(synth)` puts a prepared Synth in a mailbox; the worker
-picks it up between jobs (cache keys carry a model generation, so old notes are
-never mistaken for new ones) and re-renders the current timbre.
+Model swap: `swap_model(synth)` puts a prepared Synth in a mailbox; the worker picks it up
+between jobs (cache keys carry a model generation) and re-renders the current timbre.
 
 Render processes (`process=True`, the live instrument's default): `start()` also starts an
-`engine.instrument.synthproc.RenderPool`, `processes` children (default: a core each but one, 1 to 4)
-that load the same model; once the first is ready the worker's generate calls go there, a
-pitch to each ready child, rendered side by side; so the renders hold this process's GIL
-only to copy samples (the audio callback needs it every period). Until then, and after the
-first fails, notes render in this process. A swapped model gets new render processes.
+`engine.instrument.synthproc.RenderPool` of `processes` children (default: a core each but
+one, 1 to 4); once the first is ready the worker keeps them busy (`_pool_step`), so renders
+hold this process's GIL only to copy samples. Until then, and after the first fails, notes
+render in this process. docs/ARCHITECTURE.md has the measurements behind each choice.
 
 Deterministic use (offline driver, tests): do not `start()`; call `render_now`
 (or `run_until_idle`) from the driving thread instead.
@@ -48,14 +40,14 @@ import time
 import numpy as np
 import torch
 
-from engine.instrument.noteloop import loop_points, prepare_note
-from engine.instrument.refill import HELD, TimbreRequest, WakePipe, blend_into, blend_weights, job_order, refill_ranks
+from engine.instrument.handoff import Handoff
+from engine.instrument.noteloop import heard_samples, loop_points, prepare_note
+from engine.instrument.refill import HELD, Claims, TimbreRequest, WakePipe, blend_weights, job_order, refill_ranks
 from engine.instrument.synthproc import RenderPool, SynthProcessError, lower_thread_priority, render_process_count
 
 log = logging.getLogger(__name__)
 
 IDLE_WAIT_S = 2.0  # an idle worker's wait for mail (`request` wakes it at once)
-SPAN_MARGIN_S = 0.032  # beyond the heard span: soxr HQ's filter reaches a few ms; the note is exact there
 
 
 def _take(mailbox: collections.deque):
@@ -80,8 +72,7 @@ class Renderer:
         self._synth = synth
         self.batch = self._batch_for(synth)
         self._model_gen = 0
-        self._seq = 0  # publication counter
-        self._published_seq = np.zeros(cache.slots, np.int64)
+        self.handoff = Handoff(cache, mixer, note_frames, keep=self._keep)  # into the cache, to the mixer
         # mailboxes (latest value wins), written by other threads
         # (a deque of maxlen 1: append replaces, popleft takes, both atomic)
         self._request: collections.deque = collections.deque(maxlen=1)  # TimbreRequest
@@ -98,25 +89,17 @@ class Renderer:
         self._timbre_key = None
         self._latent = None
         self._req: TimbreRequest | None = None
-        self._timbre_seq = 0
-        self._done: set[int] = set()
+        self.claims = Claims()  # the current timbre's pitches done or pending; progress (readers too)
         self._anchor_tried: set = set()  # anchor keys rendered (or failed) for this model
         self.anchors = False  # keep the corners' notes and answer pad moves with their blend
         self._deferred = False  # jobs left for the render process, which is starting
         self._lowered = False  # this thread's priority was lowered (it renders in-process)
-        self._scratch = np.zeros(cache.stride, np.float32)
-        self.rendered: tuple[int, ...] = ()  # published pitches of the current timbre (for readers)
-        self._timbre_started = 0.0
         # meters (plain attributes, read by anyone)
-        self.renders = self.failures = self.starved = 0
+        self.renders = self.failures = 0
         self.approximations = 0  # blends published
         self.last_answer_ms = 0.0  # new timbre taken -> its held pitches published
         self.last_render_ms = 0.0
-        self.progress = 0.0
-        self.timbre_seq_done = 0  # timbre sequence whose range is complete
-        self.range_seconds = 0.0  # wall time the last complete range took
         self.idle = threading.Event()  # set when nothing is left to render (anchors included)
-        self.published = threading.Event()  # set after every publication (waiters clear it)
 
     @staticmethod
     def _batch_for(synth) -> int:
@@ -237,16 +220,16 @@ class Renderer:
         if req is None or req.key == self._timbre_key:
             return False
         self._req, self._timbre_key, self._latent = req, req.key, req.latent
-        self._timbre_seq += 1
-        self._done = set()
-        self.rendered = ()
-        self._timbre_started = time.perf_counter()
-        self.progress = 0.0
+        lo, hi = self.pitch_range
+        self.claims.begin((self._model_gen, req.key), hi - lo + 1)
         return True
 
     def step(self) -> bool:
-        """Do one job (a pitch per ready render process; `batch` pitches on a GPU); False when the current timbre
-        is complete (nothing to do)."""
+        """Do one job (`batch` pitches here; with the render processes ready, keep them busy
+        and take one answer); False when the current timbre is complete (nothing to do)."""
+        remote = self.render_pool
+        if remote is not None and remote.ready.is_set():
+            return self._pool_step(remote)
         if self._take_mail():
             self._answer()
         if self._timbre_key is None:
@@ -254,10 +237,72 @@ class Renderer:
         todo = self._ordered_jobs()
         if not todo:
             return False
-        corner, remote = todo[0][1], self.render_pool
-        size = max(self.batch, remote.ready_count) if remote is not None else self.batch   # a pitch per child
-        self._jobs([p for p, c in todo if c == corner][:size], corner)
+        corner = todo[0][1]
+        self._jobs([p for p, c in todo if c == corner][:self.batch], corner)
         return True
+
+    def _pool_step(self, pool: RenderPool) -> bool:
+        """Queue the most urgent pitches on the render processes (up to RenderPool.DEPTH each;
+        a request a pitch), then store and publish the first answer. A model swap waits until
+        nothing of the old model is in flight."""
+        if self._take_mail(timbre_only=pool.in_flight > 0):
+            self._answer()
+        if self.render_pool is not pool:   # a swapped model: its own processes
+            return True
+        try:
+            if self._timbre_key is not None and not self._next_synth:
+                self._fill(pool)
+            if not pool.in_flight:
+                return bool(self._next_synth)
+            for landing in pool.receive(self._wait_answering):
+                self._land(landing)
+        except SynthProcessError as e:   # the first child is gone: render here from now on
+            self.process_error = str(e)
+            log.warning("%s; rendering in this process from now on", e)
+            for key, _ in pool.queued_tags():
+                self._unclaim(key)
+            self._close_remote()
+        return True
+
+    def _fill(self, pool: RenderPool) -> None:
+        """Queue the most urgent pitches, a request each, while a child has room."""
+        prep = {"rate": self.sample_rate, "frames": self.note_frames, "loop": list(self.loop),
+                "loop_s": self.loop_seconds}
+        samples = heard_samples(self.loop, self.sample_rate, self._synth)
+        for pitch, corner in self._ordered_jobs():
+            if not pool.can_take():
+                return
+            keys, latent, missing = self._claim([pitch], corner)
+            sent = not missing
+            try:
+                sent = sent or pool.submit(latent[None], missing, samples, prep, (keys[pitch], time.perf_counter()))
+            finally:
+                if not sent:   # no room after all (a helper dropped), or the first child is gone
+                    self._unclaim(keys[pitch])
+
+    def _land(self, landing) -> None:
+        """A render process's answer (RenderPool.receive)."""
+        key, t0 = landing.tag
+        if landing.lost:   # its helper died: render it again
+            self._unclaim(key)
+            return
+        error = landing.failure or landing.errors[0]
+        self._arrive(key, None if error else landing.notes[0], 0 if error else landing.loop_lens[0], error)
+        self.last_render_ms = (time.perf_counter() - t0) * 1000.0
+
+    def _arrive(self, key, note: np.ndarray | None, loop_len: int, error: str) -> None:
+        """A rendered note (or why it failed: the previous note keeps playing) stored, and
+        published where it still belongs: a render for a timbre no longer current (the pad
+        moved meanwhile, answered by a blend) is kept in the cache but not played."""
+        pitch = key[-1]
+        if error:
+            self.failures += 1
+            log.warning("render of pitch %d failed (%s); keeping the previous note", pitch, error)
+        elif (slot := self._store(key, note, loop_len)) is not None:
+            self.renders += 1
+            if self.claims.is_current(key) or not self.mixer.table[pitch]:
+                self.handoff.publish(pitch, slot)
+        self.claims.land(key)
 
     def render_now(self, pitches) -> None:
         """Synchronously make sure these pitches of the newest timbre are published."""
@@ -265,7 +310,7 @@ class Renderer:
         if self._timbre_key is None:
             return
         lo, hi = self.pitch_range
-        need = [int(p) for p in dict.fromkeys(pitches) if lo <= p <= hi and p not in self._done]
+        need = [int(p) for p in dict.fromkeys(pitches) if lo <= p <= hi and p not in self.claims.done]
         for i in range(0, len(need), self.batch):
             self._jobs(need[i:i + self.batch], -1)
 
@@ -279,7 +324,7 @@ class Renderer:
         Notes played outside the model's range count for the edge pitch they come from."""
         lo, hi = self.pitch_range
         ranks = refill_ranks((lo, hi), self.mixer.held_count, self.mixer.last_on)  # copies inside
-        current = [p for p in range(lo, hi + 1) if p not in self._done]
+        current = [p for p in range(lo, hi + 1) if p not in self.claims.done]
         jobs = job_order(ranks, current, self._missing_anchors(lo, hi))
         remote = self.render_pool
         self._deferred = remote is not None and not remote.ready.is_set() and not remote.error
@@ -301,86 +346,58 @@ class Renderer:
 
     def _jobs(self, pitches: list[int], corner: int) -> None:
         """Publish these pitches of the current timbre (corner -1): cache hits at once, the
-        rest rendered in one generate call; or render these notes of one corner instrument."""
+        rest rendered in one generate call here; or render these notes of one corner instrument."""
+        keys, latent, missing = self._claim(pitches, corner)
+        if missing:
+            self._render_here([keys[p] for p in missing], missing, latent)
+        self.claims.update()
+
+    def _claim(self, pitches: list[int], corner: int) -> tuple[dict, np.ndarray, list[int]]:
+        """Take these pitches of the current timbre (corner -1; cache hits published at once)
+        or of a corner instrument off the to-do list -> (cache keys by pitch, their latent, the
+        pitches to render). Claimed pitches to render are pending until they land."""
         req = self._req
         timbre_key, latent = (self._timbre_key, self._latent) if corner < 0 else \
             (req.corner_keys[corner], req.corner_latents[corner])
         keys = {p: (self._model_gen, timbre_key, p) for p in pitches}
         missing = []
         if corner < 0:
-            self._done.update(pitches)
-            self.rendered = tuple(sorted(self._done))
+            self.claims.done.update(pitches)
             for p in pitches:
                 slot = self.cache.get(keys[p])
                 if slot is not None:
-                    self._publish(p, slot)
+                    self.handoff.publish(p, slot)
                 else:
                     missing.append(p)
         else:
             self._anchor_tried.update(keys.values())
             missing = list(pitches)
-        if missing:
-            slots = self._render_into_slots([keys[p] for p in missing], missing, latent)
-            for p, slot in zip(missing, slots):
-                # a render for a timbre that is no longer current (the pad moved meanwhile,
-                # answered by a blend) is kept in the cache but not played
-                if slot is not None and (self._is_current(keys[p]) or not self.mixer.table[p]):
-                    self._publish(p, slot)
-        lo, hi = self.pitch_range
-        self.progress = len(self._done) / (hi - lo + 1)
-        if len(self._done) == hi - lo + 1:
-            self.timbre_seq_done = self._timbre_seq
-            self.range_seconds = time.perf_counter() - self._timbre_started
+        self.claims.send(keys[p] for p in missing)
+        return keys, latent, missing
 
-    def _render_into_slots(self, keys: list, pitches: list[int], latent: np.ndarray) -> list[int | None]:
+    def _unclaim(self, key) -> None:
+        """A claimed note that will not land (its render process died): back on the to-do list."""
+        if not self.claims.is_current(key):
+            self._anchor_tried.discard(key)
+        self.claims.drop(key)
+
+    def _render_here(self, keys: list, pitches: list[int], latent: np.ndarray) -> None:
         t0 = time.perf_counter()
         synth = self._synth
         try:
             if synth.threads is None and self.threads is not None and synth.device.type == "cpu":
                 torch.set_num_threads(self.threads)
             z = np.repeat(latent[None], len(pitches), axis=0)
-            notes = self._render_notes(synth, z, pitches, self._span_samples(synth))
+            notes = self._render_notes(synth, z, pitches, heard_samples(self.loop, self.sample_rate, synth))
         except Exception as exc:  # keep the previous notes of these pitches
-            self.failures += len(pitches)
-            log.warning("render of pitch(es) %s failed (%s: %s); keeping the previous notes",
-                        pitches, type(exc).__name__, exc)
-            return [None] * len(pitches)
-        slots = []
-        for key, pitch, (note, loop_len, error) in zip(keys, pitches, notes):
-            if error:
-                self.failures += 1
-                log.warning("render of pitch %d failed (%s); keeping the previous note", pitch, error)
-                slots.append(None)
-                continue
-            slot = self._store(key, note, loop_len)
-            if slot is not None:
-                self.renders += 1
-            slots.append(slot)
+            notes = [(None, 0, f"{type(exc).__name__}: {exc}")] * len(pitches)
+        for key, (note, loop_len, error) in zip(keys, notes):
+            self._arrive(key, note, loop_len, error)
         self.last_render_ms = (time.perf_counter() - t0) * 1000.0 / len(pitches)
-        return slots
-
-    def _span_samples(self, synth) -> int:
-        """Samples of a generated note (at the model's rate) that can be heard: up to the loop's
-        end plus its guard (`bake_loop` zeroes the rest), plus SPAN_MARGIN_S for the resampler's
-        filter. Rendering only those skips ~25 % of the frames (and ~20 % of the time)."""
-        _, loop_end, _ = self.loop
-        heard_s = (loop_end + 16) / self.sample_rate + SPAN_MARGIN_S
-        return min(synth.num_samples, int(np.ceil(heard_s * synth.sample_rate)))
 
     def _render_notes(self, synth, z: np.ndarray, pitches: list[int], samples: int) -> list:
-        """[(playable note float32 [note_frames], loop length, "") or (None, 0, why)] per pitch:
-        from the render process, which also prepares them, or rendered and prepared here."""
-        remote = self.render_pool
-        if remote is not None and remote.ready.is_set():
-            prep = {"rate": self.sample_rate, "frames": self.note_frames, "loop": list(self.loop),
-                    "loop_s": self.loop_seconds}
-            try:
-                notes, loop_lens, errors = remote.generate_notes(z, pitches, samples, prep, wait=self._wait_answering)
-                return [(n if not e else None, ll, e) for n, ll, e in zip(notes, loop_lens, errors)]
-            except SynthProcessError as e:  # gone: render here from now on
-                self.process_error = str(e)
-                log.warning("%s; rendering in this process from now on", e)
-                self._close_remote()
+        """[(playable note float32 [note_frames], loop length, "") or (None, 0, why)] per pitch,
+        rendered and prepared in this thread (the render processes' notes come by `_pool_step`)."""
         out = []
         for pitch, wave in zip(pitches, self._generate(synth, z, pitches, samples)):  # at synth.sample_rate
             try:
@@ -401,15 +418,9 @@ class Renderer:
             lower_thread_priority()
 
     def _store(self, key, note: np.ndarray, loop_len: int) -> int | None:
-        slot = self.cache.allocate(self._pinned, keep=self._keep)
+        slot = self.handoff.store(key, note, loop_len)
         if slot is None:
-            self.starved += 1
             log.warning("note cache full of notes in use; %r not stored", key[-1])
-            return None
-        self.cache.pool[slot, :self.note_frames] = note
-        self.cache.pool[slot, self.note_frames:] = 0.0
-        self.mixer.slot_loop_len[slot] = loop_len  # before publishing, like the samples
-        self.cache.store(key, slot)
         return slot
 
     def prepare(self, wave: np.ndarray, wave_rate: int, pitch: int) -> tuple[np.ndarray, int]:
@@ -422,14 +433,10 @@ class Renderer:
         """Publish a given note (e.g. a test tone or an imported sample) for `pitch` as if
         rendered. Call from the thread that renders (or in deterministic use)."""
         note, loop_len = self.prepare(wave, wave_rate, pitch)
-        self._seq += 1
-        slot = self._store(("injected", self._seq, pitch), note, loop_len)
+        slot = self._store(("injected", self.handoff.next_seq(), pitch), note, loop_len)
         if slot is not None:
-            self._publish(pitch, slot)
+            self.handoff.publish(pitch, slot)
         return slot
-
-    def _is_current(self, key) -> bool:
-        return key[0] == self._model_gen and key[1] == self._timbre_key
 
     def _keep(self, key) -> bool:
         """Notes eviction spares: the current timbre's and, with anchors on, the corners'."""
@@ -438,17 +445,19 @@ class Renderer:
             self.anchors and req is not None and key[1] in req.corner_keys))
 
     # ------------------------------------------------------------ instant answer
-    def _wait_answering(self, fd: int) -> None:
-        """Until `fd` is readable (the render process's answer), answer pad moves."""
+    def _wait_answering(self, fds: list[int]) -> list[int]:
+        """Until one of `fds` is readable (a render process's answer), answer pad moves;
+        -> the readable ones."""
         wake = self._wake_pipe.fileno()
         while True:
-            ready, _, _ = select.select([fd] + ([wake] if wake is not None else []), [], [])
+            ready, _, _ = select.select(fds + ([wake] if wake is not None else []), [], [])
             if wake in ready:
                 self._wake_pipe.drain()
                 if self._take_mail(timbre_only=True):
                     self._answer()
-            if fd in ready:
-                return
+            answered = [fd for fd in ready if fd in fds]
+            if answered:
+                return answered
 
     def _answer(self) -> None:
         """A new timbre: publish at once, for every held pitch, its cached note or the blend
@@ -459,40 +468,26 @@ class Renderer:
         t0 = time.perf_counter()
         lo, hi = self.pitch_range
         ranks = refill_ranks((lo, hi), self.mixer.held_count, self.mixer.last_on)
-        held = sorted((p for p, r in ranks.items() if r[0] == HELD and p not in self._done), key=ranks.get)
-        gen, pool = self._model_gen, self.cache.pool
+        held = sorted((p for p, r in ranks.items() if r[0] == HELD and p not in self.claims.done), key=ranks.get)
+        gen = self._model_gen
         for p in held:
             exact = (gen, self._timbre_key, p)
             if exact in self.cache:
-                self._publish(p, self.cache.get(exact))
-                self._done.add(p)
+                self.handoff.publish(p, self.cache.get(exact))
+                self.claims.done.add(p)
                 continue
             found = [self.cache.peek((gen, ck, p)) for ck in req.corner_keys]
             w = blend_weights(req.weights, [s is not None for s in found])
             if w is None:
                 continue
             use = [(s, float(wi)) for s, wi in zip(found, w) if s is not None and wi > 0.0]
-            slot = self.cache.allocate(self._pinned, keep=self._keep)
-            if slot is None:
-                self.starved += 1
-                continue
-            blend_into(pool, slot, [s for s, _ in use], [wi for _, wi in use], self.mixer.loop_end, self._scratch)
-            self.mixer.slot_loop_len[slot] = self.mixer.slot_loop_len[use[0][0]]  # the pitch's loop
-            self.cache.store(("blend", gen, self._timbre_key, p), slot)
-            self.approximations += 1
-            self._publish(p, slot)
-        self.rendered = tuple(sorted(self._done))
+            slot = self.handoff.store_blend(("blend", gen, self._timbre_key, p), [s for s, _ in use],
+                                            [wi for _, wi in use])
+            if slot is not None:
+                self.approximations += 1
+                self.handoff.publish(p, slot)
+        self.claims.update()
         self.last_answer_ms = (time.perf_counter() - t0) * 1000.0
 
-    def _pinned(self, slot: int) -> bool:
-        """A slot the mixer may still read: referenced, or published but not yet taken."""
-        return bool(self.mixer.slot_refs[slot] > 0 or self._published_seq[slot] > self.mixer.consumed_seq)
-
-    def _publish(self, pitch: int, slot: int) -> None:
-        self._seq += 1
-        self._published_seq[slot] = self._seq
-        self.mixer.ready.append((pitch, slot, self._seq))
-        self.published.set()
-
     def done_pitches(self) -> list[int]:
-        return list(self.rendered)
+        return list(self.claims.rendered)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import os
 import platform
@@ -146,9 +147,11 @@ def cpu_identity() -> str:
 
 
 def probe_key(generator: Generator, threads: int | None) -> str:
-    """What the probe's answer depends on: CPU, versions, architecture, threads (hashed)."""
+    """What the probe's answer depends on: CPU, versions, our generator code (a faster torch
+    path can turn the answer), architecture, threads (hashed)."""
     ov_version = getattr(import_openvino(), "__version__", "?")
-    parts = {"cpu": cpu_identity(), "torch": torch.__version__, "openvino": ov_version,
+    code = hashlib.sha256(Path(inspect.getfile(Generator)).read_bytes()).hexdigest()[:16]
+    parts = {"cpu": cpu_identity(), "torch": torch.__version__, "openvino": ov_version, "generator_code": code,
              "model": dataclasses.asdict(generator.cfg), "threads": threads or torch.get_num_threads()}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 

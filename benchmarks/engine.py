@@ -13,8 +13,9 @@
    notes; the crossfade to it has begun in the audio thread), until it starts sounding the
    exact render (target for the first: <= 30 ms), and until the whole pitch range is
    re-rendered (target <= 1 s, i.e. <= 0.35x the same run's bare notes); the cost of one
-   bare `Synth.generate` note is the baseline, and every figure is also printed as a ratio
-   to it. Measured both from an idle worker and mid-range (a second move 100 ms
+   bare `Synth.generate` note is the baseline (timed between the moves, so that the
+   machine's drifting speed weighs on both alike), and every figure is also printed as a
+   ratio to it. Measured both from an idle worker and mid-range (a second move 100 ms
    after the first, while the worker is busy).
 
 Uses resources/models/default if present, else the `lite` config with random weights.
@@ -126,7 +127,8 @@ def bench_pad_moves(synth, moves: int, processes: int) -> dict:
     try:
         assert inst.renderer.idle.wait(120)
         rng = np.random.default_rng(0)
-        held, full, held_busy, full_busy, approx, approx_busy = [], [], [], [], [], []
+        z = synth.random_latents(1, 0)
+        held, full, held_busy, full_busy, approx, approx_busy, bare = [], [], [], [], [], [], []
         for _ in range(moves):
             for busy in (False, True):
                 if busy:  # first move, then the measured one 100 ms later while the worker renders
@@ -148,11 +150,12 @@ def bench_pad_moves(synth, moves: int, processes: int) -> dict:
                 (held_busy if busy else held).append(t_held * 1000)
                 (approx_busy if busy else approx).append(t_approx * 1000)
                 (full_busy if busy else full).append(t_full)
+                # the yardstick, between the moves: the machine's speed drifts (neighbours)
+                bare.append(time_ms(lambda: synth.generate(z, [pitch]), repeat=2, warmup=int(not bare)))
     finally:
         inst.stop()
         clock.stop()
-    z = synth.random_latents(1, 0)
-    note_ms = time_ms(lambda: synth.generate(z, [pitch]), repeat=7, warmup=1)
+    note_ms = statistics.median(bare + [time_ms(lambda: synth.generate(z, [pitch]), repeat=3, warmup=0)])
     out = {"note_generate_ms": note_ms, "answer_ms_last": inst.renderer.last_answer_ms,
            "approximations": inst.renderer.approximations, "late_blocks": clock.xruns, "clock_blocks": clock.tap.frames // BLOCK,
            "approximate": inst.renderer.anchors, "approx_ms": statistics.median(approx),
@@ -168,7 +171,8 @@ def bench_pad_moves(synth, moves: int, processes: int) -> dict:
     out["held_busy_in_notes"] = out["held_busy_ms"] / note_ms
     out["range_in_bare_ranges"] = out["range_s"] / bare_range_s
     out["range_busy_in_bare_ranges"] = out["range_busy_s"] / bare_range_s
-    print(f"one bare Synth.generate note (baseline): {note_ms:.1f} ms -> {n} pitches = {n * note_ms / 1000:.2f} s")
+    print(f"one bare Synth.generate note (baseline, timed between the moves): {note_ms:.1f} ms "
+          f"(between {min(bare):.1f} and {max(bare):.1f}) -> {n} pitches = {n * note_ms / 1000:.2f} s")
     print(f"pad move -> held pitch sounds the approximation (corner blend): median {out['approx_ms']:.1f} ms "
           f"from idle, {out['approx_busy_ms']:.1f} ms mid-range, max {out['approx_max_ms']:.1f} ms (target 30 ms)"
           f" = {out['approx_in_notes']:.2f} / {out['approx_busy_in_notes']:.2f} bare notes")

@@ -139,7 +139,7 @@ def test_the_child_renders_at_low_priority_from_its_start_and_the_waiting_worker
 
 
 def test_child_prepares_notes_as_the_parent_would(synth):
-    """generate_notes: resampled, normalised and looped in the child, equal to the parent's own
+    """send_notes/receive_notes: resampled, normalised and looped in the child, equal to the parent's own
     preparation of the same notes (soxr would hold the parent's GIL for milliseconds a note)."""
     from engine.instrument.noteloop import prepare_note
 
@@ -148,7 +148,8 @@ def test_child_prepares_notes_as_the_parent_would(synth):
     remote = _ready(SynthProcess(synth.source, synth.num_samples))
     try:
         z = synth.random_latents(2, seed=4)
-        notes, loop_lens, errors = remote.generate_notes(z, [40, 70], 50000, prep)
+        remote.send_notes(z, [40, 70], 50000, prep)
+        notes, loop_lens, errors = remote.receive_notes()
     finally:
         remote.close()
     assert notes.shape == (2, frames) and errors == ["", ""]

@@ -68,6 +68,8 @@ class Renderer:
         self.note_frames = int(note_frames)
         self.loop = loop_points(self.note_frames, self.sample_rate)
         self.loop_seconds = (self.loop[1] - self.loop[0]) / self.sample_rate
+        self._prepare_spec = {"rate": self.sample_rate, "frames": self.note_frames, "loop": list(self.loop),
+                              "loop_s": self.loop_seconds}  # what a render process prepares notes for
         self.threads = threads
         self._synth = synth
         self.batch = self._batch_for(synth)
@@ -266,8 +268,6 @@ class Renderer:
 
     def _fill(self, pool: RenderPool) -> None:
         """Queue the most urgent pitches, a request each, while a child has room."""
-        prep = {"rate": self.sample_rate, "frames": self.note_frames, "loop": list(self.loop),
-                "loop_s": self.loop_seconds}
         samples = heard_samples(self.loop, self.sample_rate, self._synth)
         for pitch, corner in self._ordered_jobs():
             if not pool.can_take():
@@ -275,7 +275,8 @@ class Renderer:
             keys, latent, missing = self._claim([pitch], corner)
             sent = not missing
             try:
-                sent = sent or pool.submit(latent[None], missing, samples, prep, (keys[pitch], time.perf_counter()))
+                sent = sent or pool.submit(latent[None], missing, samples, self._prepare_spec,
+                                            (keys[pitch], time.perf_counter()))
             finally:
                 if not sent:   # no room after all (a helper dropped), or the first child is gone
                     self._unclaim(keys[pitch])
@@ -350,7 +351,6 @@ class Renderer:
         keys, latent, missing = self._claim(pitches, corner)
         if missing:
             self._render_here([keys[p] for p in missing], missing, latent)
-        self.claims.update()
 
     def _claim(self, pitches: list[int], corner: int) -> tuple[dict, np.ndarray, list[int]]:
         """Take these pitches of the current timbre (corner -1; cache hits published at once)

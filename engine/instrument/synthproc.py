@@ -134,21 +134,17 @@ class SynthProcess:
         self._send({"samples": samples}, z, pitches)
         return self._receive()[1]
 
-    def generate_notes(self, z, pitches, samples: int | None, prepare: dict):
-        """Notes ready to play, prepared in the child (`engine.instrument.noteloop.prepare_note`
-        with prepare = {"rate", "frames", "loop": [start, end, xfade], "loop_s"}): resampling,
-        normalising and baking the loop would otherwise hold this process's GIL for
-        milliseconds per note (soxr does not release it). -> (float32 [n, frames], loop
-        lengths [n], errors [n]: "" or why that note was rejected, its row then zeros)."""
-        self.send_notes(z, pitches, samples, prepare)
-        return self.receive_notes()
-
     def send_notes(self, z, pitches, samples: int | None, prepare: dict) -> None:
-        """The first half of `generate_notes`: the request is on its way; `receive_notes` takes
-        the answer. Several may be on their way: the child answers them in order."""
+        """Ask for notes ready to play, prepared in the child (`engine.instrument.noteloop.
+        prepare_note` with prepare = {"rate", "frames", "loop": [start, end, xfade], "loop_s"}):
+        resampling, normalising and baking the loop would otherwise hold this process's GIL
+        for milliseconds per note (soxr does not release it). `receive_notes` takes the answer;
+        several requests may be on their way: the child answers them in order."""
         self._send({"samples": samples, "prepare": prepare}, z, pitches)
 
     def receive_notes(self):
+        """-> (float32 [n, frames], loop lengths [n], errors [n]: "" or why that note was
+        rejected, its row then zeros), for the oldest request sent."""
         msg, notes = self._receive()
         return notes, [int(v) for v in msg["loop_lens"]], [str(e) for e in msg["errors"]]
 
@@ -308,7 +304,7 @@ class RenderPool:
                 child.close()
 
     def submit(self, z, pitches, samples: int | None, prepare: dict, tag) -> bool:
-        """Queue a request (see `SynthProcess.generate_notes`) under `tag`; False when every
+        """Queue a request (see `SynthProcess.send_notes`) under `tag`; False when every
         ready child already has DEPTH queued. SynthProcessError when the first child is gone."""
         self._apply_size()
         while True:
@@ -413,7 +409,7 @@ def _header(proto, msg: dict, flush: bool = True) -> None:
 
 
 def _prepare(waves: np.ndarray, wave_rate: int, pitches, spec: dict) -> tuple[np.ndarray, dict]:
-    """The child's side of `generate_notes`: float32 [n, frames] and the header fields."""
+    """The child's side of `send_notes`: float32 [n, frames] and the header fields."""
     from engine.instrument.noteloop import prepare_note
 
     frames = int(spec["frames"])

@@ -44,7 +44,7 @@ def model_note(synth, pitch: int = 60) -> np.ndarray:
     return synth.generate(z[None], [pitch])[0]
 
 
-def time_bundled(synth, repeat: int) -> dict:
+def time_bundled(synth, repeat: int, settings) -> dict:
     from engine.gansynth.latentfit import FitSettings, fit_latent, make_targets
     from engine.gansynth.noteaudio import pitch_tracker
     from engine.gansynth.soundimport import import_sound
@@ -59,11 +59,11 @@ def time_bundled(synth, repeat: int) -> dict:
                                                                          prior_draws=0))   # warm up
         for _ in range(repeat):
             t0 = time.perf_counter()
-            result = fit_latent(synth, make_targets(synth, [wave], [60]), FitSettings())
+            result = fit_latent(synth, make_targets(synth, [wave], [60]), settings)
             fit_s.append(time.perf_counter() - t0)
             steps = result.steps
             t0 = time.perf_counter()
-            report = import_sound(synth, [path], tracker=tracker)
+            report = import_sound(synth, [path], tracker=tracker, settings=settings)
             all_s.append(time.perf_counter() - t0)
     print(f"bundled model, 1 thread: fit {statistics.median(fit_s):.1f} s ({steps} steps; "
           f"runs {', '.join(f'{s:.1f}' for s in fit_s)}), whole import with CREPE full and the report "
@@ -72,16 +72,15 @@ def time_bundled(synth, repeat: int) -> dict:
             "fit_steps": steps}
 
 
-def time_paper(max_seconds: float) -> dict:
+def time_paper(max_seconds: float, settings) -> dict:
     from engine.gansynth.config import PRESETS, SpectralConfig
-    from engine.gansynth.latentfit import FitSettings, _Objective, candidates, fit_latent, make_targets
+    from engine.gansynth.latentfit import _Objective, candidates, fit_latent, make_targets
     from engine.gansynth.model import Generator
     from engine.gansynth.synth import Synth
 
     torch.manual_seed(0)
     synth = Synth(Generator(PRESETS["paper"]), SpectralConfig(), device="cpu", threads=1)
     wave = synth.generate(synth.random_latents(1, seed=5), [60])[0]
-    settings = FitSettings()
     targets = make_targets(synth, [wave], [60])
     objective = _Objective(synth, targets, settings)
     z = torch.from_numpy(candidates(synth, 1, 0)[0][0]).requires_grad_(True)
@@ -152,7 +151,8 @@ def quality(synth, args) -> dict:
                 continue
             paths.append(out / f"p{program:03d}_{pitch}.wav")
             sf.write(paths[-1], real[(program, pitch)], synth.sample_rate, subtype="FLOAT")
-            result = _import(synth, [paths[-1]], [pitch], tracker, rows, f"program {program:3d} single")
+            result = _import(synth, [paths[-1]], [pitch], tracker, rows, f"program {program:3d} single",
+                             args.settings)
             with torch.inference_mode():
                 rt = synth.helper.specgrams_to_waves(synth.helper.waves_to_specgrams(
                     torch.from_numpy(real[(program, pitch)])[None]))[0].numpy()
@@ -162,7 +162,7 @@ def quality(synth, args) -> dict:
                 latents[f"{program}_single"] = result.latent
         if len(paths) > 1:   # one latent shared by all the program's notes
             used = [int(p.stem.split("_")[1]) for p in paths]
-            result = _import(synth, paths, used, tracker, joint_rows, f"program {program:3d} joint")
+            result = _import(synth, paths, used, tracker, joint_rows, f"program {program:3d} joint", args.settings)
             latents[f"{program}_joint"] = result.latent
     np.savez(out / "latents.npz", **latents)
     figures = {"notes": len(rows), **_table("single", rows), **_table("joint", joint_rows)}
@@ -172,10 +172,10 @@ def quality(synth, args) -> dict:
     return figures
 
 
-def _import(synth, paths, pitches, tracker, rows, label):
+def _import(synth, paths, pitches, tracker, rows, label, settings):
     from engine.gansynth.soundimport import import_sound
 
-    result = import_sound(synth, paths, pitches=pitches, tracker=tracker)
+    result = import_sound(synth, paths, pitches=pitches, tracker=tracker, settings=settings)
     for n in result.notes:
         rows.append(dict(program=int(Path(n.path).stem[1:4]), pitch=n.pitch, lsd_fit=n.lsd_fit_db,
                          lsd_rt=n.lsd_roundtrip_db, ratio=n.lsd_ratio, hnr_orig=n.hnr_original_db,
@@ -256,17 +256,21 @@ def main(argv=None) -> int:
     parser.add_argument("--keyboard", type=_ints, default=_ints("36,42,48,54,60,66,72,78,84"))
     parser.add_argument("--out", default="/tmp/import_sound_bench")
     parser.add_argument("--no-timing", action="store_true")
+    parser.add_argument("--final-loss", choices=("lsd", "glo"), default="lsd",
+                        help="what the winning start descends (glo: the fit before 2026-12-06)")
     args = parser.parse_args(argv)
+    from engine.gansynth.latentfit import FitSettings
     from engine.gansynth.synth import load_synth
     from engine.util.resources import default_model_path
 
     torch.set_num_threads(1)
     synth = load_synth(args.model or default_model_path(), device="cpu", threads=1)
-    figures = {}
+    args.settings = FitSettings(final_loss=args.final_loss)
+    figures = {"final_loss": args.final_loss}
     if not args.no_timing:
-        figures.update(time_bundled(synth, args.repeat))
+        figures.update(time_bundled(synth, args.repeat, args.settings))
         if args.paper:
-            figures.update(time_paper(args.max_seconds))
+            figures.update(time_paper(args.max_seconds, args.settings))
     if args.soundfont:
         figures.update(quality(synth, args))
     summary("import_sound", figures)

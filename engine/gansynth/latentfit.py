@@ -12,8 +12,15 @@ frozen) with the trainer's GLO reconstruction losses (`engine.gansynth.reconstru
    draws of its prior (N(0, I) for models without one), each scored by the loss.
 2. The `starts` best are each optimised for `start_steps` Adam steps (several basins:
    the nearest voice by the loss is not always the best one to descend from).
-3. The best of those continues for `steps` more steps. After each step z is put back
-   on the sphere (the prior's radius; for a Gaussian prior, the draws' median norm).
+3. The best of those continues for `steps` more steps, which (`final_loss="lsd"`, the
+   default) descend the log-spectral distance of the generated note, through our inverse,
+   to the original recording itself (`measures.SpectralReference`): the figure the report
+   gives. It ends at the best point it visited. The GLO losses find the basin; they weigh
+   the loud bins of the model's normalized mel spectrogram, while what a listener compares
+   is the whole spectrum in dB, noise floor and decay included. (`final_loss="glo"`: the
+   GLO losses all the way, as before 2026-12-06.)
+After each step z is put back on the sphere (the prior's radius; for a Gaussian prior, the
+draws' median norm).
 
 Several notes (of one instrument, at different pitches) share the one z: the loss is
 their mean. Each target is first brought to the model's level: the recording's gain is
@@ -31,10 +38,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from engine.gansynth.measures import SpectralReference, power
 from engine.gansynth.reconstruction import resynthesis_l1, spectral_l1, spectral_weights
 
 LEVEL_QUANTILE = 0.999    # a spectrogram's level: this quantile of its log power (its loud partials)
 LEVEL_VOICES = 8          # the model's level at a pitch: the median over this many of its voices
+FINAL_LOSSES = ("lsd", "glo")
 
 
 class FitCancelled(Exception):
@@ -49,6 +58,8 @@ class FitSettings:
     prior_draws: int = 8        # prior draws scored beside the learned voices
     lr: float = 0.05            # Adam on z (on a unit sphere; scaled with the radius)
     seed: int = 0
+    final_loss: str = "lsd"     # what the winner's `steps` descend: "lsd" or the GLO losses ("glo")
+    final_lr: float = 0.02      # Adam on z for "lsd" (a fresh descent: the GLO loss's moments do not fit it)
     # the GLO losses, as the bundled model's recipe (`lite`) weights them
     energy_weight: float = 4.0
     if_gate: bool = True
@@ -57,9 +68,10 @@ class FitSettings:
     audio_weight: float = 1.0
 
     def __post_init__(self):
-        if self.steps < 0 or self.starts < 1 or self.start_steps < 0 or self.prior_draws < 0 or self.lr <= 0:
+        if (self.steps < 0 or self.starts < 1 or self.start_steps < 0 or self.prior_draws < 0 or self.lr <= 0
+                or self.final_lr <= 0 or self.final_loss not in FINAL_LOSSES):
             raise ValueError(f"fit settings need steps >= 0, starts >= 1, start_steps >= 0, "
-                             f"prior_draws >= 0, lr > 0: {self}")
+                             f"prior_draws >= 0, lr > 0, final_lr > 0, final_loss in {FINAL_LOSSES}: {self}")
 
 
 @dataclass(frozen=True)
@@ -67,14 +79,16 @@ class Target:
     spec: torch.Tensor     # float32 [2, T, F] normalized model space
     pitch: int
     gain: float            # applied to the wave to reach the model's level
+    reference: SpectralReference   # the recording's side of the log-spectral distance
 
 
 @dataclass(frozen=True)
 class FitResult:
     latent: np.ndarray     # float32 [latent_size]
-    loss: float
+    loss: float            # the GLO loss (what the starts are scored by)
     start: str             # which start won, e.g. "learned voice 12"
     start_loss: float      # its loss before any step
+    distance_db: float     # the mean log-spectral distance of the notes to their recordings
     steps: int             # Adam steps taken in all
     seconds: float
 
@@ -118,7 +132,8 @@ def candidates(synth, draws: int, seed: int) -> tuple[np.ndarray, list[str], flo
 
 
 class _Objective:
-    """The mean GLO loss of G(z, pitch_i) against every target (z shared)."""
+    """The mean GLO loss of G(z, pitch_i) against every target (z shared); with `lsd` set,
+    the mean log-spectral distance (dB) of their audio to the targets' recordings instead."""
 
     def __init__(self, synth, targets: list[Target], settings: FitSettings):
         # A private float32 copy in the plain layout: with autograd on, channels_last (the
@@ -128,6 +143,8 @@ class _Objective:
         self.helper, self.device = synth.helper, synth.device
         self.labels = torch.tensor([t.pitch - synth.pitch_range[0] for t in targets], device=self.device)
         self.real = torch.stack([t.spec for t in targets]).to(self.device)          # [N, 2, T, F]
+        self.references = [t.reference for t in targets]
+        self.lsd = False
         self.s = settings
         self.w_mag, self.w_if = spectral_weights(self.real, settings.energy_weight, settings.if_gate,
                                                  settings.if_energy_weight)
@@ -136,6 +153,9 @@ class _Objective:
         """z [latent] -> scalar loss (differentiable in z when grad is on)."""
         if fake is None:
             fake = self.G(z[None].expand(len(self.labels), -1), self.labels).float()
+        if self.lsd:
+            tests = power(self.helper, self.helper.specgrams_to_waves(fake))
+            return torch.stack([r.distance(t) for r, t in zip(self.references, tests)]).mean().float()
         err = spectral_l1(fake, self.real, self.w_mag, self.w_if)
         loss = err[0] + self.s.if_weight * err[1]
         if self.s.audio_weight:
@@ -152,7 +172,8 @@ def _check_cancel(cancel) -> None:
 
 def make_targets(synth, waves: list[np.ndarray], pitches: list[int]) -> list[Target]:
     """Each note [samples] analysed at the model's level: the gain that brings its loud
-    partials to the median level of a few of the model's voices at that pitch."""
+    partials to the median level of a few of the model's voices at that pitch; with its
+    recording's side of the log-spectral distance."""
     voices = _level_voices(synth)
     targets = []
     for wave, pitch in zip(waves, pitches):
@@ -160,7 +181,10 @@ def make_targets(synth, waves: list[np.ndarray], pitches: list[int]) -> list[Tar
         model_level = float(torch.median(level(generated, synth.helper)))
         raw = analyse(synth, wave)
         gain = float(np.exp(0.5 * (model_level - float(level(raw, synth.helper)))))
-        targets.append(Target(analyse(synth, wave, gain), int(pitch), gain))
+        with torch.no_grad():   # (not inference mode: the fit's autograd reads these)
+            recording = torch.from_numpy(np.asarray(wave, np.float32)).to(synth.device)
+            reference = SpectralReference(power(synth.helper, recording))
+        targets.append(Target(analyse(synth, wave, gain), int(pitch), gain, reference))
     return targets
 
 
@@ -209,12 +233,23 @@ def fit_latent(synth, targets: list[Target], settings: FitSettings = FitSettings
         loss = _descend(objective, z, opt, settings.start_steps, radius, cancel, lambda: tick(grad_cost))
         runs.append((loss if settings.start_steps else scores[i], i, z, opt))
     _, i, z, opt = min(runs, key=lambda r: (r[0], r[1]))
-    _descend(objective, z, opt, settings.steps, radius, cancel, lambda: tick(grad_cost))   # 3.
+    if settings.final_loss == "lsd":   # 3.
+        objective.lsd = True
+        z, opt = _start(z.detach().cpu().numpy(), synth.device, settings.final_lr * radius)
+        distance = _descend(objective, z, opt, settings.steps, radius, cancel, lambda: tick(grad_cost),
+                            keep_best=True)
+        objective.lsd = False
+    else:
+        _descend(objective, z, opt, settings.steps, radius, cancel, lambda: tick(grad_cost))
+        with torch.no_grad():
+            objective.lsd = True
+            distance = float(objective(z))
+            objective.lsd = False
     with torch.no_grad():
         loss = float(objective(z))
     latent = z.detach().cpu().numpy().astype(np.float32)
     steps = len(order) * settings.start_steps + settings.steps
-    return FitResult(latent, float(loss), names[i], float(scores[i]), steps, time.perf_counter() - t0)
+    return FitResult(latent, loss, names[i], float(scores[i]), distance, steps, time.perf_counter() - t0)
 
 
 def _start(z0: np.ndarray, device, lr: float):
@@ -222,19 +257,29 @@ def _start(z0: np.ndarray, device, lr: float):
     return z, torch.optim.Adam([z], lr=lr)
 
 
-def _descend(objective, z: torch.Tensor, opt, steps: int, radius: float, cancel, tick) -> float:
+def _descend(objective, z: torch.Tensor, opt, steps: int, radius: float, cancel, tick,
+             keep_best: bool = False) -> float:
     """`steps` Adam steps on z, each followed by the projection back onto the sphere; the
-    loss before the last step (nan for none)."""
-    loss = float("nan")
+    loss before the last step (nan for none). With `keep_best`, z ends at the lowest-loss
+    point visited (its start and end included) and that loss is returned."""
+    loss, best = float("nan"), None
     for _ in range(steps):
         _check_cancel(cancel)
         with torch.enable_grad():
             value = objective(z)
             opt.zero_grad(set_to_none=True)
             value.backward()
+        loss = float(value.detach())
+        if keep_best and (best is None or loss < best[0]):
+            best = (loss, z.detach().clone())
         opt.step()
         with torch.no_grad():
             z.mul_(radius / z.norm().clamp_min(1e-12))
-        loss = float(value.detach())
         tick()
+    if keep_best:
+        with torch.no_grad():
+            loss = float(objective(z))
+            if best is not None and best[0] < loss:
+                loss = best[0]
+                z.copy_(best[1])
     return loss

@@ -7,6 +7,8 @@
   spectra are floored `floor_db` below the reference's loudest bin (below it nobody hears a
   difference), and the test note is first scaled to the reference's energy over those frames
   (loudness is not timbre: the instrument plays every note peak-normalised).
+  `SpectralReference` is the same figure with the reference worked out once, differentiable
+  in the test note's power (`power(helper, waves)`): the latent fit's last stage descends it.
 - `harmonic_to_noise_db(wave, f0_hz, sample_rate)`: energy within +-(6 Hz + 0.4 % * f) of the
   multiples of f0, against everything else from 0.5 * f0 to 7.5 kHz, over 0.3-2.0 s of the
   note (issue 18's definition); f0 is refined within +-`refine_cents` to where the harmonic
@@ -24,25 +26,50 @@ HNR_START_S, HNR_END_S = 0.3, 2.0
 HNR_TOP_HZ = 7500.0
 
 
-def _power(helper: SpecgramsHelper, wave: np.ndarray) -> np.ndarray:
-    """float64 [time, freq]: |STFT|^2 of one note (cropped or padded to the config's length)."""
+def power(helper: SpecgramsHelper, waves: torch.Tensor) -> torch.Tensor:
+    """float64 [..., time, freq]: |STFT|^2 of notes [..., samples] (cropped or padded to the
+    config's length); differentiable."""
+    flat = waves.reshape(-1, waves.shape[-1])
+    stft = helper.waves_to_stfts(flat)
+    return (stft.abs().double() ** 2).reshape(*waves.shape[:-1], *stft.shape[-2:])
+
+
+def _power(helper: SpecgramsHelper, wave: np.ndarray) -> torch.Tensor:
     with torch.inference_mode():
-        stft = helper.waves_to_stfts(torch.from_numpy(np.asarray(wave, np.float32).reshape(1, -1)))
-    return (stft[0].abs().double() ** 2).cpu().numpy()
+        return power(helper, torch.from_numpy(np.asarray(wave, np.float32).reshape(-1)).to(helper.device)).cpu()
+
+
+class SpectralReference:
+    """A reference note's side of the log-spectral distance, worked out once: its floored log
+    power over the frames where it sounds. `distance(test_power)` is differentiable in the
+    test note, so the latent fit can descend the very figure its report gives."""
+
+    def __init__(self, ref_power: torch.Tensor, floor_db: float = 80.0, range_db: float = 60.0):
+        ref = ref_power.double()
+        frame_energy = ref.sum(-1)
+        if float(frame_energy.max()) <= 0:
+            raise ValueError("the reference note is silent")
+        self.sounding = frame_energy >= frame_energy.max() * 10.0 ** (-range_db / 10.0)
+        self.floor = ref.max() * 10.0 ** (-floor_db / 10.0)
+        self.energy = ref[self.sounding].sum()
+        self.log_ref = torch.log10(ref[self.sounding].clamp_min(self.floor))
+
+    def distance(self, test_power: torch.Tensor) -> torch.Tensor:
+        """dB (>= 0), float64 scalar: the test note [time, freq] power scaled to the reference's
+        energy over the sounding frames, then per frame the RMS over bins of the difference of
+        the floored log powers, averaged over those frames."""
+        tst = test_power.double()[self.sounding]
+        tst = tst * (self.energy / tst.sum().clamp_min(1e-30))
+        diff = 10.0 * (self.log_ref - torch.log10(tst.clamp_min(self.floor)))
+        # (clamped: the root's gradient at an exact match would be 0/0)
+        return torch.sqrt((diff ** 2).mean(-1).clamp_min(1e-20)).mean()
 
 
 def log_spectral_distance_db(reference: np.ndarray, test: np.ndarray, helper: SpecgramsHelper,
                              floor_db: float = 80.0, range_db: float = 60.0) -> float:
     """dB (>= 0) between two notes, float32 [samples] each at the helper's sample rate."""
-    ref, tst = _power(helper, reference), _power(helper, test)
-    frame_energy = ref.sum(1)
-    if frame_energy.max() <= 0:
-        raise ValueError("the reference note is silent")
-    sounding = frame_energy >= frame_energy.max() * 10.0 ** (-range_db / 10.0)
-    tst = tst * (ref[sounding].sum() / max(tst[sounding].sum(), 1e-30))
-    floor = ref.max() * 10.0 ** (-floor_db / 10.0)
-    diff = 10.0 * (np.log10(np.maximum(ref[sounding], floor)) - np.log10(np.maximum(tst[sounding], floor)))
-    return float(np.sqrt((diff ** 2).mean(1)).mean())
+    ref = SpectralReference(_power(helper, reference), floor_db, range_db)
+    return float(ref.distance(_power(helper, test)))
 
 
 def harmonic_mask(freqs_hz: np.ndarray, f0_hz: float, top_hz: float = HNR_TOP_HZ) -> np.ndarray:

@@ -92,7 +92,8 @@ class SoundImport:
                         f"{n.lsd_roundtrip_db:6.2f} {n.lsd_ratio:6.2f} {n.hnr_original_db:8.1f} "
                         f"{n.hnr_roundtrip_db:6.1f} {n.hnr_fit_db:6.1f} {cents:>9}")
         rows.append(f"fit: {self.fit.steps} steps from {self.fit.start} (loss {self.fit.start_loss:.3f} -> "
-                    f"{self.fit.loss:.3f}) in {self.fit.seconds:.1f} s; all {self.seconds:.1f} s")
+                    f"{self.fit.loss:.3f}, log-spectral distance {self.fit.distance_db:.2f} dB) in {self.fit.seconds:.1f} s; "
+                    f"all {self.seconds:.1f} s")
         return "\n".join(rows)
 
     def to_json(self) -> dict:

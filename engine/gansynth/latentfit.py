@@ -233,19 +233,14 @@ def fit_latent(synth, targets: list[Target], settings: FitSettings = FitSettings
         loss = _descend(objective, z, opt, settings.start_steps, radius, cancel, lambda: tick(grad_cost))
         runs.append((loss if settings.start_steps else scores[i], i, z, opt))
     _, i, z, opt = min(runs, key=lambda r: (r[0], r[1]))
-    if settings.final_loss == "lsd":   # 3.
-        objective.lsd = True
+    objective.lsd = settings.final_loss == "lsd"   # 3.
+    if objective.lsd:   # a fresh descent (the GLO loss's Adam moments do not fit it), kept at its best
         z, opt = _start(z.detach().cpu().numpy(), synth.device, settings.final_lr * radius)
-        distance = _descend(objective, z, opt, settings.steps, radius, cancel, lambda: tick(grad_cost),
-                            keep_best=True)
-        objective.lsd = False
-    else:
-        _descend(objective, z, opt, settings.steps, radius, cancel, lambda: tick(grad_cost))
-        with torch.no_grad():
-            objective.lsd = True
-            distance = float(objective(z))
-            objective.lsd = False
+    _descend(objective, z, opt, settings.steps, radius, cancel, lambda: tick(grad_cost), keep_best=objective.lsd)
     with torch.no_grad():
+        objective.lsd = True
+        distance = float(objective(z))
+        objective.lsd = False
         loss = float(objective(z))
     latent = z.detach().cpu().numpy().astype(np.float32)
     steps = len(order) * settings.start_steps + settings.steps

@@ -256,8 +256,9 @@ def main(argv=None) -> int:
     parser.add_argument("--keyboard", type=_ints, default=_ints("36,42,48,54,60,66,72,78,84"))
     parser.add_argument("--out", default="/tmp/import_sound_bench")
     parser.add_argument("--no-timing", action="store_true")
-    parser.add_argument("--final-loss", choices=("lsd", "glo"), default="lsd",
-                        help="what the winning start descends (glo: the fit before 2026-12-06)")
+    parser.add_argument("--lsd-weight", type=float, default=None,
+                        help="the fit's weight on the log-spectral distance (default: FitSettings'; "
+                             "0: the fit before 2026-12-06)")
     args = parser.parse_args(argv)
     from engine.gansynth.latentfit import FitSettings
     from engine.gansynth.synth import load_synth
@@ -265,8 +266,8 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     synth = load_synth(args.model or default_model_path(), device="cpu", threads=1)
-    args.settings = FitSettings(final_loss=args.final_loss)
-    figures = {"final_loss": args.final_loss}
+    args.settings = FitSettings() if args.lsd_weight is None else FitSettings(lsd_weight=args.lsd_weight)
+    figures = {"lsd_weight": args.settings.lsd_weight}
     if not args.no_timing:
         figures.update(time_bundled(synth, args.repeat, args.settings))
         if args.paper:

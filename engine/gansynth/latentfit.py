@@ -12,13 +12,14 @@ frozen) with the trainer's GLO reconstruction losses (`engine.gansynth.reconstru
    draws of its prior (N(0, I) for models without one), each scored by the loss.
 2. The `starts` best are each optimised for `start_steps` Adam steps (several basins:
    the nearest voice by the loss is not always the best one to descend from).
-3. The best of those continues for `steps` more steps, which (`final_loss="lsd"`, the
-   default) descend the log-spectral distance of the generated note, through our inverse,
-   to the original recording itself (`measures.SpectralReference`): the figure the report
-   gives. It ends at the best point it visited. The GLO losses find the basin; they weigh
-   the loud bins of the model's normalized mel spectrogram, while what a listener compares
-   is the whole spectrum in dB, noise floor and decay included. (`final_loss="glo"`: the
-   GLO losses all the way, as before 2026-12-06.)
+3. The best of those continues for `steps` more steps, which descend the GLO loss plus
+   `lsd_weight` x the log-spectral distance (dB) of the generated note, through our inverse,
+   to the original recording itself (`measures.SpectralReference`: the figure the report
+   gives), from a fresh Adam state, ending at the best point visited. The GLO losses weigh
+   the loud bins of the model's normalized mel spectrogram (they keep the partials, the
+   fundamental above all); the distance weighs every bin in dB, the noise floor and the
+   decay included, which is what a listener compares. (`lsd_weight=0`: the GLO losses
+   alone, with the Adam state of step 2, as before 2026-12-06.)
 After each step z is put back on the sphere (the prior's radius; for a Gaussian prior, the
 draws' median norm).
 
@@ -43,7 +44,6 @@ from engine.gansynth.reconstruction import resynthesis_l1, spectral_l1, spectral
 
 LEVEL_QUANTILE = 0.999    # a spectrogram's level: this quantile of its log power (its loud partials)
 LEVEL_VOICES = 8          # the model's level at a pitch: the median over this many of its voices
-FINAL_LOSSES = ("lsd", "glo")
 
 
 class FitCancelled(Exception):
@@ -58,8 +58,8 @@ class FitSettings:
     prior_draws: int = 8        # prior draws scored beside the learned voices
     lr: float = 0.05            # Adam on z (on a unit sphere; scaled with the radius)
     seed: int = 0
-    final_loss: str = "lsd"     # what the winner's `steps` descend: "lsd" or the GLO losses ("glo")
-    final_lr: float = 0.02      # Adam on z for "lsd" (a fresh descent: the GLO loss's moments do not fit it)
+    lsd_weight: float = 0.05    # the winner's `steps` descend GLO + lsd_weight * distance (dB)
+    final_lr: float = 0.02      # ... from a fresh Adam (the GLO loss's moments do not fit the sum)
     # the GLO losses, as the bundled model's recipe (`lite`) weights them
     energy_weight: float = 4.0
     if_gate: bool = True
@@ -69,9 +69,9 @@ class FitSettings:
 
     def __post_init__(self):
         if (self.steps < 0 or self.starts < 1 or self.start_steps < 0 or self.prior_draws < 0 or self.lr <= 0
-                or self.final_lr <= 0 or self.final_loss not in FINAL_LOSSES):
+                or self.final_lr <= 0 or self.lsd_weight < 0):
             raise ValueError(f"fit settings need steps >= 0, starts >= 1, start_steps >= 0, "
-                             f"prior_draws >= 0, lr > 0, final_lr > 0, final_loss in {FINAL_LOSSES}: {self}")
+                             f"prior_draws >= 0, lr > 0, final_lr > 0, lsd_weight >= 0: {self}")
 
 
 @dataclass(frozen=True)
@@ -132,8 +132,9 @@ def candidates(synth, draws: int, seed: int) -> tuple[np.ndarray, list[str], flo
 
 
 class _Objective:
-    """The mean GLO loss of G(z, pitch_i) against every target (z shared); with `lsd` set,
-    the mean log-spectral distance (dB) of their audio to the targets' recordings instead."""
+    """The mean GLO loss of G(z, pitch_i) against every target (z shared), plus `lsd_weight`
+    x the mean log-spectral distance (dB) of their audio to the targets' recordings;
+    `distance(z)`: that distance alone."""
 
     def __init__(self, synth, targets: list[Target], settings: FitSettings):
         # A private float32 copy in the plain layout: with autograd on, channels_last (the
@@ -144,7 +145,7 @@ class _Objective:
         self.labels = torch.tensor([t.pitch - synth.pitch_range[0] for t in targets], device=self.device)
         self.real = torch.stack([t.spec for t in targets]).to(self.device)          # [N, 2, T, F]
         self.references = [t.reference for t in targets]
-        self.lsd = False
+        self.lsd_weight = 0.0
         self.s = settings
         self.w_mag, self.w_if = spectral_weights(self.real, settings.energy_weight, settings.if_gate,
                                                  settings.if_energy_weight)
@@ -153,14 +154,21 @@ class _Objective:
         """z [latent] -> scalar loss (differentiable in z when grad is on)."""
         if fake is None:
             fake = self.G(z[None].expand(len(self.labels), -1), self.labels).float()
-        if self.lsd:
-            tests = power(self.helper, self.helper.specgrams_to_waves(fake))
-            return torch.stack([r.distance(t) for r, t in zip(self.references, tests)]).mean().float()
         err = spectral_l1(fake, self.real, self.w_mag, self.w_if)
         loss = err[0] + self.s.if_weight * err[1]
         if self.s.audio_weight:
             loss = loss + self.s.audio_weight * resynthesis_l1(fake, self.real, self.helper, self.w_mag)
+        if self.lsd_weight:
+            loss = loss + self.lsd_weight * self._distance(fake)
         return loss
+
+    def distance(self, z: torch.Tensor) -> float:
+        with torch.no_grad():
+            return float(self._distance(self.G(z[None].expand(len(self.labels), -1), self.labels).float()))
+
+    def _distance(self, fake: torch.Tensor) -> torch.Tensor:
+        tests = power(self.helper, self.helper.specgrams_to_waves(fake))
+        return torch.stack([r.distance(t) for r, t in zip(self.references, tests)]).mean().float()
 
 
 def _check_cancel(cancel) -> None:
@@ -233,14 +241,14 @@ def fit_latent(synth, targets: list[Target], settings: FitSettings = FitSettings
         loss = _descend(objective, z, opt, settings.start_steps, radius, cancel, lambda: tick(grad_cost))
         runs.append((loss if settings.start_steps else scores[i], i, z, opt))
     _, i, z, opt = min(runs, key=lambda r: (r[0], r[1]))
-    objective.lsd = settings.final_loss == "lsd"   # 3.
-    if objective.lsd:   # a fresh descent (the GLO loss's Adam moments do not fit it), kept at its best
+    objective.lsd_weight = settings.lsd_weight   # 3.
+    if settings.lsd_weight:   # a fresh descent, kept at its best
         z, opt = _start(z.detach().cpu().numpy(), synth.device, settings.final_lr * radius)
-    _descend(objective, z, opt, settings.steps, radius, cancel, lambda: tick(grad_cost), keep_best=objective.lsd)
+    _descend(objective, z, opt, settings.steps, radius, cancel, lambda: tick(grad_cost),
+             keep_best=bool(settings.lsd_weight))
+    objective.lsd_weight = 0.0
+    distance = objective.distance(z)
     with torch.no_grad():
-        objective.lsd = True
-        distance = float(objective(z))
-        objective.lsd = False
         loss = float(objective(z))
     latent = z.detach().cpu().numpy().astype(np.float32)
     steps = len(order) * settings.start_steps + settings.steps

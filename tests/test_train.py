@@ -239,6 +239,9 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
         if rank == 0:
             tensors, _ = trainer.state()
             ckpt.save(os.path.join(out_dir, "ddp.safetensors"), tensors, {})
+        # Both ranks done before either tears down: rank 0 hosts the store, and a rank still
+        # talking to it when it goes aborts ("terminate called without an active exception").
+        torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
 

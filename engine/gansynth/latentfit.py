@@ -134,7 +134,7 @@ def candidates(synth, draws: int, seed: int) -> tuple[np.ndarray, list[str], flo
 class _Objective:
     """The mean GLO loss of G(z, pitch_i) against every target (z shared), plus `lsd_weight`
     x the mean log-spectral distance (dB) of their audio to the targets' recordings;
-    `distance(z)`: that distance alone."""
+    `distance(waves)`: that distance alone."""
 
     def __init__(self, synth, targets: list[Target], settings: FitSettings):
         # A private float32 copy in the plain layout: with autograd on, channels_last (the
@@ -153,21 +153,22 @@ class _Objective:
     def __call__(self, z: torch.Tensor, fake: torch.Tensor | None = None) -> torch.Tensor:
         """z [latent] -> scalar loss (differentiable in z when grad is on)."""
         if fake is None:
-            fake = self.G(z[None].expand(len(self.labels), -1), self.labels).float()
+            fake = self.generate(z)
         err = spectral_l1(fake, self.real, self.w_mag, self.w_if)
         loss = err[0] + self.s.if_weight * err[1]
         if self.s.audio_weight:
             loss = loss + self.s.audio_weight * resynthesis_l1(fake, self.real, self.helper, self.w_mag)
         if self.lsd_weight:
-            loss = loss + self.lsd_weight * self._distance(fake)
+            loss = loss + self.lsd_weight * self.distance(self.helper.specgrams_to_waves(fake))
         return loss
 
-    def distance(self, z: torch.Tensor) -> float:
-        with torch.no_grad():
-            return float(self._distance(self.G(z[None].expand(len(self.labels), -1), self.labels).float()))
+    def generate(self, z: torch.Tensor) -> torch.Tensor:
+        """[N, 2, T, F]: G(z, pitch_i) for every target."""
+        return self.G(z[None].expand(len(self.labels), -1), self.labels).float()
 
-    def _distance(self, fake: torch.Tensor) -> torch.Tensor:
-        tests = power(self.helper, self.helper.specgrams_to_waves(fake))
+    def distance(self, waves: torch.Tensor) -> torch.Tensor:
+        """Scalar dB: the mean log-spectral distance of the notes [N, samples] to the recordings."""
+        tests = power(self.helper, waves)
         return torch.stack([r.distance(t) for r, t in zip(self.references, tests)]).mean().float()
 
 
@@ -247,9 +248,10 @@ def fit_latent(synth, targets: list[Target], settings: FitSettings = FitSettings
     _descend(objective, z, opt, settings.steps, radius, cancel, lambda: tick(grad_cost),
              keep_best=bool(settings.lsd_weight))
     objective.lsd_weight = 0.0
-    distance = objective.distance(z)
     with torch.no_grad():
-        loss = float(objective(z))
+        fake = objective.generate(z)
+        distance = float(objective.distance(objective.helper.specgrams_to_waves(fake)))
+        loss = float(objective(z, fake))
     latent = z.detach().cpu().numpy().astype(np.float32)
     steps = len(order) * settings.start_steps + settings.steps
     return FitResult(latent, loss, names[i], float(scores[i]), distance, steps, time.perf_counter() - t0)

@@ -74,7 +74,7 @@ def time_bundled(synth, repeat: int, settings) -> dict:
 
 def time_paper(max_seconds: float, settings) -> dict:
     from engine.gansynth.config import PRESETS, SpectralConfig
-    from engine.gansynth.latentfit import _Objective, candidates, fit_latent, make_targets
+    from engine.gansynth.latentfit import Objective, candidates, fit_latent, make_targets
     from engine.gansynth.model import Generator
     from engine.gansynth.synth import Synth
 
@@ -82,7 +82,7 @@ def time_paper(max_seconds: float, settings) -> dict:
     synth = Synth(Generator(PRESETS["paper"]), SpectralConfig(), device="cpu", threads=1)
     wave = synth.generate(synth.random_latents(1, seed=5), [60])[0]
     targets = make_targets(synth, [wave], [60])
-    objective = _Objective(synth, targets, settings)
+    objective = Objective(synth, targets, settings)
     z = torch.from_numpy(candidates(synth, 1, 0)[0][0]).requires_grad_(True)
     t0 = time.perf_counter()
     objective(z).backward()

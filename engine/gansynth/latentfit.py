@@ -11,9 +11,10 @@ frozen) with the trainer's GLO reconstruction losses (`engine.gansynth.reconstru
 1. Starts: the model's learned voices (its latent prior's centers) and `prior_draws`
    draws of its prior (N(0, I) for models without one), each scored by the loss. With
    more than `screen_keep` of them, all are first screened by the spectral L1 of their
-   notes' first `screen_rows` frames (a fifth of the cost) and only the best `screen_keep`
+   notes' first `screen_rows` frames (a third of the cost) and only the best `screen_keep`
    scored in full: on 48 held-out notes the screen ranked the full loss's top 3 at worst
-   29th, so the fits matched scoring every start in full, at half the fit's former time.
+   29th, and the latents were those of scoring every start in full, for under half the
+   scoring time.
 2. The `starts` best are each optimised for `start_steps` Adam steps (several basins:
    the nearest voice by the loss is not always the best one to descend from).
 3. The best of those continues for `steps` more steps, which descend the GLO loss plus

@@ -116,8 +116,8 @@ def test_stop_ends_the_child_and_a_swapped_model_gets_its_own(synth, tiny_model_
 
 
 def test_the_child_renders_at_low_priority_from_its_start_and_the_waiting_worker_does_not(synth):
-    """The child is niced before it imports torch (loading is seconds of CPU beside the audio
-    callback); the parent's worker thread, which only waits on the child, keeps the default
+    """The child is niced (and on Linux SCHED_IDLE) before it imports torch (loading is seconds
+    of CPU beside the audio callback); the parent's worker thread, which only waits on the child, keeps the default
     priority (a low-priority thread preempted while it holds the GIL stalls the callback)."""
     base = os.getpriority(os.PRIO_PROCESS, 0)
     inst = Instrument(synth, sample_rate=16000, cache_mb=32, max_voices=4)
@@ -131,6 +131,8 @@ def test_the_child_renders_at_low_priority_from_its_start_and_the_waiting_worker
         _ready(remote)
         assert seen_loading == min(base + 10, 19)
         assert all(os.getpriority(os.PRIO_PROCESS, p.pid) == min(base + 10, 19) for p in remote.processes)
+        if hasattr(os, "SCHED_IDLE"):   # Linux: the children run only on cores nothing else wants
+            assert all(os.sched_getscheduler(p.pid) == os.SCHED_IDLE for p in remote.processes)
         assert inst.renderer.idle.wait(60)
         assert os.getpriority(os.PRIO_PROCESS, inst.renderer._thread.native_id) == base
         assert inst.stats()["renders"] == 61          # the whole range, once

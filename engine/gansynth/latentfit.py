@@ -164,8 +164,7 @@ class Objective:
         """z [latent] -> scalar loss (differentiable in z when grad is on)."""
         if fake is None:
             fake = self.generate(z)
-        err = spectral_l1(fake, self.real, self.w_mag, self.w_if)
-        loss = err[0] + self.s.if_weight * err[1]
+        loss = self._spectral(fake)
         if self.s.audio_weight:
             loss = loss + self.s.audio_weight * resynthesis_l1(fake, self.real, self.helper, self.w_mag)
         if self.lsd_weight:
@@ -177,11 +176,14 @@ class Objective:
         """The loss of z, without autograd; with `screen_rows`, the screen's: the spectral L1
         of the notes' first `screen_rows` frames alone (computed alone)."""
         fake = self.G_scoring(z[None].expand(len(self.labels), -1), self.labels, time_rows=screen_rows).float()
-        if screen_rows is None:
-            return float(self(z, fake))
-        err = spectral_l1(fake, self.real[:, :, :screen_rows], self.w_mag[:, :, :screen_rows],
-                          self.w_if[:, :, :screen_rows])
-        return float(err[0] + self.s.if_weight * err[1])
+        return float(self(z, fake) if screen_rows is None else self._spectral(fake))
+
+    def _spectral(self, fake: torch.Tensor) -> torch.Tensor:
+        """Scalar: the weighted spectral L1 (magnitude + if_weight x IF) of `fake` [N, 2, rows, F]
+        against the targets' first `rows` frames."""
+        rows = fake.shape[2]
+        err = spectral_l1(fake, self.real[:, :, :rows], self.w_mag[:, :, :rows], self.w_if[:, :, :rows])
+        return err[0] + self.s.if_weight * err[1]
 
     def generate(self, z: torch.Tensor) -> torch.Tensor:
         """[N, 2, T, F]: G(z, pitch_i) for every target."""
@@ -269,7 +271,7 @@ def fit_latent(synth, targets: list[Target], settings: FitSettings = FitSettings
         _check_cancel(cancel)
         scores[i] = objective.score(torch.from_numpy(starts[i]).to(synth.device))
         tick(frames * len(targets))
-    order = np.argsort(scores, kind="stable")[:min(settings.starts, len(kept))]
+    order = np.argsort(scores, kind="stable")[:settings.starts]   # (screen_keep >= starts: never an unscored one)
     runs = []
     for i in order:   # 2. a few steps from each of the best
         z, opt = _start(starts[i], synth.device, settings.lr * radius)

@@ -18,7 +18,7 @@ from engine.training.batches import TrainData
 from engine.training.recipe import (CONFIG_PRESETS, Segment, TrainConfig, config_from_dict, config_to_dict,
                                     progressive_segments)
 from engine.training.train import build_trainer
-from engine.training.trainer import Trainer
+from engine.training.trainer import Trainer, train_precision
 
 TINY = CONFIG_PRESETS["tiny"]()
 TOY_SPECTRAL = SpectralConfig(num_samples=64, time_steps=8, freq_bins=16, representation="if")
@@ -68,6 +68,20 @@ def test_presets_and_config_round_trip():
     with pytest.raises(ValueError, match="unknown field"):
         config_from_dict(dict(config_to_dict(TINY), bogus=1))
     assert Segment("gan", 2.0, 3.0, 100).progress_at(25) == 2.25
+
+
+def test_auto_precision_is_bf16_only_where_the_device_runs_it_natively():
+    from engine.gansynth.synth import native_bf16
+
+    cpu = torch.device("cpu")
+    assert train_precision("auto", cpu) == ("bf16" if native_bf16(cpu) else "fp32")
+    assert train_precision("bf16", cpu) == "bf16" and train_precision("fp32", cpu) == "fp32"
+    assert CONFIG_PRESETS["lite"]().precision == CONFIG_PRESETS["gpu"]().precision == "auto"
+    trainer = Trainer(config(Segment("glo", 0.0, 0.0, 64, 8, 1e-3), precision="auto"), toy_data(), "unused",
+                      log=False)
+    assert trainer.precision == train_precision("auto", cpu)
+    with pytest.raises(ValueError, match="precision"):
+        dataclasses.replace(TINY, precision="fp16")
 
 
 def test_glo_reduces_reconstruction_error():
@@ -268,7 +282,7 @@ def test_two_gloo_processes_match_one_process_with_same_global_batch(tmp_path):
 
 # ----------------------------------------------------------------------------- CLI on a real dataset
 
-def test_cli_trains_resumes_and_exports(tmp_path, tiny_nsynth_dir):
+def test_cli_trains_resumes_and_exports(tmp_path, tiny_nsynth_dir, capsys):
     from engine.commands.cli import main
     from engine.gansynth.synth import load_synth
 
@@ -285,7 +299,9 @@ def test_cli_trains_resumes_and_exports(tmp_path, tiny_nsynth_dir):
     args = ["train", "--data", str(data), "--out", str(run), "--config", str(cfg_file), "--threads", "1"]
     assert main(args + ["--max-minutes", "0"]) == 0      # stops at once, still checkpoints
     assert main(args) == 2                               # refuses to overwrite a run
-    assert main(args + ["--resume"]) == 0
+    capsys.readouterr()
+    assert main(args + ["--resume", "--precision", "auto"]) == 0   # the file's fp32, overridden
+    assert f"{train_precision('auto', torch.device('cpu'))} on cpu" in capsys.readouterr().out
     _, header = ckpt.load(run / ckpt.CHECKPOINT_FILE)
     assert header["step"] == 6 and header["images_per_segment"] == [16, 16, 16]
     assert any(p.name.startswith("events.out.tfevents") for p in (run / "logs").iterdir())

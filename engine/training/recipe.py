@@ -26,7 +26,7 @@ from engine.gansynth.config import PRESETS, ModelConfig, from_dict, to_dict
 from engine.util.fileio import read_json
 
 PHASES = ("glo", "gan")
-TRAIN_PRECISIONS = ("bf16", "fp32")  # training autocast (engine.gansynth.config.PRECISIONS is the Synth's)
+TRAIN_PRECISIONS = ("auto", "bf16", "fp32")  # training autocast (engine.gansynth.config.PRECISIONS is the Synth's)
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,8 @@ class TrainConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     segments: tuple[Segment, ...] = ()
-    precision: str = "bf16"            # autocast dtype on CPU; "fp32" for exactness tests
+    precision: str = "auto"            # autocast: bf16, fp32, or auto = bf16 where the device runs it natively
+                                       # (`trainer.train_precision`); fp32 for exactness tests
     channels_last: bool = True
     seed: int = 0
     # GAN losses and optimiser (Magenta's values).
@@ -172,15 +173,16 @@ def _lite() -> TrainConfig:
         Segment("glo", 6.0, 6.0, 16_000, 8, 2e-4, audio_weight=1.0),
         Segment("gan", 6.0, 6.0, 20_000, 8, 1e-4),
     )
-    # bf16 without channels_last measured fastest for these narrow top blocks (benchmarks/train.py).
+    # Without channels_last measured fastest for these narrow top blocks (benchmarks/train.py); bf16
+    # where it is native, else fp32 (bf16 emulated on an AVX2 CPU: 14-35x slower, measured).
     # Latents on the unit sphere: G pixel-norms [z, one-hot] together, so the pitch is a strong input.
-    return TrainConfig(model=m, segments=segs, precision="bf16", channels_last=False, checkpoint_minutes=5.0,
+    return TrainConfig(model=m, segments=segs, precision="auto", channels_last=False, checkpoint_minutes=5.0,
                        sample_every=500, glo_latent_noise=0.0, glo_latent_radius=1.0, glo_energy_weight=4.0,
                        glo_if_gate=True, glo_if_energy_weight=8.0)
 
 
 def _gpu() -> TrainConfig:
-    """The v2 default model's recipe, as run on one H200 (bf16 autocast): `lite`'s stages and losses
+    """The v2 default model's recipe, as run on one H200 (bf16 autocast, what `auto` picks there): `lite`'s stages and losses
     with batches of 128/64/32 instead of 32/16/8, each stage's images sized from measured step
     rates to a share of a 344 s budget (8x64 12.9k images/s, 16x128 10.0k, 32x256 4.6k, 64x512
     4.1k, 128x1024 1.56k, 1.13k with the resynthesis loss). 1.30M images; 341 s of steps."""

@@ -1,6 +1,7 @@
 """`gansynth train`: progressive GANSynth training with an optional GLO warm start.
 
-    gansynth train --data DIR [DIR ...] --out RUN [--config paper|lite|gpu|tiny|FILE.json] [--resume] [--max-minutes M]
+    gansynth train --data DIR [DIR ...] --out RUN [--config paper|lite|gpu|tiny|FILE.json] [--resume]
+                   [--max-minutes M] [--precision auto|bf16|fp32]
 
 The training itself is `Trainer` (engine/training/trainer.py). Here: a new or resumed run
 (`build_trainer`), and model files or a compact resumable state exported from a run's
@@ -8,6 +9,7 @@ checkpoint without its data.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ from engine.gansynth.config import SpectralConfig, spectral_from_dict
 from engine.training import checkpoint as ckpt
 from engine.training.batches import TrainData, load_train_data
 from engine.training.distributed import init_distributed
-from engine.training.recipe import TrainConfig, config_from_dict, resolve_config
+from engine.training.recipe import TRAIN_PRECISIONS, TrainConfig, config_from_dict, resolve_config
 from engine.training.trainer import Trainer, compact_state
 
 
@@ -65,6 +67,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after M minutes")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
+    parser.add_argument("--precision", choices=TRAIN_PRECISIONS, default=None,
+                        help="autocast, over the recipe's (or the resumed run's): bf16, fp32, or auto = bf16 "
+                             "where this device runs it natively (a CUDA GPU with bf16, a CPU with AMX or "
+                             "AVX512-BF16), else fp32")
     parser.add_argument("--representation", default="mel_if", choices=("mel_if", "if"))
     parser.add_argument("--export", metavar="DIR", help="only write model files from --out's checkpoint to DIR")
     parser.add_argument("--fp16", action="store_true", help="with --export: store the weights as float16")
@@ -109,6 +115,8 @@ def run(args) -> int:
                 print(f"gansynth train: {ck} exists; pass --resume to continue it", file=sys.stderr)
                 return 2
             cfg = resolve_config(args.config or "lite")
+        if args.precision is not None:   # how this machine computes, not what is learned: a resumed run may change it
+            cfg = dataclasses.replace(cfg, precision=args.precision)
         data = load_train_data(args.data, spectral)
         dist = init_distributed()
         trainer = build_trainer(cfg, data, out, resume=args.resume, dist=dist, threads=args.threads)
@@ -118,6 +126,7 @@ def run(args) -> int:
     if dist.main:
         out.mkdir(parents=True, exist_ok=True)
         print(f"training {cfg.total_images} images in {len(cfg.segments)} segments on {len(data)} notes "
-              f"({data.num_instruments} instruments), world size {dist.world}; run dir {out}")
+              f"({data.num_instruments} instruments), world size {dist.world}, {trainer.precision} on "
+              f"{trainer.device}; run dir {out}")
     trainer.run(max_minutes=args.max_minutes)
     return 0

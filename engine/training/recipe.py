@@ -182,7 +182,7 @@ def _lite() -> TrainConfig:
 
 
 def _gpu() -> TrainConfig:
-    """The v2 default model's recipe, as run on one H200 (bf16 autocast, what `auto` picks there): `lite`'s stages and losses
+    """The v2 default model's recipe, as run on one H200 (bf16 autocast, `auto` there): `lite`'s stages and losses
     with batches of 128/64/32 instead of 32/16/8, each stage's images sized from measured step
     rates to a share of a 344 s budget (8x64 12.9k images/s, 16x128 10.0k, 32x256 4.6k, 64x512
     4.1k, 128x1024 1.56k, 1.13k with the resynthesis loss). 1.30M images; 341 s of steps."""

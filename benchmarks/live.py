@@ -14,9 +14,11 @@
    sounddevice's JACK stream with rtmidi's JACK MIDI client, and our own JACK client
    (engine/devices/jackclient.py: audio outs and the MIDI in on one client).
 2. Xruns over N s (default 60) of 16-voice playing while the render worker re-renders
-   continuously (the pad moves every 250 ms), against two baselines of the same length in
-   this run: a bare sounddevice stream whose callback writes zeros (the device's floor), and
-   the instrument started but idle (after its render process is up; the xruns of that
+   continuously (the pad moves every 250 ms), against three baselines of the same length in
+   this run: a bare sounddevice stream whose callback writes zeros (the device's floor), the
+   same beside as many processes rendering notes non-stop at the render processes' priority
+   (the machine's floor under that load, without our process's work), and the instrument
+   started but idle (after its render process is up; the xruns of that
    start-up are counted apart). Target 0. The take is recorded and compared with the samples the
    callback produced (bit-identical).
 3. A 10-minute take (same 16-voice playing with pad moves) produced by the offline clock
@@ -232,9 +234,14 @@ def _jack_xrun_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if "xrun" in line.lower() or "not finished" in line]
 
 
-def device_floor_xruns(seconds: float) -> int:
+def device_floor_xruns(seconds: float, load: tuple[dict, int] | None = None) -> int:
     """Xruns of a bare sounddevice stream on the same server whose callback only writes zeros: what
-    the device and machine give with no instrument at all (the floor the target of 0 sits on)."""
+    the device and machine give with no instrument at all (the floor the target of 0 sits on).
+    `load` = (Synth.source, n): meanwhile n processes render notes of that model non-stop at the
+    render processes' priority (nice + SCHED_IDLE) without talking to this one: the machine's
+    floor under the instrument's render load, with none of our process's own work."""
+    import multiprocessing as mp
+
     import sounddevice as sd
 
     from engine.devices.listing import find_output_device
@@ -246,11 +253,44 @@ def device_floor_xruns(seconds: float) -> int:
         if status.output_underflow:
             count[0] += 1
 
-    dev = find_output_device("system")
-    with sd.OutputStream(device=dev.index, samplerate=RATE, blocksize=PERIOD, channels=2, latency="low",
-                         callback=callback):
-        time.sleep(seconds)
+    ctx = mp.get_context("spawn")
+    stop, busy = ctx.Event(), ctx.Barrier((load[1] if load else 0) + 1)
+    workers = [ctx.Process(target=_render_nonstop, args=(load[0], stop, busy), daemon=True)
+               for _ in range(load[1] if load else 0)]
+    for w in workers:
+        w.start()
+    try:
+        busy.wait(120)                      # every worker has its model and rendered a note
+        dev = find_output_device("system")
+        with sd.OutputStream(device=dev.index, samplerate=RATE, blocksize=PERIOD, channels=2, latency="low",
+                             callback=callback):
+            time.sleep(seconds)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(30)
     return int(count[0])
+
+
+def _render_nonstop(source: dict, stop, busy) -> None:
+    """A `device_floor_xruns` load process: what a render process does, minus the pipes."""
+    from engine.instrument.synthproc import RENDER_NICENESS
+
+    os.nice(RENDER_NICENESS)
+    if hasattr(os, "SCHED_IDLE"):
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    from engine.gansynth.synth import load_synth
+
+    synth = load_synth(source["path"], device=source["device"], threads=source["threads"],
+                       precision=source["precision"], backend=source["backend"])
+    lo, hi = synth.pitch_range
+    z = synth.random_latents(1, seed=0)
+    pitch = lo
+    synth.generate(z, [pitch])
+    busy.wait()
+    while not stop.is_set():
+        pitch = lo + (pitch - lo + 7) % (hi - lo + 1)
+        synth.generate(z, [pitch])
 
 
 def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "", device: str = "system",
@@ -297,6 +337,7 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "", device: s
     meters, realtime, raised = out.meters(), out.callback_realtime, out.callback_raised
     out.close()
     inst.stop()
+    xruns_floor_loaded = device_floor_xruns(seconds, (synth.source, stats["render_processes"]))
     busy_ms = 1000 * probe.busy_s[b0:probe.blocks]
     starts = probe.t_start[b0:probe.blocks]
     gaps = np.diff(starts) * 1000
@@ -308,7 +349,7 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "", device: s
                      and np.array_equal(played, probe.copy[s:s + played.shape[0]]))
     budget_ms = 1000 * PERIOD / RATE
     return {"device": device, "seconds": seconds, "baseline_idle_s": baseline_s, "xruns_idle": xruns_idle,
-            "xruns_bare_stream": xruns_floor,
+            "xruns_bare_stream": xruns_floor, "xruns_bare_stream_render_load": xruns_floor_loaded,
             "startup_s": startup_s, "xruns_startup": xruns_startup, "render_process": stats["render_process"],
             "render_processes": stats["render_processes"],
             "callback_realtime": realtime, "callback_raised": raised, "blocks": int(busy_ms.shape[0]), "blocks_over_budget": int((busy_ms > budget_ms).sum()),
@@ -425,7 +466,9 @@ def main(argv=None) -> int:
                   f"{xr['render_processes']} render process(es) {xr['render_process']}, audio callback thread "
                   f"{'realtime' if xr['callback_realtime'] else 'not realtime'}"
                   f"{', raised to SCHED_FIFO' if xr['callback_raised'] else ''}) vs {xr['xruns_idle']} in {xr['baseline_idle_s']:.0f} s idle "
-                  f"and {xr['xruns_bare_stream']} for a bare stream writing zeros, no instrument (target 0); "
+                  f"and {xr['xruns_bare_stream']} for a bare stream writing zeros, no instrument, "
+                  f"{xr['xruns_bare_stream_render_load']} for it beside {xr['render_processes']} processes "
+                  f"rendering non-stop at the render processes' priority (target 0); "
                   f"{xr['xruns_startup']} while the worker started ({xr['startup_s']:.1f} s); "
                   f"process() p50 {xr['process_ms_p50']:.3f} ms, "
                   f"p99 {xr['process_ms_p99']:.3f} ms, max {xr['process_ms_max']:.2f} ms per "

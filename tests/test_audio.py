@@ -283,7 +283,7 @@ def test_the_output_tells_the_instrument_whether_its_callback_runs_realtime(tiny
     from pathlib import Path
 
     from engine.devices.jackclient import JACK_CLIENT_DEVICE
-    from engine.instrument.synthproc import render_process_count
+    from engine.instrument.renderpool import render_process_count
 
     code = ("import json, sys\nfrom tests.test_audio import _callback_realtime\n"
             "print(json.dumps(_callback_realtime(sys.argv[1])), flush=True)\nimport os\nos._exit(0)")

@@ -11,7 +11,8 @@ import pytest
 from engine.gansynth.synth import load_synth
 from engine.instrument import events as ev
 from engine.instrument.instrument import Instrument
-from engine.instrument.synthproc import RenderPool, SynthProcess, SynthProcessError
+from engine.instrument.renderpool import RenderPool
+from engine.instrument.synthproc import SynthProcess, SynthProcessError
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +196,7 @@ def test_a_pool_keeps_its_children_busy_and_outlives_a_helper(synth):
         os.kill(helper.pid, signal.SIGSTOP)   # it takes its requests, then dies without answering
         for i in range(6):
             assert pool.submit(z[i:i + 1], [pitches[i]], None, prep, i)
-        held = list(pool._queued[helper])
+        held = [tag for tag, _ in pool._queued[helper]]
         os.kill(helper.pid, signal.SIGKILL)
         helper._proc.wait(10)
         landed = _drain(pool)
@@ -214,6 +215,37 @@ def test_a_pool_keeps_its_children_busy_and_outlives_a_helper(synth):
     finally:
         pool.close()
     assert all(p._proc.poll() is not None for p in pool.processes)
+
+
+def test_a_newer_timbres_requests_supersede_the_older_ones_queued(synth):
+    """A pad sweep: each request of a newer timbre generation finds room behind the note
+    rendering (up to MAX_QUEUED), and when the child comes to the older ones it drops them
+    (answered lost, nothing rendered); a request without a generation (a corner note, which
+    every blend uses) is never dropped."""
+    prep = _prep(16000)
+    pool = RenderPool(synth.source, synth.num_samples, size=1)
+    try:
+        child = _ready(pool.processes[0])
+        z = synth.random_latents(3, seed=8)
+        assert pool.submit(z[:1], [40], None, prep, "corner")
+        os.kill(child.pid, signal.SIGSTOP)   # everything after the corner note waits in its pipe
+        assert pool.submit(z[1:2], [50], None, prep, "g1", gen=1)
+        assert not pool.can_take() and not pool.can_take(1)   # DEPTH 2, for corner notes and timbre 1 alike
+        gen = 1
+        while pool.can_take(gen + 1):   # the pad moves on: each new timbre's note finds room
+            gen += 1
+            assert pool.submit(z[2:3], [60], None, prep, f"g{gen}", gen=gen)
+        assert len(pool._queued[child]) == RenderPool.MAX_QUEUED and gen == RenderPool.MAX_QUEUED - 1
+        os.kill(child.pid, signal.SIGCONT)
+        landed = _drain(pool)
+    finally:
+        pool.close()
+    rendered = sorted(t for t, v in landed.items() if not v.lost)
+    assert rendered == sorted(["corner", f"g{gen}"]) and len(landed) == RenderPool.MAX_QUEUED
+    assert all(landed[f"g{g}"].notes is None for g in range(1, gen))
+    want = Instrument(synth, sample_rate=prep["rate"]).renderer.prepare(synth.generate(z[2:3], [60])[0],
+                                                                          synth.sample_rate, 60)[0]
+    _same_notes(landed[f"g{gen}"].notes[0], want)
 
 
 def test_instrument_renders_a_pitch_per_render_process(synth):
@@ -266,7 +298,7 @@ def test_a_pool_grows_and_shrinks_at_the_next_request(synth):
 def test_the_audio_thread_decides_how_many_render_processes(synth):
     """Realtime callback thread: a render process per core; else one core is left to the
     audio; an explicit count stays."""
-    from engine.instrument.synthproc import render_process_count
+    from engine.instrument.renderpool import render_process_count
 
     inst = Instrument(synth, sample_rate=16000, cache_mb=32, max_voices=4)
     assert inst.renderer.processes == render_process_count(False)

@@ -56,7 +56,7 @@ from engine.instrument.params import PARAMS, TIMBRE_PARAMS, check_param
 from engine.instrument.presets import Preset, load_preset, save_preset
 from engine.instrument.noteloop import loop_points
 from engine.instrument.renderer import Renderer
-from engine.instrument.synthproc import render_process_count
+from engine.instrument.renderpool import render_process_count
 from engine.instrument.timbre import TimbreState
 
 log = logging.getLogger(__name__)

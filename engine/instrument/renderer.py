@@ -43,7 +43,8 @@ import torch
 from engine.instrument.handoff import Handoff
 from engine.instrument.noteloop import heard_samples, loop_points, prepare_note
 from engine.instrument.refill import HELD, Claims, TimbreRequest, WakePipe, blend_weights, job_order, refill_ranks
-from engine.instrument.synthproc import RenderPool, SynthProcessError, lower_thread_priority, render_process_count
+from engine.instrument.renderpool import RenderPool, render_process_count
+from engine.instrument.synthproc import SynthProcessError, lower_thread_priority
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class Renderer:
         self._timbre_key = None
         self._latent = None
         self._req: TimbreRequest | None = None
+        self._timbre_gen = 0   # counts timbre changes: render processes drop a superseded timbre's queued notes
         self.claims = Claims()  # the current timbre's pitches done or pending; progress (readers too)
         self._anchor_tried: set = set()  # anchor keys rendered (or failed) for this model
         self.anchors = False  # keep the corners' notes and answer pad moves with their blend
@@ -222,6 +224,7 @@ class Renderer:
         if req is None or req.key == self._timbre_key:
             return False
         self._req, self._timbre_key, self._latent = req, req.key, req.latent
+        self._timbre_gen += 1
         lo, hi = self.pitch_range
         self.claims.begin((self._model_gen, req.key), hi - lo + 1)
         return True
@@ -270,13 +273,14 @@ class Renderer:
         """Queue the most urgent pitches, a request each, while a child has room."""
         samples = heard_samples(self.loop, self.sample_rate, self._synth)
         for pitch, corner in self._ordered_jobs():
-            if not pool.can_take():
+            gen = self._timbre_gen if corner < 0 else None   # corner notes serve every blend: never dropped
+            if not pool.can_take(gen):
                 return
             keys, latent, missing = self._claim([pitch], corner)
             sent = not missing
             try:
                 sent = sent or pool.submit(latent[None], missing, samples, self._prepare_spec,
-                                            (keys[pitch], time.perf_counter()))
+                                            (keys[pitch], time.perf_counter()), gen)
             finally:
                 if not sent:   # no room after all (a helper dropped), or the first child is gone
                     self._unclaim(keys[pitch])
@@ -284,7 +288,7 @@ class Renderer:
     def _land(self, landing) -> None:
         """A render process's answer (RenderPool.receive)."""
         key, t0 = landing.tag
-        if landing.lost:   # its helper died: render it again
+        if landing.lost:   # its helper died, or dropped it for a newer timbre: render it where still wanted
             self._unclaim(key)
             return
         error = landing.failure or landing.errors[0]
@@ -376,7 +380,7 @@ class Renderer:
         return keys, latent, missing
 
     def _unclaim(self, key) -> None:
-        """A claimed note that will not land (its render process died): back on the to-do list."""
+        """A claimed note that will not land (its render process died or dropped it): back on the to-do list."""
         if not self.claims.is_current(key):
             self._anchor_tried.discard(key)
         self.claims.drop(key)

@@ -17,6 +17,8 @@ request on the child's stdin, {"z": [[float]], "pitches": [int], "samples": int 
 it rejected (the parent raises ValueError). Its first header is {"ready": true} once its model
 is loaded, or {"error": ...}. A header is a 4-byte little-endian length and that much JSON
 (two reads, where a line would be read a byte per system call, each taking the GIL again).
+A request may carry "gen" (its timbre's generation): when its turn comes while one of a newer
+gen waits behind it, the child answers {"dropped": true} and renders nothing (`engine.instrument.renderpool`).
 Anything else the child prints goes to stderr. End of stdin ends the child.
 
     python -m engine.instrument.synthproc SPEC_JSON     # the child; SPEC = Synth.source
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -73,6 +74,10 @@ def _widen_pipe(fd: int, size: int = 1 << 20) -> None:
 
 class SynthProcessError(RuntimeError):
     """The render process is gone or broke the protocol; render in-process instead."""
+
+
+class Superseded(Exception):
+    """The child dropped a request: a newer timbre's came after it (`send_notes`' gen)."""
 
 
 class SynthProcess:
@@ -134,18 +139,23 @@ class SynthProcess:
         self._send({"samples": samples}, z, pitches)
         return self._receive()[1]
 
-    def send_notes(self, z, pitches, samples: int | None, prepare: dict) -> None:
+    def send_notes(self, z, pitches, samples: int | None, prepare: dict, gen: int | None = None) -> None:
         """Ask for notes ready to play, prepared in the child (`engine.instrument.noteloop.
         prepare_note` with prepare = {"rate", "frames", "loop": [start, end, xfade], "loop_s"}):
         resampling, normalising and baking the loop would otherwise hold this process's GIL
         for milliseconds per note (soxr does not release it). `receive_notes` takes the answer;
-        several requests may be on their way: the child answers them in order."""
-        self._send({"samples": samples, "prepare": prepare}, z, pitches)
+        several requests may be on their way: the child answers them in order. A request with
+        a `gen` (the timbre's generation) that reaches the child's turn while a request of a
+        newer gen waits behind it is answered without a render (`Superseded`)."""
+        self._send({"samples": samples, "prepare": prepare, "gen": gen}, z, pitches)
 
     def receive_notes(self):
         """-> (float32 [n, frames], loop lengths [n], errors [n]: "" or why that note was
-        rejected, its row then zeros), for the oldest request sent."""
+        rejected, its row then zeros), for the oldest request sent; `Superseded` for one the
+        child dropped."""
         msg, notes = self._receive()
+        if msg.get("dropped"):
+            raise Superseded("a newer timbre's request came after it")
         return notes, [int(v) for v in msg["loop_lens"]], [str(e) for e in msg["errors"]]
 
     def _send(self, fields: dict, z, pitches) -> None:
@@ -163,6 +173,8 @@ class SynthProcess:
             msg = self._read_header()
             if "error" in msg:
                 raise ValueError(msg["error"])
+            if msg.get("dropped"):
+                return msg, np.empty((0, 0), np.float32)
             n, length = int(msg["n"]), int(msg.get("samples", self.num_samples))
             out = np.empty((n, length), np.float32)
             view = memoryview(out).cast("B")
@@ -206,163 +218,6 @@ class SynthProcess:
         self._proc.stdout.close()
 
 
-MAX_RENDER_PROCESSES = 4   # each is a whole Python with torch and the model (~350 MB)
-
-
-def render_process_count(realtime_audio: bool = False) -> int:
-    """Render processes for this machine, 1 to MAX_RENDER_PROCESSES: one per core this process
-    may run on, but one (the audio callback's, the audio server's, the window's) unless the
-    audio callback thread is realtime-scheduled (SCHED_FIFO/RR: it preempts the renders at
-    once). Measured on 2 cores (benchmarks.live, 60 s of 16 voices with the pad moving, JACK
-    dummy): a second render process halved the refill (1.8 -> 1.0 s); with a normal-priority
-    JACK it took the xruns from 6 to 26 (niced or SCHED_IDLE alike), with jackd -R it had 0."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:   # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(MAX_RENDER_PROCESSES, cores if realtime_audio else cores - 1))
-
-
-@dataclasses.dataclass
-class Landing:
-    """One answered (or lost) request of a `RenderPool`: `tag` as submitted; `notes` float32
-    [n, frames], `loop_lens` and `errors` ("" or why that note was rejected) as
-    `SynthProcess.receive_notes`; or `failure` (the child rejected the request), or `lost`
-    (its child died: render it again)."""
-    tag: object
-    notes: np.ndarray | None = None
-    loop_lens: list = dataclasses.field(default_factory=list)
-    errors: list = dataclasses.field(default_factory=list)
-    failure: str = ""
-    lost: bool = False
-
-
-class RenderPool:
-    """`size` render processes serving one caller, kept busy: `submit` queues a request (a
-    pitch) on the ready child with the fewest queued, up to DEPTH each, and `receive` returns
-    whichever answer comes first. Each child renders with the parent's threads, so a note is
-    the same whichever child made it.
-
-    With a request queued behind the one rendering, a child starts its next note while the
-    parent stores the last one: on 2 cores, 61 bundled notes in 0.78-0.81 s against 0.85 s
-    with one request a child and 0.93-1.09 s in rounds of one pitch per child, each round
-    waiting for its slowest (measured 2026-12-06, notes prepared at 48 kHz).
-
-    `ready`, `error` and `pid` are the first child's: the pool serves while it lives
-    (SynthProcessError when it is gone; `queued_tags` then says what was in flight). A helper
-    that fails is dropped and its requests come back from `receive` as lost. Setting `size`
-    starts or ends helpers at the next `submit`."""
-
-    DEPTH = 2
-
-    def __init__(self, source: dict, num_samples: int, size: int = 1):
-        self.source, self.num_samples = source, int(num_samples)
-        self.size = max(1, int(size))   # any thread may set it; the caller's next submit applies it
-        self.processes = [SynthProcess(source, num_samples) for _ in range(self.size)]
-        self._queued: dict[SynthProcess, collections.deque] = {p: collections.deque() for p in self.processes}
-        self._lost: list[Landing] = []
-
-    @property
-    def ready(self) -> threading.Event:
-        return self.processes[0].ready
-
-    @property
-    def error(self) -> str:
-        return self.processes[0].error
-
-    @property
-    def pid(self) -> int:
-        return self.processes[0].pid
-
-    @property
-    def ready_count(self) -> int:
-        """Children rendering now (0 until the first is ready)."""
-        return sum(p.ready.is_set() for p in self.processes) if self.ready.is_set() else 0
-
-    @property
-    def in_flight(self) -> int:
-        """Requests submitted and not yet returned by `receive`."""
-        return sum(len(q) for q in self._queued.values()) + len(self._lost)
-
-    def queued_tags(self) -> list:
-        return [t for q in self._queued.values() for t in q] + [landing.tag for landing in self._lost]
-
-    def can_take(self) -> bool:
-        """A ready child has room for another request."""
-        return self.ready.is_set() and any(
-            p.ready.is_set() and len(self._queued[p]) < self.DEPTH for p in self.processes)
-
-    def _apply_size(self) -> None:
-        while len(self.processes) < self.size:   # started now, they help once they are ready
-            child = SynthProcess(self.source, self.num_samples)
-            self.processes.append(child)
-            self._queued[child] = collections.deque()
-        for child in self.processes[max(1, self.size):]:   # idle extras end now, busy ones later
-            if not self._queued[child]:
-                self.processes.remove(child)
-                del self._queued[child]
-                child.close()
-
-    def submit(self, z, pitches, samples: int | None, prepare: dict, tag) -> bool:
-        """Queue a request (see `SynthProcess.send_notes`) under `tag`; False when every
-        ready child already has DEPTH queued. SynthProcessError when the first child is gone."""
-        self._apply_size()
-        while True:
-            first = self.processes[0]
-            if not first.ready.is_set():
-                raise SynthProcessError(first.error or "render process not ready")
-            open_ = [p for p in self.processes if p.ready.is_set() and len(self._queued[p]) < self.DEPTH]
-            if not open_:
-                return False
-            child = min(open_, key=lambda p: len(self._queued[p]))   # the first child wins ties
-            try:
-                child.send_notes(z, pitches, samples, prepare)
-            except SynthProcessError as e:
-                if child is first:
-                    raise
-                self._drop(child, e)   # its queue comes back lost; try another child
-                continue
-            self._queued[child].append(tag)
-            return True
-
-    def receive(self, wait=None) -> list[Landing]:
-        """The next answer(s): requests a dropped helper lost, else the first answer any child
-        has ([] when nothing is in flight). `wait(fds)`, if given, must return the readable
-        ones among `fds` (the render worker answers pad moves meanwhile); else select().
-        SynthProcessError when the first child is gone (its requests stay in `queued_tags`)."""
-        if self._lost:
-            out, self._lost = self._lost, []
-            return out
-        busy = {p.fileno(): p for p in self.processes if self._queued[p]}
-        if not busy:
-            return []
-        readable = wait(list(busy)) if wait is not None else select.select(list(busy), [], [])[0]
-        child = next(busy[fd] for fd in busy if fd in readable)
-        try:
-            notes, loop_lens, errors = child.receive_notes()
-        except ValueError as e:   # the child rejected the request and serves on
-            return [Landing(self._queued[child].popleft(), failure=str(e))]
-        except SynthProcessError as e:
-            if child is self.processes[0]:
-                raise
-            self._drop(child, e)
-            out, self._lost = self._lost, []
-            return out
-        return [Landing(self._queued[child].popleft(), notes, loop_lens, errors)]
-
-    def _drop(self, helper: SynthProcess, error: Exception) -> None:
-        log.warning("a render process failed (%s); going on with %d", error, len(self.processes) - 1)
-        self._lost += [Landing(tag, lost=True) for tag in self._queued.pop(helper)]
-        self.processes.remove(helper)
-        helper.close()
-
-    def close(self, timeout: float = 5.0) -> None:
-        """End the children; one with requests still queued is killed at once (its answers,
-        unread, could fill its pipe and keep it from reading the end of its input)."""
-        for process in self.processes:
-            process.close(0.0 if self._queued.get(process) else timeout)
-
-
 # The child lowers its priority before it imports anything: importing torch and loading the
 # model is seconds of CPU, and at the default priority it took a core from the audio callback
 # while the instrument started (start-up xruns). `python -m` would import the `engine` package,
@@ -388,9 +243,14 @@ def _serve(spec: dict, proto) -> int:
         _header(proto, {"error": f"{type(e).__name__}: {e}"})
         return 1
     _header(proto, {"ready": True})
-    for line in sys.stdin.buffer:
+    requests = _Requests(sys.stdin.fileno())
+    while (req := requests.next()) is not None:
         try:
-            req = json.loads(line)
+            if isinstance(req, str):
+                raise ValueError(req)
+            if req.get("gen") is not None and requests.superseded(req["gen"]):
+                _header(proto, {"dropped": True})
+                continue
             pitches = np.asarray(req["pitches"], np.int64)
             waves = synth.generate(np.asarray(req["z"], np.float32), pitches, samples=req.get("samples"))
             header = {}
@@ -405,6 +265,47 @@ def _serve(spec: dict, proto) -> int:
         proto.write(memoryview(waves).cast("B"))
         proto.flush()
     return 0
+
+
+class _Requests:
+    """The child's side of the requests: JSON objects a line on `fd`, read ahead without waiting
+    so that a request can see the ones queued behind it. `next()` is the oldest (a dict, or a
+    string saying why its line is not one; None at the end of the input)."""
+
+    def __init__(self, fd: int):
+        self.fd, self.ended, self._tail = fd, False, b""
+        self.queued: collections.deque = collections.deque()
+
+    def _read(self, wait: bool) -> bool:
+        if self.ended or (not wait and not select.select([self.fd], [], [], 0)[0]):
+            return False
+        data = os.read(self.fd, 1 << 16)
+        if not data:
+            self.ended = True
+            return False
+        *lines, self._tail = (self._tail + data).split(b"\n")
+        self.queued.extend(_parse_request(line) for line in lines if line.strip())
+        return True
+
+    def next(self):
+        while not self.queued and not self.ended:
+            self._read(wait=True)
+        return self.queued.popleft() if self.queued else None
+
+    def superseded(self, gen) -> bool:
+        """A request of a newer generation than `gen` waits (everything sent so far read)."""
+        while self._read(wait=False):
+            pass
+        return any(isinstance(r, dict) and isinstance(r.get("gen"), (int, float)) and r["gen"] > gen
+                   for r in self.queued)
+
+
+def _parse_request(line: bytes):
+    try:
+        req = json.loads(line)
+    except ValueError as e:
+        return f"not a JSON request: {e}"
+    return req if isinstance(req, dict) else "a request must be a JSON object"
 
 
 def _header(proto, msg: dict, flush: bool = True) -> None:

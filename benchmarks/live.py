@@ -277,8 +277,10 @@ def _render_nonstop(source: dict, stop, busy) -> None:
     from engine.instrument.synthproc import RENDER_NICENESS
 
     os.nice(RENDER_NICENESS)
-    if hasattr(os, "SCHED_IDLE"):
+    try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):   # not Linux, or not permitted: niced only, as a render process
+        pass
     from engine.gansynth.synth import load_synth
 
     synth = load_synth(source["path"], device=source["device"], threads=source["threads"],

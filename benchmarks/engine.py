@@ -129,16 +129,16 @@ def bench_pad_moves(synth, moves: int, processes: int) -> dict:
         assert inst.renderer.idle.wait(120)
         rng = np.random.default_rng(0)
         z = synth.random_latents(1, 0)
-        held, full, held_busy, full_busy, approx, approx_busy, bare = [], [], [], [], [], [], []
-        held_sweep, full_sweep = [], []
+        # moves before the measured one, and their spacing: busy, a first move 100 ms before it, while
+        # the worker renders; sweep, the pad moved every 50 ms for 2 s
+        cases = {"idle": (0, 0.0), "busy": (1, 0.1), "sweep": (40, 0.05)}
+        held, approx, full = ({case: [] for case in cases} for _ in range(3))
+        bare = []
         for _ in range(moves):
-            for case in ("idle", "busy", "sweep"):
-                busy = case != "idle"
-                # busy: a first move, then the measured one 100 ms later while the worker renders;
-                # sweep: the pad moved every 50 ms for 2 s before the measured move
-                for _ in range({"idle": 0, "busy": 1, "sweep": 40}[case]):
+            for case, (before, spacing) in cases.items():
+                for _ in range(before):
                     inst.set_pad(*rng.uniform(0, 1, 2))
-                    time.sleep(0.1 if case == "busy" else 0.05)
+                    time.sleep(spacing)
                 seen.clear()
                 seen_approx.clear()
                 inst.renderer.idle.clear()
@@ -147,31 +147,24 @@ def bench_pad_moves(synth, moves: int, processes: int) -> dict:
                 t0 = time.perf_counter()
                 inst.set_pad(x, y)
                 assert seen_approx.wait(10)
-                t_approx = time.perf_counter() - t0
+                approx[case].append((time.perf_counter() - t0) * 1000)
                 assert seen.wait(10)
-                t_held = time.perf_counter() - t0
+                held[case].append((time.perf_counter() - t0) * 1000)
                 assert inst.renderer.idle.wait(120)
-                t_full = inst.renderer.claims.range_seconds
-                if case == "sweep":
-                    held_sweep.append(t_held * 1000)
-                    full_sweep.append(t_full)
-                    continue
-                (held_busy if busy else held).append(t_held * 1000)
-                (approx_busy if busy else approx).append(t_approx * 1000)
-                (full_busy if busy else full).append(t_full)
-                # the yardstick, between the moves: the machine's speed drifts (neighbours)
-                bare.append(time_ms(lambda: synth.generate(z, [pitch]), repeat=2, warmup=int(not bare)))
+                full[case].append(inst.renderer.claims.range_seconds)
+                if case != "sweep":  # the yardstick, between the moves: the machine's speed drifts (neighbours)
+                    bare.append(time_ms(lambda: synth.generate(z, [pitch]), repeat=2, warmup=int(not bare)))
     finally:
         inst.stop()
         clock.stop()
     note_ms = statistics.median(bare + [time_ms(lambda: synth.generate(z, [pitch]), repeat=3, warmup=0)])
     out = {"note_generate_ms": note_ms, "answer_ms_last": inst.renderer.last_answer_ms,
            "approximations": inst.renderer.approximations, "late_blocks": clock.xruns, "clock_blocks": clock.tap.frames // BLOCK,
-           "approximate": inst.renderer.anchors, "approx_ms": statistics.median(approx),
-           "approx_busy_ms": statistics.median(approx_busy), "approx_max_ms": max(approx + approx_busy),
-           "held_ms": statistics.median(held), "held_busy_ms": statistics.median(held_busy),
-           "range_s": statistics.median(full), "range_busy_s": statistics.median(full_busy),
-           "held_sweep_ms": statistics.median(held_sweep), "range_sweep_s": statistics.median(full_sweep)}
+           "approximate": inst.renderer.anchors, "approx_ms": statistics.median(approx["idle"]),
+           "approx_busy_ms": statistics.median(approx["busy"]), "approx_max_ms": max(approx["idle"] + approx["busy"]),
+           "held_ms": statistics.median(held["idle"]), "held_busy_ms": statistics.median(held["busy"]),
+           "range_s": statistics.median(full["idle"]), "range_busy_s": statistics.median(full["busy"]),
+           "held_sweep_ms": statistics.median(held["sweep"]), "range_sweep_s": statistics.median(full["sweep"])}
     n = synth.pitch_range[1] - synth.pitch_range[0] + 1
     # machine-independent: the engine's latency in units of one bare note render
     bare_range_s = n * note_ms / 1000

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import itertools
 import logging
 import os
 import select
@@ -113,7 +114,7 @@ class RenderPool:
         queue = self._queued[child]
         if gen is None or len(queue) >= self.MAX_QUEUED:
             return len(queue)
-        return min(1, len(queue)) + sum(g is None or g >= gen for _, g in list(queue)[1:])
+        return min(1, len(queue)) + sum(g is None or g >= gen for _, g in itertools.islice(queue, 1, None))
 
     def _open(self, gen: int | None) -> list[SynthProcess]:
         return [p for p in self.processes if p.ready.is_set() and self._load(p, gen) < self.DEPTH]

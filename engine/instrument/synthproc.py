@@ -154,8 +154,6 @@ class SynthProcess:
         rejected, its row then zeros), for the oldest request sent; `Superseded` for one the
         child dropped."""
         msg, notes = self._receive()
-        if msg.get("dropped"):
-            raise Superseded("a newer timbre's request came after it")
         return notes, [int(v) for v in msg["loop_lens"]], [str(e) for e in msg["errors"]]
 
     def _send(self, fields: dict, z, pitches) -> None:
@@ -174,7 +172,7 @@ class SynthProcess:
             if "error" in msg:
                 raise ValueError(msg["error"])
             if msg.get("dropped"):
-                return msg, np.empty((0, 0), np.float32)
+                raise Superseded("a newer timbre's request came after it")
             n, length = int(msg["n"]), int(msg.get("samples", self.num_samples))
             out = np.empty((n, length), np.float32)
             view = memoryview(out).cast("B")

@@ -47,7 +47,7 @@ from engine.devices.jackclient import JACK_CLIENT_HOSTAPI
 from engine.devices.listing import (AudioDeviceError, find_output_device, import_sounddevice, jack_server_lost,
                                     refresh_devices)
 
-GIL_SWITCH_S = 0.0005  # the GIL hand-over interval while a stream runs (Python's default: 5 ms)
+GIL_SWITCH_S = 0.00005  # the GIL hand-over interval while a stream runs (Python's default: 5 ms); see open()
 STALL_S = 0.5          # no callback for this long: reported as a stall (the stream is kept)
 LOST_S = 3.0           # no callback (or only underflows) for this long: the device is lost
 WATCHDOG_S = 0.25
@@ -163,9 +163,13 @@ class AudioOutput(OutputBase):
         """Open the device; True if it plays. Otherwise (fallback) the clock runs: see last_error.
 
         Also readies the interpreter for a callback that needs the GIL every period:
-        - shortens the GIL switch interval to GIL_SWITCH_S: with the default 5 ms a busy
-          render thread can hold it for a whole 5.3 ms period (measured: p99 process()
-          5.4 ms -> xruns);
+        - shortens the GIL switch interval to GIL_SWITCH_S (50 us). The callback gives the GIL
+          up several times a block (every cffi call into JACK or PortAudio, numpy on more than
+          500 elements), and while another thread runs Python each take-back waits one
+          interval. Measured (benchmarks.live --parts contention, 16 held voices, JACK dummy,
+          beside 2 CPU-bound Python threads such as the window painting or a take's MIDI file
+          being written): 5 ms (Python's default) 342 xruns in 10 s; 0.5 ms 40-73; 50 us 0,
+          process() p99 ~1 ms. The busy threads ran no slower;
         - collects, then freezes every object alive now (modules, torch, Qt, the model)
           out of the collector's reach: a full collection over them held the GIL for
           ~50 ms mid-performance (measured with gc.callbacks), 10 blocks of silence."""

@@ -116,10 +116,11 @@ def test_stop_ends_the_child_and_a_swapped_model_gets_its_own(synth, tiny_model_
     assert all(p._proc.poll() is not None for p in second.processes) and inst.renderer.render_pool is None
 
 
-def test_the_child_renders_at_low_priority_from_its_start_and_the_waiting_worker_does_not(synth):
+def test_the_child_renders_at_low_priority_from_its_start_and_so_does_the_worker(synth):
     """The child is niced (and on Linux SCHED_IDLE) before it imports torch (loading is seconds
-    of CPU beside the audio callback); the parent's worker thread, which only waits on the child, keeps the default
-    priority (a low-priority thread preempted while it holds the GIL stalls the callback)."""
+    of CPU beside the audio callback); the parent's worker thread, which plans, stores and blends
+    for the child in bursts of milliseconds, is niced too (at the default priority those bursts
+    kept a plain jackd's thread off a core)."""
     base = os.getpriority(os.PRIO_PROCESS, 0)
     inst = Instrument(synth, sample_rate=16000, cache_mb=32, max_voices=4)
     inst.start()
@@ -135,7 +136,7 @@ def test_the_child_renders_at_low_priority_from_its_start_and_the_waiting_worker
         if hasattr(os, "SCHED_IDLE"):   # Linux: the children run only on cores nothing else wants
             assert all(os.sched_getscheduler(p.pid) == os.SCHED_IDLE for p in remote.processes)
         assert inst.renderer.idle.wait(60)
-        assert os.getpriority(os.PRIO_PROCESS, inst.renderer._thread.native_id) == base
+        assert os.getpriority(os.PRIO_PROCESS, inst.renderer._thread.native_id) == min(base + 10, 19)
         assert inst.stats()["renders"] == 61          # the whole range, once
     finally:
         inst.stop()

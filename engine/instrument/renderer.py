@@ -97,7 +97,6 @@ class Renderer:
         self._anchor_tried: set = set()  # anchor keys rendered (or failed) for this model
         self.anchors = False  # keep the corners' notes and answer pad moves with their blend
         self._deferred = False  # jobs left for the render process, which is starting
-        self._lowered = False  # this thread's priority was lowered (it renders in-process)
         # meters (plain attributes, read by anyone)
         self.renders = self.failures = 0
         self.approximations = 0  # blends published
@@ -188,8 +187,7 @@ class Renderer:
 
     # ------------------------------------------------------------ rendering thread
     def _run(self) -> None:
-        if self.render_pool is None:  # every note renders in this thread
-            self._lower_priority()
+        lower_thread_priority()  # it renders, or plans, stores and blends for the render processes
         if self.threads is not None:
             torch.set_num_threads(self.threads)
         while not self._stop.is_set():
@@ -412,14 +410,7 @@ class Renderer:
 
     def _generate(self, synth, z: np.ndarray, pitches: list[int], samples: int | None = None) -> np.ndarray:
         """Raw notes rendered in this thread."""
-        if threading.current_thread() is self._thread and not self._deferred:
-            self._lower_priority()  # from now on every note renders in this thread
         return synth.generate(z, pitches, samples)
-
-    def _lower_priority(self) -> None:
-        if not self._lowered:
-            self._lowered = True
-            lower_thread_priority()
 
     def _store(self, key, note: np.ndarray, loop_len: int) -> int | None:
         slot = self.handoff.store(key, note, loop_len)

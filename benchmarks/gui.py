@@ -10,7 +10,10 @@ the same length in one run:
             every 100 ms, and rainbowgrams are re-requested (in workers)
 
 Prints per-phase GUI-thread CPU (% of one core), the meter timer's achieved rate, and a
-final JSON line. For a real X server: `Xvfb :95 &` then `DISPLAY=:95 QT_QPA_PLATFORM=xcb
+final JSON line. With `--audio-out system` (sounddevice) or `--audio-out "JACK client"` the
+window plays on a paced JACK dummy this benchmark starts (48 kHz, 256 frames; `--realtime`:
+jackd -R) instead of the offline clock, and each phase also counts xruns: the window's own
+Python (painting, the pad, the keyboard) beside the audio callback. For a real X server: `Xvfb :95 &` then `DISPLAY=:95 QT_QPA_PLATFORM=xcb
 python -m benchmarks.gui`.
 """
 from __future__ import annotations
@@ -77,7 +80,20 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.gui")
     parser.add_argument("--model", type=Path, default=None)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--audio-out", default="", help='"" (the offline clock), "system" or "JACK client" on a '
+                                                        'JACK dummy started here')
+    parser.add_argument("--realtime", action="store_true", help="with --audio-out: jackd -R")
     args = parser.parse_args(argv)
+    if not args.audio_out:
+        return _bench(args)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.jack import JackServer
+
+    with JackServer(48000, 256, realtime=args.realtime):
+        return _bench(args)
+
+
+def _bench(args) -> int:
 
     from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
@@ -101,7 +117,7 @@ def main(argv=None) -> int:
     window.show()
     loop = QEventLoop()
     window.ready.connect(loop.quit)
-    open_instrument(window, model, audio_out="", midi_in="", on_error=lambda m: loop.quit())
+    open_instrument(window, model, audio_out=args.audio_out, midi_in="", on_error=lambda m: loop.quit())
     QTimer.singleShot(180_000, loop.quit)
     loop.exec()
     if window.session is None:
@@ -127,25 +143,31 @@ def main(argv=None) -> int:
             t.start() if playing else t.stop()
         ticks["n"] = 0
         wall0, cpu0, proc0 = time.perf_counter(), time.thread_time(), time.process_time()
+        xruns0 = window.session.meters().get("xruns", 0)
         QTimer.singleShot(int(args.seconds * 1000), loop.quit)
         loop.exec()
         wall = time.perf_counter() - wall0
         gui = 100.0 * (time.thread_time() - cpu0) / wall
         proc = 100.0 * (time.process_time() - proc0) / wall
         fps = ticks["n"] / wall
+        xruns = window.session.meters().get("xruns", 0) - xruns0
         player.stop()
         print(f"{name:8s} GUI thread {gui:5.1f} % of a core   whole process {proc:6.1f} %   "
-              f"meter timer {fps:4.1f} /s")
-        return {"gui_cpu_pct": round(gui, 2), "process_cpu_pct": round(proc, 1), "meter_fps": round(fps, 1)}
+              f"meter timer {fps:4.1f} /s   xruns {xruns}")
+        return {"gui_cpu_pct": round(gui, 2), "process_cpu_pct": round(proc, 1), "meter_fps": round(fps, 1),
+                "xruns": xruns}
 
-    print(f"model {model}; {args.seconds:.0f} s per phase; QT_QPA_PLATFORM={os.environ.get('QT_QPA_PLATFORM')}")
+    print(f"model {model}; {args.seconds:.0f} s per phase; QT_QPA_PLATFORM={os.environ.get('QT_QPA_PLATFORM')}; "
+          f"audio: {window.session.output_name or 'the offline clock'}"
+          f"{' (jackd -R)' if args.realtime and args.audio_out else ''}")
     results = {"idle": phase("idle", False, False), "timers": phase("timers", True, False),
                "playing": phase("playing", True, True)}
     stats = window.session.meters()
     print(f"while playing: xruns {stats.get('xruns')}, renders {stats.get('renders')}, "
           f"voices now {stats.get('voices')}")
     window.close()
-    summary("gui", {"model": str(model), "seconds": args.seconds,
+    summary("gui", {"model": str(model), "seconds": args.seconds, "audio_out": args.audio_out or "offline clock",
+                    "realtime": bool(args.realtime and args.audio_out),
                     **{f"{k}_{m}": v for k, r in results.items() for m, v in r.items()},
                     "playing_minus_idle_gui_cpu_pct": round(results["playing"]["gui_cpu_pct"]
                                                             - results["idle"]["gui_cpu_pct"], 2)})

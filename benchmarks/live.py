@@ -1,7 +1,7 @@
 """Live I/O benchmark on a real, paced JACK dummy device (48 kHz, 256-frame periods).
 
     python -m benchmarks.live [--model PATH | --config paper] [--seconds 60] [--take-minutes 10]
-                              [--parts latency,xruns,take,contention]
+                              [--parts latency,xruns,take]
 
 1. MIDI note-on -> first sample of that note in the recorded output, on a cache hit.
    A JACK MIDI port (rtmidi UNIX_JACK) plays our MidiInput; the audio callback's start
@@ -24,12 +24,7 @@
 3. A 10-minute take (same 16-voice playing with pad moves) produced by the offline clock
    FASTER than real time (stepped in this thread, writer on its own thread): the WAV read
    back must be bit-identical (sha256 and length) to the samples `process` produced.
-4. GIL contention: 16 held voices (cached, nothing renders) on the paced device while 0, 1
-   and 2 threads of this process run Python non-stop (stand-ins for the window painting,
-   a take's MIDI file being written), N s each (default 10), at the GIL switch interval
-   `AudioOutput.open` sets and, as the baseline in the same run, at `--baseline-switch-ms`
-   (0.5 ms: the interval before this was measured). Xruns, process() p99/max, late
-   callbacks, and how fast the busy threads ran. Target 0 xruns.
+The callback beside threads running Python (GIL contention): `python -m benchmarks.contention`.
 
 Without --model the instrument uses random weights of the `paper` configuration (the full
 GANSynth size; the renders cost what a trained model's do). Prints figures, then one JSON line.
@@ -43,7 +38,6 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -416,83 +410,6 @@ def bench_take(synth, tmp: Path, minutes: float) -> dict:
             "speed_x_realtime": minutes * 60 / wall_s, "file_mb": path.stat().st_size / 2**20}
 
 
-# ---------------------------------------------------------------------------- 4. GIL contention
-
-def _run_python(stop, count) -> None:
-    """Python bytecode non-stop, as a thread of the window or the recorder may run."""
-    d: dict = {}
-    while not stop.is_set():
-        count[0] += 1
-        for i in range(200):
-            d[i % 17] = d.get(i % 17, 0) + i
-        d.clear()
-
-
-def bench_contention(synth, seconds: float, device: str, baseline_switch_s: float) -> dict:
-    from engine.devices.audio import AudioOutput
-    from engine.instrument.events import NoteOn
-    from engine.instrument.instrument import Instrument
-
-    inst = Instrument(synth, sample_rate=RATE, cache_mb=256)
-    pitches = chord_pitches(synth)
-    inst.renderer.render_now(pitches)
-    probe = TimedProbe(inst, max_blocks=int((6 * seconds + 30) * RATE / PERIOD))
-    out = AudioOutput(probe, device=device)
-    if not out.open():
-        raise RuntimeError(out.last_error)
-    shipped = sys.getswitchinterval()      # what open() set (GIL_SWITCH_S, or less if it was less)
-    inst.start()
-    inst.renderer.idle.wait(30)
-    for p in pitches:
-        out.post(NoteOn(p, 90))
-    time.sleep(1.0)
-    budget_ms = 1000 * PERIOD / RATE
-    res = {"device": device, "seconds": seconds, "voices": len(pitches), "switch_ms": 1e3 * shipped,
-           "baseline_switch_ms": 1e3 * baseline_switch_s, "callback_realtime": out.callback_realtime,
-           "callback_raised": out.callback_raised}
-    try:
-        for key, interval in (("shipped", shipped), ("baseline", baseline_switch_s)):
-            sys.setswitchinterval(interval)
-            for busy in (0, 1, 2):
-                stop, count = threading.Event(), [0]
-                threads = [threading.Thread(target=_run_python, args=(stop, count), daemon=True) for _ in range(busy)]
-                for t in threads:
-                    t.start()
-                b0, x0 = probe.blocks, out.xruns
-                time.sleep(seconds)
-                b1, loops = probe.blocks, count[0]
-                stop.set()
-                for t in threads:
-                    t.join()
-                busy_ms = 1000 * probe.busy_s[b0:b1]
-                gaps = 1000 * np.diff(probe.t_start[b0:b1])
-                res[f"{key}_{busy}"] = {
-                    "xruns": out.xruns - x0, "blocks": int(b1 - b0),
-                    "blocks_over_budget": int((busy_ms > budget_ms).sum()),
-                    "process_ms_p99": float(np.percentile(busy_ms, 99)), "process_ms_max": float(busy_ms.max()),
-                    "late_callbacks": int((gaps > 1.5 * budget_ms).sum()),
-                    "busy_loops_per_s": loops / seconds}
-    finally:
-        sys.setswitchinterval(shipped)
-        out.close()
-        inst.stop()
-    return res
-
-
-def print_contention(c: dict) -> None:
-    print(f"[4] GIL contention on {c['device']!r}, {c['voices']} held voices, {c['seconds']:.0f} s a case "
-          f"(callback {'realtime' if c['callback_realtime'] else 'not realtime'}"
-          f"{', raised to SCHED_FIFO' if c['callback_raised'] else ''}):")
-    for key in ("shipped", "baseline"):
-        ms = c["switch_ms"] if key == "shipped" else c["baseline_switch_ms"]
-        for busy in (0, 1, 2):
-            r = c[f"{key}_{busy}"]
-            print(f"    switch interval {ms:.3f} ms, {busy} busy Python thread(s): {r['xruns']} xruns, "
-                  f"process() p99 {r['process_ms_p99']:.2f} ms max {r['process_ms_max']:.2f} ms "
-                  f"({r['blocks_over_budget']} of {r['blocks']} blocks over {1000 * PERIOD / RATE:.2f} ms), "
-                  f"{r['late_callbacks']} late callbacks, busy threads {r['busy_loops_per_s']:.0f} loops/s")
-
-
 def print_latency(lat: dict) -> None:
     path = "our JACK client" if lat["device"] != "system" else "sounddevice + rtmidi"
     for how, label in (("midi", "JACK MIDI note-on sent"), ("midi_arrival", "JACK MIDI note-on arrived"),
@@ -512,23 +429,19 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--take-minutes", type=float, default=10.0)
     p.add_argument("--trials", type=int, default=30)
-    p.add_argument("--parts", default="latency,xruns,take,contention",
-                   help="which of latency,xruns,take,contention to run")
-    p.add_argument("--contention-seconds", type=float, default=10.0)
-    p.add_argument("--baseline-switch-ms", type=float, default=0.5,
-                   help="the contention part's baseline GIL switch interval (0.5 ms: the one before it was measured)")
+    p.add_argument("--parts", default="latency,xruns,take", help="which of latency,xruns,take to run")
     p.add_argument("--realtime", action="store_true",
                    help="jackd -R: server and client process threads SCHED_FIFO (needs the permission); what is "
                         "left is what our own process does to the callback (GIL, priorities), not the "
                         "machine's other load")
     p.add_argument("--xruns-device", default="system",
-                   help='output for the xrun and contention parts: "system" (sounddevice) or "JACK client" (our own)')
+                   help='output for the xrun part: "system" (sounddevice) or "JACK client" (our own)')
     p.add_argument("--render-processes", type=int, default=None,
                    help="render processes for the xrun part (default: the instrument's, a core each but one, 1 to 4)")
     args = p.parse_args(argv)
     parts = set(args.parts.split(","))
-    if not parts or parts - {"latency", "xruns", "take", "contention"}:
-        p.error("--parts takes a comma-separated subset of latency,xruns,take,contention")
+    if not parts or parts - {"latency", "xruns", "take"}:
+        p.error("--parts takes a comma-separated subset of latency,xruns,take")
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from tests.jack import JackServer
@@ -566,10 +479,6 @@ def main(argv=None) -> int:
                   f"the device ran {xr['device_seconds_per_wall_second']:.2f} s per wall second; recording "
                   f"bit-identical: {xr['recording_bit_identical']} ({xr['recorded_s']:.1f} s, "
                   f"{xr['recorder_overruns']} overruns); device losses {xr['device_losses']} {xr['last_error']}")
-        if "contention" in parts:
-            summary["contention"] = c = bench_contention(synth, args.contention_seconds, args.xruns_device,
-                                                         args.baseline_switch_ms / 1000.0)
-            print_contention(c)
     if "take" in parts:
         summary["take"] = take = bench_take(synth, tmp, args.take_minutes)
         print(f"[3] {take['minutes']:.0f}-minute take on the offline clock, {take['speed_x_realtime']:.1f}x real "

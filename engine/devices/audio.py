@@ -166,9 +166,9 @@ class AudioOutput(OutputBase):
         - shortens the GIL switch interval to GIL_SWITCH_S (50 us). The callback gives the GIL
           up several times a block (every cffi call into JACK or PortAudio, numpy on more than
           500 elements), and while another thread runs Python each take-back waits one
-          interval. Measured (benchmarks.live --parts contention, 16 held voices, JACK dummy,
+          interval. Measured (python -m benchmarks.contention, 16 held voices, JACK dummy,
           beside 2 CPU-bound Python threads such as the window painting or a take's MIDI file
-          being written): 5 ms (Python's default) 342 xruns in 10 s; 0.5 ms 40-73; 50 us 0,
+          being written, 10 s): 5 ms (Python's default) 342-445 xruns; 0.5 ms 22-81; 50 us 0,
           process() p99 ~1 ms. The busy threads ran no slower;
         - collects, then freezes every object alive now (modules, torch, Qt, the model)
           out of the collector's reach: a full collection over them held the GIL for

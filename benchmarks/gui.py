@@ -13,8 +13,8 @@ Prints per-phase GUI-thread CPU (% of one core), the meter timer's achieved rate
 final JSON line. With `--audio-out system` (sounddevice) or `--audio-out "JACK client"` the
 window plays on a paced JACK dummy this benchmark starts (48 kHz, 256 frames; `--realtime`:
 jackd -R) instead of the offline clock, and each phase also counts xruns: the window's own
-Python (painting, the pad, the keyboard) beside the audio callback. For a real X server: `Xvfb :95 &` then `DISPLAY=:95 QT_QPA_PLATFORM=xcb
-python -m benchmarks.gui`.
+Python (painting, the pad, the keyboard) beside the audio callback. For a real X server:
+`Xvfb :95 &` then `DISPLAY=:95 QT_QPA_PLATFORM=xcb python -m benchmarks.gui`.
 """
 from __future__ import annotations
 
@@ -94,7 +94,6 @@ def main(argv=None) -> int:
 
 
 def _bench(args) -> int:
-
     from PySide6.QtCore import QEventLoop, QTimer
     from PySide6.QtWidgets import QApplication
 

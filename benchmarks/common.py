@@ -30,3 +30,9 @@ def matmul_gflops(threads: int, dtype=torch.float32, n: int = 2048) -> float:
 
 def summary(name: str, figures: dict) -> None:
     print(json.dumps({"benchmark": name, **figures}))
+
+
+def add_model_args(p) -> None:
+    """--model PATH, else --config: random weights of that size (benchmarks.live.build_synth)."""
+    p.add_argument("--model", default=None)
+    p.add_argument("--config", default="paper", choices=("paper", "lite", "tiny"))

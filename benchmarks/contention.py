@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import add_model_args
 from benchmarks.live import PERIOD, RATE, TimedProbe, build_synth, chord_pitches
 
 
@@ -100,11 +101,9 @@ def print_contention(c: dict) -> None:
                   f"{r['late_callbacks']} late callbacks, busy threads {r['busy_loops_per_s']:.0f} loops/s")
 
 
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=None)
-    p.add_argument("--config", default="paper", choices=("paper", "lite", "tiny"))
+    add_model_args(p)
     p.add_argument("--device", default="system", help='"system" (sounddevice) or "JACK client" (our own)')
     p.add_argument("--seconds", type=float, default=10.0, help="per case")
     p.add_argument("--baseline-switch-ms", type=float, default=0.5)

@@ -44,6 +44,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from benchmarks.common import add_model_args
+
 RATE = 48000
 PERIOD = 256
 
@@ -424,8 +426,7 @@ def print_latency(lat: dict) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default=None)
-    p.add_argument("--config", default="paper", choices=("paper", "lite", "tiny"))
+    add_model_args(p)
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--take-minutes", type=float, default=10.0)
     p.add_argument("--trials", type=int, default=30)

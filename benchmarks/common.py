@@ -5,8 +5,6 @@ import json
 import statistics
 import time
 
-import torch
-
 
 def time_ms(fn, repeat: int = 5, warmup: int = 1) -> float:
     """Median wall time of fn() in milliseconds."""
@@ -20,8 +18,13 @@ def time_ms(fn, repeat: int = 5, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def matmul_gflops(threads: int, dtype=torch.float32, n: int = 2048) -> float:
-    """GFLOP/s of a large square matmul at `threads` intra-op threads: the machine's practical bound."""
+def matmul_gflops(threads: int, dtype=None, n: int = 2048) -> float:
+    """GFLOP/s of a large square matmul (`dtype`, float32 by default) at `threads` intra-op threads:
+    the machine's practical bound. torch is imported here, so the benchmarks that only take the
+    argument helpers (benchmarks.live, whose load processes nice themselves first) do not load it."""
+    import torch
+
+    dtype = dtype or torch.float32
     torch.set_num_threads(threads)
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     ms = time_ms(lambda: a @ b, repeat=7, warmup=2)

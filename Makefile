@@ -4,7 +4,7 @@
 VENV      := .venv
 PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
-APT_PACKAGES := libportaudio2 libfluidsynth3 jackd2 xvfb sox \
+APT_PACKAGES := libportaudio2 libfluidsynth3 jackd2 xvfb sox gcc python3-dev \
 	libgl1 libegl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3 libglib2.0-0 \
 	libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 libxcb-image0 libxcb-randr0 \
 	libxcb-render-util0 libxcb-shape0 libxcb-xkb1
@@ -33,7 +33,8 @@ soundfont:
 	@dpkg -s fluid-soundfont-gm >/dev/null 2>&1 || \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fluid-soundfont-gm
 
-$(STAMP): pyproject.toml
+# setup.py compiles the audio ring's C callback (engine/devices/aheadring.c) in place.
+$(STAMP): pyproject.toml setup.py engine/devices/aheadring.c engine/devices/aheadring_build.py
 	python3 -m venv $(VENV)
 	# The CPU wheel first: a looser spec would pull a multi-GB CUDA build.
 	$(VENV)/bin/pip install -q torch==2.13.0
@@ -43,4 +44,4 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info engine/devices/_aheadring*.so

@@ -1,0 +1,107 @@
+/* The device side of the audio path that renders ahead (engine/devices/ahead.py).
+
+   A single-producer single-consumer ring of mono float32 samples. Python (the producer
+   thread) renders blocks into it; PortAudio's callback (`gs_pa_callback`) copies them to
+   every channel of the device's buffer without entering the interpreter, so nothing that
+   holds the GIL (the window painting, the render worker, a collection) can make it late.
+   After each period it writes the ring's eventfd, which wakes the producer to refill.
+
+   Counters are written by the callback only and read by Python at any time; `written`
+   only by the producer, `read` only by the callback (acquire/release atomics). */
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+
+#define GS_OUTPUT_UNDERFLOW 0x00000004UL   /* paOutputUnderflow */
+
+typedef struct {
+    float *data;              /* capacity samples */
+    int64_t capacity;         /* a power of two */
+    int64_t written;          /* samples the producer has committed */
+    int64_t read;             /* samples the callback has played */
+    int32_t channels;         /* interleaved output channels, each the same signal */
+    int32_t wake_fd;          /* eventfd written after every callback; -1: none */
+    int32_t primed;           /* set by the producer once it has filled the ring: short blocks count from then */
+    int32_t silent;           /* set before the stream closes: silence, nothing consumed */
+    int32_t callback_tid;     /* the device's callback thread (0 until its first call) */
+    int32_t pad_;
+    int64_t callbacks;        /* callbacks so far */
+    int64_t last_frames;      /* frames of the last callback (the device's period) */
+    int64_t short_blocks;     /* callbacks the ring could not fill (once primed): part silence */
+    int64_t device_underflows;/* callbacks PortAudio flagged as an output underflow */
+    int64_t xruns;            /* callbacks that were short (once primed) or flagged: each counts once */
+    int64_t underflow_run;    /* consecutive such callbacks */
+} gs_ring;
+
+static void wake(gs_ring *r) {
+    if (r->wake_fd >= 0) {
+        uint64_t one = 1;
+        ssize_t ignored = write(r->wake_fd, &one, sizeof one);
+        (void)ignored;
+    }
+}
+
+/* Play up to `frames` samples from the ring into `out` (interleaved, r->channels each). */
+static void play(gs_ring *r, float *out, int64_t frames, unsigned long status) {
+    const int ch = r->channels;
+    if (r->callback_tid == 0)
+        r->callback_tid = (int32_t)syscall(SYS_gettid);
+    r->last_frames = frames;
+    r->callbacks += 1;
+    if (__atomic_load_n(&r->silent, __ATOMIC_ACQUIRE)) {
+        memset(out, 0, (size_t)frames * ch * sizeof(float));
+        return;
+    }
+    int64_t rd = r->read;
+    int64_t avail = __atomic_load_n(&r->written, __ATOMIC_ACQUIRE) - rd;
+    int64_t n = avail < frames ? avail : frames;
+    const int64_t mask = r->capacity - 1;
+    for (int64_t i = 0; i < n; i++) {
+        float s = r->data[(rd + i) & mask];
+        for (int c = 0; c < ch; c++)
+            out[i * ch + c] = s;
+    }
+    if (n < frames)
+        memset(out + n * ch, 0, (size_t)(frames - n) * ch * sizeof(float));
+    __atomic_store_n(&r->read, rd + n, __ATOMIC_RELEASE);
+    int bad = 0;
+    if (status & GS_OUTPUT_UNDERFLOW) {
+        r->device_underflows += 1;
+        bad = 1;
+    }
+    if (n < frames && __atomic_load_n(&r->primed, __ATOMIC_ACQUIRE)) {
+        r->short_blocks += 1;
+        bad = 1;
+    }
+    r->xruns += bad;
+    r->underflow_run = bad ? r->underflow_run + 1 : 0;
+    wake(r);
+}
+
+/* PaStreamCallback: (input, output, frames, time info, status flags, user data). */
+int gs_pa_callback(const void *input, void *output, unsigned long frames, const void *time_info,
+                   unsigned long status, void *user) {
+    (void)input;
+    (void)time_info;
+    play((gs_ring *)user, (float *)output, (int64_t)frames, status);
+    return 0;   /* paContinue */
+}
+
+/* The producer's side. */
+int64_t gs_ring_filled(gs_ring *r) {
+    return r->written - __atomic_load_n(&r->read, __ATOMIC_ACQUIRE);
+}
+
+void gs_ring_commit(gs_ring *r, int64_t n) {
+    __atomic_store_n(&r->written, r->written + n, __ATOMIC_RELEASE);
+}
+
+void gs_ring_set_flag(int32_t *flag, int32_t value) {
+    __atomic_store_n(flag, value, __ATOMIC_RELEASE);
+}
+
+/* For tests and benchmarks: one callback as PortAudio would make it. */
+void gs_ring_play(gs_ring *r, float *out, int64_t frames, unsigned long status) {
+    play(r, out, frames, status);
+}

@@ -333,6 +333,7 @@ def open_instrument(window, model_path, preset=None, audio_out=None, midi_in=Non
         try:
             rate = sample_rate or (device_sample_rate(device) if device != "" else DEFAULT_SAMPLE_RATE)
             session = Session(Instrument(synth, sample_rate=rate))
+            session.audio_ahead = window.audio_ahead
             session.model_name = Path(model_path).name
             # MIDI first: on JACK, MIDI clients made after the audio stream started stall it
             session.open_midi(midi_in if midi_in is not None else settings.value("midi/port", None),

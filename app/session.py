@@ -90,6 +90,7 @@ class Session:
         self.audition = Audition(instrument)
         self.tap = OutputTap()
         self.output = None
+        self.audio_ahead: int | None = None   # periods a device output renders ahead (None: AudioOutput's)
         self.midi: MidiInput | None = None
         self.midi_map = MidiMap(pad=lambda: self.instrument.timbre.pad)   # learned controls
         self.osc: OscServer | None = None
@@ -117,11 +118,18 @@ class Session:
         if name == "":
             output = OfflineClockOutput(self.audition, tap=self.tap)
         else:
-            output = AudioOutput(self.audition, device=name)
+            output = AudioOutput(self.audition, device=name, ahead=self.audio_ahead)
             output.tap = self.tap
         output.recorder = self.recorder
         self.output = output
         return bool(output.open())
+
+    def set_audio_ahead(self, periods: int) -> None:
+        """Periods a sound card's output renders ahead (more: safer from dropouts, more latency);
+        a playing device reopens with it."""
+        self.audio_ahead = periods
+        if self.has_device:
+            self.open_audio(self.output_name)
 
     def rescan_audio(self) -> None:
         """Re-scan PortAudio when no stream is open (a JACK server started, a USB device)."""

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (QApplication, QGroupBox, QLabel, QMainWindow,
                                QProgressBar, QSplitter, QToolButton, QVBoxLayout, QWidget)
 
@@ -24,6 +24,7 @@ from app.palette import PaletteWidget
 from app.rainbowwindow import note_rainbowgram, open_rainbow_window, rainbow_hop
 from app.views import RainbowgramView, ScopePanel, StatusLine
 from app.workers import Job, Jobs
+from engine.devices.audio import AHEAD_PERIODS
 from engine.gansynth.spectral import pitch_name
 from engine.instrument.events import CC_MOD_WHEEL, ControlChange, Panic, PadMove, PitchBend, SetParam
 
@@ -49,6 +50,7 @@ class MainWindow(QMainWindow):
         self.settings = settings or QSettings("gansynth", "instrument")
         self.session = None
         self.precision = "auto"  # how models load (gansynth gui --precision)
+        self.audio_ahead = int(str(self.settings.value("audio/ahead", "")) or AHEAD_PERIODS)   # Devices menu
         self.jobs = Jobs(max_threads=2, parent=self)
         self.last_pitch = 60
         self._rainbow_key = None
@@ -155,18 +157,23 @@ class MainWindow(QMainWindow):
         dev = bar.addMenu("&Devices")
         self._action(dev, "Rescan audio outputs", self.rescan_audio, "F5")
         self._action(dev, "Rescan MIDI inputs", self.rescan_midi, "F6")
+        ahead, group = dev.addMenu("Render audio ahead"), QActionGroup(self)
+        for n, text in ((0, "Off: lowest latency"), (1, "1 period"), (2, "2 periods")):
+            group.addAction(self._action(ahead, text, lambda n=n: self.choose_ahead(n), None, n == self.audio_ahead))
         dev.addSeparator()
-        self.act_map_in_presets = self._action(dev, "Include MIDI mappings in presets", self._map_in_presets, None)
-        self.act_map_in_presets.setCheckable(True)
-        self.act_map_in_presets.setChecked(self.learn.in_presets)
+        self.act_map_in_presets = self._action(dev, "Include MIDI mappings in presets", self._map_in_presets, None,
+                                               self.learn.in_presets)
         self._action(dev, "Save MIDI mappings…", self.learn.save_file, None)
         self._action(dev, "Load MIDI mappings…", self.learn.load_file, None)
         self._action(dev, "OSC control…", self.learn.choose_osc_port, None)
         help_menu = bar.addMenu("&Help")
         self._action(help_menu, "Keyboard shortcuts", self.show_shortcuts, QKeySequence.HelpContents)
 
-    def _action(self, menu, text, slot, shortcut) -> QAction:
+    def _action(self, menu, text, slot, shortcut, checked: bool | None = None) -> QAction:
         act = QAction(text, self)
+        if checked is not None:
+            act.setCheckable(True)
+            act.setChecked(checked)
         if shortcut is not None:
             act.setShortcut(QKeySequence(shortcut))
             act.setShortcutContext(Qt.WindowShortcut)
@@ -334,6 +341,12 @@ class MainWindow(QMainWindow):
         self.settings.setValue("audio/device", name)
         self.rescan_audio()
         self.update_banner()
+
+    def choose_ahead(self, periods: int) -> None:
+        self.audio_ahead = periods
+        self.settings.setValue("audio/ahead", periods)
+        if self.session is not None:
+            self.session.set_audio_ahead(periods)
 
     def choose_midi(self, name: str) -> None:
         self.session.open_midi(name)

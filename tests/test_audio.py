@@ -102,11 +102,12 @@ def test_lists_and_finds_the_jack_output(jack_server):
         find_output_device("No Such Card")
 
 
-def test_stream_plays_the_instrument_on_every_channel_and_records_exactly(jack_server, synth, tmp_path):
+@pytest.mark.parametrize("ahead", [1, 0], ids=["rendered ahead", "in the callback"])
+def test_stream_plays_the_instrument_on_every_channel_and_records_exactly(jack_server, synth, tmp_path, ahead):
     import sounddevice as sd
 
     probe = Probe(make_instrument(synth))
-    out = AudioOutput(probe, device="system")
+    out = AudioOutput(probe, device="system", ahead=ahead)
     captured = []
     capture = sd.InputStream(device="system", channels=2, samplerate=RATE, dtype="float32",
                              callback=lambda indata, *_: captured.append(indata.copy()))

@@ -362,6 +362,22 @@ def test_plays_on_the_jack_dummy_device(qtbot, qapp, tmp_path, model_dir, jack_s
             qtbot.waitUntil(lambda: session.tap.frames > start + rate, timeout=10000)   # a second played
             assert session.output.meters()["mode"] == "device"     # the stream kept running
             qtbot.keyRelease(win.keyboard.keys, Qt.Key_Z)
+        # Devices > Render audio ahead: the sound card's output reopens rendering that far ahead
+        win.choose_audio("system")
+        menu = next(a.menu() for a in win.menuBar().actions() if a.text() == "&Devices")
+        ahead = next(a.menu() for a in menu.actions() if a.text() == "Render audio ahead")
+        choices = {a.text(): a for a in ahead.actions()}
+        assert [a.isChecked() for a in choices.values()] == [False, True, False]   # 1 period by default
+        period_ms = 1000 * jack_server.period / session.instrument.sample_rate
+        latency = {}
+        for text, periods in (("2 periods", 2), ("Off: lowest latency", 0), ("1 period", 1)):
+            choices[text].trigger()
+            assert choices[text].isChecked() and session.output.ahead == periods
+            assert session.has_device and win.settings.value("audio/ahead") in (periods, str(periods))
+            start = session.tap.frames
+            qtbot.waitUntil(lambda: session.tap.frames > start + jack_server.period * 20, timeout=10000)
+            latency[periods] = session.output.latency_ms
+        assert latency[2] - latency[1] == pytest.approx(period_ms) == latency[1] - latency[0]
     finally:
         win.close()
 

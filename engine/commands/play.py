@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 
+from engine.devices.ahead import MAX_PERIODS
 from engine.gansynth.backend import BACKEND_HELP, BACKENDS, BackendUnavailable
 from engine.gansynth.config import PRECISION_HELP, PRECISIONS
 
@@ -31,6 +32,10 @@ def add_arguments(p) -> None:
     p.add_argument("--audio-out", default=None, metavar="NAME",
                    help="audio output device (default: the system default); \"JACK client\" runs the "
                         "instrument as its own JACK client with a MIDI in port (GANSynth:midi_in)")
+    p.add_argument("--audio-ahead", type=int, default=None, metavar="N", choices=range(0, MAX_PERIODS + 1),
+                   help="device periods rendered ahead (1 by default: the device never waits for Python, "
+                        "one period more latency; 0: lowest latency, rendered in the device's callback; "
+                        "our JACK client always renders in its cycle)")
     p.add_argument("--preset", default=None, metavar="FILE", help="preset JSON (corners, pad, settings)")
     p.add_argument("--record", default=None, metavar="FILE.wav",
                    help="record the output to a WAV (and the performance to FILE.mid)")
@@ -99,7 +104,7 @@ def run(args) -> int:
             return 1
     inst.start()
     channel = None if args.channel is None else args.channel - 1
-    out = AudioOutput(inst, device=args.audio_out, midi_channel=channel)
+    out = AudioOutput(inst, device=args.audio_out, midi_channel=channel, ahead=args.audio_ahead)
     mapping = MidiMap(bindings, pad=lambda: inst.timbre.pad)
     if bindings:
         print(f"MIDI mapping: {len(bindings)} control(s) from {args.midi_map or args.preset}")

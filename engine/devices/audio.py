@@ -13,11 +13,15 @@ Thread model (the whole engine's; see also engine/instrument/instrument.py):
 - GUI / main thread: opens, closes, reopens outputs; reads meters and the tap; posts events.
   May block (device open/close), never inside the callback.
 - Render worker (the instrument's): renders notes with torch; never touches the stream.
-- Audio callback (PortAudio's thread) or the clock thread (`OfflineClockOutput`): the only
-  caller of `instrument.process(frames)`. It copies the block into every channel of
-  `outdata`, fills the whole buffer, counts xruns from `status.output_underflow`, and
-  pushes the block into the tap (scope ring, level, recorder ring). No locks, no logging,
-  no file I/O, no Qt; an exception becomes silence plus `callback_errors`.
+- The audio producer: the only caller of `instrument.process(frames)`, which it pushes into
+  the tap (scope ring, level, recorder ring). No locks, no logging, no file I/O, no Qt; an
+  exception becomes silence plus `callback_errors`. Which thread that is:
+  - a sound card through PortAudio (`ahead` >= 1, the default): the "audio-ahead" thread
+    (engine/devices/ahead.py) renders `ahead` periods ahead into a ring; PortAudio's thread
+    runs only a C callback that copies the ring to the device and never takes the GIL;
+  - `ahead=0`, and our JACK client always: the device's own callback thread, in its period;
+  - no device: the clock thread (`OfflineClockOutput`).
+  Xruns: blocks the device or the ring could not fill, and the device's underflow flags.
 - MIDI callback (rtmidi's thread): translates messages and calls `post`; nothing else.
 - Recorder writer: drains the recorder ring to disk (engine/devices/recorder.py).
 - Watchdog (one per AudioOutput): every 0.25 s checks the stream is alive. A stall (no
@@ -42,6 +46,7 @@ import sys
 import threading
 import time
 
+from engine.devices.ahead import MAX_PERIODS, AheadRing
 from engine.devices.clock import OfflineClockOutput, OutputBase
 from engine.devices.jackclient import JACK_CLIENT_HOSTAPI
 from engine.devices.listing import (AudioDeviceError, find_output_device, import_sounddevice, jack_server_lost,
@@ -53,6 +58,7 @@ LOST_S = 3.0           # no callback (or only underflows) for this long: the dev
 WATCHDOG_S = 0.25
 CALLBACK_RT_PRIORITY = 1   # SCHED_FIFO priority a plain callback thread is raised to (1..99)
 REAP_WAIT_S = 2.0      # reopen waits this long for a lost stream's close to return
+AHEAD_PERIODS = 1      # PortAudio devices: periods rendered ahead of a C callback (0: a Python callback)
 
 
 _open_streams = 0          # streams of this process not yet closed (refresh only when 0)
@@ -73,11 +79,17 @@ class AudioOutput(OutputBase):
     runs at the instrument's sample rate (build the instrument at `device_sample_rate()`),
     `latency='low'` and `block_size=0` (the device's own period) by default, on
     `channels` channels (default: up to 2), every channel the same mono signal.
+
+    `ahead` (PortAudio devices): how many device periods a producer thread renders ahead
+    of a C callback that plays them without the GIL (engine/devices/ahead.py), for that
+    much more latency; 0 calls the instrument from a Python callback in the device's own
+    period (lowest latency, but every wait for the GIL comes out of the deadline). Our JACK
+    client always renders in its own cycle, so a note it receives sounds in that cycle.
     """
 
     def __init__(self, instrument, device: str | None = None, sample_rate: int | None = None,
                  latency="low", block_size: int = 0, channels: int | None = None,
-                 fallback: bool = True, midi_channel: int | None = None):
+                 fallback: bool = True, midi_channel: int | None = None, ahead: int | None = None):
         super().__init__(instrument)
         if sample_rate is not None and int(sample_rate) != self.sample_rate:
             raise ValueError(f"the instrument renders at {self.sample_rate} Hz, not {sample_rate} Hz; "
@@ -88,6 +100,9 @@ class AudioOutput(OutputBase):
         self.channels = channels
         self.fallback = fallback
         self.midi_channel = midi_channel  # the JACK client's MIDI in: one channel 0..15, None = all
+        self.ahead = AHEAD_PERIODS if ahead is None else int(ahead)
+        if not 0 <= self.ahead <= MAX_PERIODS:
+            raise ValueError(f"periods rendered ahead must be 0..{MAX_PERIODS}, not {ahead}")
         self.mode = "closed"          # "device" | "clock" | "closed"
         self.device_name = ""
         self.last_error = ""
@@ -100,6 +115,7 @@ class AudioOutput(OutputBase):
         self._underflow_run = 0
         self._last_frames = 0
         self._stream = None
+        self._ring: AheadRing | None = None   # the stream renders ahead (PortAudio, ahead > 0)
         self._hostapi = ""
         self._reapers: list[threading.Thread] = []
         self._clock: OfflineClockOutput | None = None
@@ -121,8 +137,8 @@ class AudioOutput(OutputBase):
 
     @property
     def xruns(self) -> int:
-        clock = self._clock
-        return self._xruns + (clock.xruns if clock is not None else 0)
+        clock, ring = self._clock, self._ring
+        return self._xruns + (clock.xruns if clock is not None else 0) + (ring.xruns if ring is not None else 0)
 
     @property
     def midi_messages(self) -> int:
@@ -131,25 +147,34 @@ class AudioOutput(OutputBase):
 
     @property
     def cpu_load(self) -> float:
-        stream, clock = self._stream, self._clock
+        stream, clock, ring = self._stream, self._clock, self._ring
+        if ring is not None:                  # the producer's share of each period
+            return ring.load
         if stream is not None:
             return float(stream.cpu_load)
         return clock.cpu_load if clock is not None else 0.0
 
     @property
     def latency_ms(self) -> float:
-        """Output latency the device reports (s -> ms); one block on the clock."""
+        """Output latency the device reports (s -> ms), plus what is rendered ahead; one block on the clock."""
         stream, clock = self._stream, self._clock
         if stream is not None:
-            return 1000.0 * float(stream.latency)
+            return 1000.0 * float(stream.latency) + self.ahead_ms
         return clock.latency_ms if clock is not None else 0.0
+
+    @property
+    def ahead_ms(self) -> float:
+        """What the output renders ahead of the device (part of `latency_ms`); 0 without a ring."""
+        ring = self._ring
+        return 1000.0 * ring.ahead_frames / self.sample_rate if ring is not None else 0.0
 
     @property
     def block_frames(self) -> int:
         """Frames in the last block the device asked for (its period when block_size=0)."""
         if self._stream is None and self._clock is not None:
             return self._clock.block_size
-        return self._last_frames
+        ring = self._ring
+        return ring.last_frames if ring is not None else self._last_frames
 
     def meters(self) -> dict:
         return {"mode": self.mode, "device": self.device_name, "sample_rate": self.sample_rate,
@@ -225,6 +250,7 @@ class AudioOutput(OutputBase):
         channels = self.channels or min(2, dev.channels)
         self._gen += 1
         gen = self._gen
+        ring = None
         try:
             if dev.hostapi == JACK_CLIENT_HOSTAPI:
                 from engine.devices.jackclient import JackStream
@@ -232,6 +258,12 @@ class AudioOutput(OutputBase):
                 stream = JackStream(self.sample_rate, channels, self._make_callback(gen),
                                     self._make_finished(gen), self.post, self.midi_channel,
                                     on_server_lost=jack_server_lost)
+            elif self.ahead > 0:
+                ring = AheadRing(self._render, self.sample_rate, channels, self.ahead,
+                                 default_period=self.block_size or 256, realtime_priority=CALLBACK_RT_PRIORITY,
+                                 on_error=self._count_error)
+                stream = ring.open_stream(sd, device=dev.index, samplerate=self.sample_rate, latency=self.latency,
+                                          blocksize=self.block_size, finished_callback=self._make_finished(gen))
             else:
                 stream = sd.OutputStream(device=dev.index, samplerate=self.sample_rate, channels=channels,
                                          dtype="float32", latency=self.latency, blocksize=self.block_size,
@@ -246,11 +278,13 @@ class AudioOutput(OutputBase):
         _open_streams += 1
         self._hostapi = dev.hostapi
         try:
+            if ring is not None:
+                ring.start()                  # primed before the first callback
             stream.start()
         except Exception as e:  # PortAudioError, or a JACK activation/connection error
-            self._dispose(stream)
+            self._dispose(stream, ring)
             raise AudioDeviceError(f"cannot start audio output {dev.name!r}: {e}") from None
-        self._stream = stream
+        self._stream, self._ring = stream, ring
         self._underflow_run = 0
         self.device_name = dev.name
         self._set_mode("device")
@@ -282,9 +316,12 @@ class AudioOutput(OutputBase):
                 outdata[:] = self._render(frames)[:, None]
             except Exception as e:            # starvation is silence plus a count
                 outdata.fill(0.0)
-                self.callback_errors += 1
-                self.callback_error = e
+                self._count_error(e)
         return callback
+
+    def _count_error(self, e: BaseException) -> None:
+        self.callback_errors += 1
+        self.callback_error = e
 
     def _make_finished(self, gen: int):
         def finished():
@@ -308,20 +345,24 @@ class AudioOutput(OutputBase):
         """Stop whatever runs now (lock held)."""
         self._gen += 1
         stream, self._stream = self._stream, None
+        ring, self._ring = self._ring, None
+        if ring is not None:
+            ring.stop()
+            self._xruns += ring.xruns
         if stream is not None:
             self._midi_messages += getattr(stream, "midi_messages", 0)
-            self._dispose(stream)
+            self._dispose(stream, ring)
         self.callback_tid, self.callback_realtime, self.callback_raised = 0, None, False
         clock, self._clock = self._clock, None
         if clock is not None:
             self._xruns += clock.xruns
             clock.stop()
 
-    def _dispose(self, stream, timeout: float = 0.5) -> None:
+    def _dispose(self, stream, ring: AheadRing | None = None, timeout: float = 0.5) -> None:
         """Abort and close a stream off this thread; never blocks longer than `timeout`.
 
         A stream PortAudio cannot close (a dead JACK server) marks its host API stuck
-        until the close returns."""
+        until the close returns. Its ring lives as long as that (its callback may run)."""
         global _open_streams
         hostapi = self._hostapi
         state = {"done": False, "stuck": False}
@@ -332,6 +373,8 @@ class AudioOutput(OutputBase):
                 stream.close(ignore_errors=True)
             except Exception:
                 pass
+            if ring is not None:
+                ring.close()
             with _stuck_lock:
                 state["done"] = True
                 if state["stuck"]:
@@ -363,6 +406,9 @@ class AudioOutput(OutputBase):
                 last_frames, last_change = frames, now
             if self.mode != "device":
                 continue
+            ring = self._ring
+            if ring is not None and not self.callback_tid:
+                self.callback_tid = ring.callback_tid
             if self.callback_tid and self.callback_realtime is None:
                 self._tell_realtime(self.callback_tid)
             quiet_s = now - last_change
@@ -370,12 +416,13 @@ class AudioOutput(OutputBase):
                 stalled = False
                 if self.last_error.startswith("audio output stalled"):
                     self.last_error = ""
-            block_s = max(self._last_frames, 1) / self.sample_rate
+            block_s = max(self.block_frames, 1) / self.sample_rate
+            underflow_run = ring.underflow_run if ring is not None else self._underflow_run
             if self._finished_gen == self._gen:
                 self._lost("its stream stopped")
             elif quiet_s > self.lost_s:
                 self._lost(f"no audio callback for {quiet_s:.1f} s")
-            elif self._underflow_run * block_s > self.lost_s:
+            elif underflow_run * block_s > self.lost_s:
                 self._lost(f"every block underflowed for {self.lost_s:.1f} s")
             elif quiet_s > self.stall_s and not stalled:
                 stalled = True

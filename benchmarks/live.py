@@ -6,7 +6,7 @@
 1. MIDI note-on -> first sample of that note in the recorded output, on a cache hit.
    A JACK MIDI port (rtmidi UNIX_JACK) plays our MidiInput; the audio callback's start
    times are logged (monotonic clock) per block, so a sample's time is its block's callback
-   time plus its offset in the block, plus the device's reported output latency.
+   time plus its offset in the block, plus the device's latency and what the output renders ahead.
    The device's latency is JACK's playback latency of the physical output (both paths feed
    it; PortAudio reports 5.33 ms for its stream, JACK 10.67 ms for the port: two periods in
    JACK2's default asynchronous mode).
@@ -119,7 +119,7 @@ def chord_pitches(synth, n=16):
 
 # ---------------------------------------------------------------------------- 1. latency
 
-def bench_latency(synth, tmp: Path, trials: int, device: str, jack=None) -> dict:
+def bench_latency(synth, tmp: Path, trials: int, device: str, jack=None, ahead: int | None = None) -> dict:
     """`device` "system": sounddevice's JACK stream + rtmidi's JACK MIDI client; "JACK client":
     our own client, MIDI into its port."""
     import mido
@@ -136,7 +136,7 @@ def bench_latency(synth, tmp: Path, trials: int, device: str, jack=None) -> dict
     inst.renderer.render_now([pitch])                       # cache hit
     inst.post(SetParam("release_s", 0.005))
     probe = TimedProbe(inst, max_blocks=RATE * 60 // PERIOD)
-    out = AudioOutput(probe, device=device)
+    out = AudioOutput(probe, device=device, ahead=ahead)
     backend = mido.Backend("mido.backends.rtmidi/UNIX_JACK", load=True)
     keys = backend.open_output("Bench Keys", virtual=True)
     midi = None
@@ -170,8 +170,8 @@ def bench_latency(synth, tmp: Path, trials: int, device: str, jack=None) -> dict
             out.post(NoteOff(pitch))
     time.sleep(0.2)
     rec.stop()
-    reported_ms = out.latency_ms
-    device_ms = playback_latency_ms() or reported_ms     # JACK's own figure, the same for both paths
+    reported_ms, ahead_ms = out.latency_ms, out.ahead_ms   # ahead: sounddevice's periods rendered ahead
+    device_ms = (playback_latency_ms() or reported_ms - ahead_ms) + ahead_ms   # JACK's own figure, the same for both
     losses = out.device_losses
     loss_error = out.last_error
     if midi is not None:
@@ -181,7 +181,7 @@ def bench_latency(synth, tmp: Path, trials: int, device: str, jack=None) -> dict
     audio, _ = sf.read(tmp / "latency.wav", dtype="float32")
     block_ms = 1000 * PERIOD / RATE
     result = {"device": device, "device_latency_ms": device_ms, "reported_latency_ms": reported_ms,
-              "block_ms": block_ms,
+              "block_ms": block_ms, "ahead_ms": ahead_ms,
               "target_ms": device_ms + block_ms,
               "device_losses": losses, "last_error": loss_error}
     # the MIDI note-ons as they reached the engine (after JACK delivered them to our port)
@@ -299,7 +299,7 @@ def _render_nonstop(source: dict, stop, busy) -> None:
 
 
 def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "", device: str = "system",
-                processes: int | None = None) -> dict:
+                processes: int | None = None, ahead: int | None = None) -> dict:
     from engine.devices.audio import AudioOutput
     from engine.devices.recorder import Recorder
     from engine.instrument.instrument import Instrument
@@ -309,7 +309,7 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "", device: s
     inst.renderer.render_now(chord_pitches(synth))
     total_blocks = int((seconds * 2 + 40) * RATE / PERIOD)
     probe = TimedProbe(inst, max_blocks=total_blocks, copy_frames=total_blocks * PERIOD)   # idle + take
-    out = AudioOutput(probe, device=device)
+    out = AudioOutput(probe, device=device, ahead=ahead)
     if not out.open():
         raise RuntimeError(out.last_error)
     t_open = time.monotonic()
@@ -353,7 +353,7 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "", device: s
     identical = bool(played.shape[0] > 0 and s + played.shape[0] <= probe.copy.shape[0]
                      and np.array_equal(played, probe.copy[s:s + played.shape[0]]))
     budget_ms = 1000 * PERIOD / RATE
-    return {"device": device, "seconds": seconds, "baseline_idle_s": baseline_s, "xruns_idle": xruns_idle,
+    return {"device": device, "ahead": out.ahead, "latency_ms": meters["latency_ms"], "seconds": seconds, "baseline_idle_s": baseline_s, "xruns_idle": xruns_idle,
             "xruns_bare_stream": xruns_floor, "xruns_bare_stream_render_load": xruns_floor_loaded,
             "startup_s": startup_s, "xruns_startup": xruns_startup, "render_process": stats["render_process"],
             "render_processes": stats["render_processes"],
@@ -419,7 +419,7 @@ def print_latency(lat: dict) -> None:
         r = lat[how]
         print(f"[1] {path}: {label} -> first sample at the DAC (cache hit, {r['trials']} notes): median "
               f"{r['to_dac_median_ms']:.2f} ms, max {r['to_dac_max_ms']:.2f} ms = device latency "
-              f"{lat['device_latency_ms']:.2f} ms + to the callback median {r['to_callback_median_ms']:.2f}"
+              f"{lat['device_latency_ms']:.2f} ms (rendered ahead {lat['ahead_ms']:.2f}) + to the callback median {r['to_callback_median_ms']:.2f}"
               f" / max {r['to_callback_max_ms']:.2f} ms; target <= {lat['target_ms']:.2f} ms "
               f"(device + one {lat['block_ms']:.2f} ms block): {r['within_target']}/{r['trials']} met")
 
@@ -439,6 +439,8 @@ def main(argv=None) -> int:
                    help='output for the xrun part: "system" (sounddevice) or "JACK client" (our own)')
     p.add_argument("--render-processes", type=int, default=None,
                    help="render processes for the xrun part (default: the instrument's, a core each but one, 1 to 4)")
+    p.add_argument("--ahead", type=int, default=None, help="sounddevice: periods rendered ahead of "
+                   "a C callback (0: a Python callback; default: AudioOutput's)")
     args = p.parse_args(argv)
     parts = set(args.parts.split(","))
     if not parts or parts - {"latency", "xruns", "take"}:
@@ -459,13 +461,13 @@ def main(argv=None) -> int:
             from engine.devices.jackclient import JACK_CLIENT_DEVICE
 
             for device, key in (("system", "latency"), (JACK_CLIENT_DEVICE, "latency_jack_client")):
-                summary[key] = lat = bench_latency(synth, tmp, args.trials, device, jack)
+                summary[key] = lat = bench_latency(synth, tmp, args.trials, device, jack, args.ahead)
                 print_latency(lat)
 
         if "xruns" in parts:
             summary["xruns"] = xr = bench_xruns(synth, tmp, args.seconds, jack.log_text, args.xruns_device,
-                                                    args.render_processes)
-            print(f"[2] xruns on {xr['device']!r}: {xr['xruns_playing']} in {xr['seconds']:.0f} s of 16 voices "
+                                                    args.render_processes, args.ahead)
+            print(f"[2] xruns on {xr['device']!r} ({xr['ahead']} periods ahead, {xr['latency_ms']:.1f} ms): {xr['xruns_playing']} in {xr['seconds']:.0f} s of 16 voices "
                   f"with the pad moving ({xr['pad_moves']} moves, {xr['renders']} notes re-rendered, "
                   f"{xr['render_processes']} render process(es) {xr['render_process']}, audio callback thread "
                   f"{'realtime' if xr['callback_realtime'] else 'not realtime'}"

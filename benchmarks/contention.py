@@ -6,12 +6,11 @@
 16 held voices (cached: nothing renders), N s a case, beside threads of this process that
 want the GIL: none; 2 running Python non-stop (the window's and the recorder's Python); 1
 holding it in C calls of ~2.5 ms with 1 ms gaps (the window's paint calls into Qt hold it
-that long, measured). Cases run for the output as shipped (through sounddevice: rendered
-`AudioOutput`'s periods ahead of a C callback) and, as the baseline in the same run,
-with `--baseline-ahead` periods (0: a Python callback, which needs the GIL at its start and
-after every cffi call and numpy operation over 500 elements). Our JACK client always calls
-Python in its cycle: one set of cases. Prints xruns, process() p99/max, late calls and how
-fast the busy threads ran per case, then one JSON line. Target 0 xruns.
+that long, measured). Cases run for the output as shipped (rendered `AudioOutput`'s periods
+ahead of a C callback) and, as the baseline in the same run, with `--baseline-ahead` periods
+(0: a Python callback, which needs the GIL at its start and after every cffi call and numpy
+operation over 500 elements). Prints xruns, process() p99/max, late calls and how fast the
+busy threads ran per case, then one JSON line. Target 0 xruns.
 """
 from __future__ import annotations
 
@@ -72,7 +71,7 @@ def bench_contention(synth, seconds: float, device: str, baseline_ahead: int) ->
     inst = Instrument(synth, sample_rate=RATE, cache_mb=256)
     pitches = chord_pitches(synth)
     inst.renderer.render_now(pitches)
-    paths = (("shipped", None), ("baseline", baseline_ahead)) if device == "system" else (("shipped", None),)
+    paths = (("shipped", None), ("baseline", baseline_ahead))
     probe = TimedProbe(inst, max_blocks=int((len(paths) * 3 * (seconds + 2) + 30) * RATE / PERIOD))
     items = _c_items()
     budget_ms = 1000 * PERIOD / RATE
@@ -119,8 +118,6 @@ def bench_contention(synth, seconds: float, device: str, baseline_ahead: int) ->
 def print_contention(c: dict) -> None:
     print(f"GIL contention on {c['device']!r}, {c['voices']} held voices, {c['seconds']:.0f} s a case:")
     for key in ("shipped", "baseline"):
-        if key not in c:
-            continue
         o = c[key]
         print(f"  {key}: {o['ahead']} periods ahead ({o['latency_ms']:.1f} ms output latency), switch interval "
               f"{o['switch_ms']:.3f} ms, callback {'realtime' if o['callback_realtime'] else 'not realtime'}"

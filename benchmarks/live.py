@@ -439,7 +439,7 @@ def main(argv=None) -> int:
                    help='output for the xrun part: "system" (sounddevice) or "JACK client" (our own)')
     p.add_argument("--render-processes", type=int, default=None,
                    help="render processes for the xrun part (default: the instrument's, a core each but one, 1 to 4)")
-    p.add_argument("--ahead", type=int, default=None, help="sounddevice: periods rendered ahead of "
+    p.add_argument("--ahead", type=int, default=None, help="periods rendered ahead of "
                    "a C callback (0: a Python callback; default: AudioOutput's)")
     args = p.parse_args(argv)
     parts = set(args.parts.split(","))

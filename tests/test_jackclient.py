@@ -42,9 +42,10 @@ def test_listed_with_the_server_rate(jack_server):
     assert [d.name for d in list_output_devices()].count(JACK_CLIENT_DEVICE) == 1
 
 
-def test_midi_port_plays_the_note_in_the_period_that_delivers_it(jack_server, synth, tmp_path):
+@pytest.mark.parametrize("ahead", [1, 0], ids=["C callback, rendered ahead", "Python callback"])
+def test_midi_port_plays_the_note_in_the_period_that_delivers_it(jack_server, synth, tmp_path, ahead):
     probe = Probe(make_instrument(synth))
-    out = AudioOutput(probe, device=JACK_CLIENT_DEVICE, midi_channel=0)
+    out = AudioOutput(probe, device=JACK_CLIENT_DEVICE, midi_channel=0, ahead=ahead)
     keys = jack_keys("Test Keys")
     try:
         assert out.open() and out.mode == "device", out.last_error
@@ -77,7 +78,8 @@ def test_midi_port_plays_the_note_in_the_period_that_delivers_it(jack_server, sy
     assert np.array_equal(played, probe.copy[start:start + played.shape[0]])   # bit-identical
     onset = start + int(np.flatnonzero(played)[0])
     # The period after the send (the sender's client flushes at the next cycle) is where the
-    # note starts: never later, whatever the thread timing of this test.
+    # note starts: never later, whatever the thread timing of this test. (Rendered ahead, the
+    # block rendered right after that cycle: `ahead` periods later on the device's clock.)
     assert sent_at <= onset < sent_at + 2 * jack_server.period + RATE // 100
     _, events = read_performance(tmp_path / "take.mid")
     assert [e for _, e in events] == [NoteOn(60, 100), NoteOff(60)]

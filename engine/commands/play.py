@@ -34,8 +34,7 @@ def add_arguments(p) -> None:
                         "instrument as its own JACK client with a MIDI in port (GANSynth:midi_in)")
     p.add_argument("--audio-ahead", type=int, default=None, metavar="N", choices=range(0, MAX_PERIODS + 1),
                    help="device periods rendered ahead (1 by default: the device never waits for Python, "
-                        "one period more latency; 0: lowest latency, rendered in the device's callback; "
-                        "our JACK client always renders in its cycle)")
+                        "one period more latency; 0: lowest latency, rendered in the device's callback)")
     p.add_argument("--preset", default=None, metavar="FILE", help="preset JSON (corners, pad, settings)")
     p.add_argument("--record", default=None, metavar="FILE.wav",
                    help="record the output to a WAV (and the performance to FILE.mid)")

@@ -7,11 +7,12 @@
 Why: a Python callback needs the GIL at its start and again after every cffi call or numpy
 operation on more than 500 elements. While another thread holds it in C code (the window's
 paint calls into Qt hold it for up to 3 ms, measured) the callback waits, and a block that
-waits past its period is an xrun. Here PortAudio's callback is C (engine/devices/aheadring.c):
-it copies the ring into the device's buffer, never entering the interpreter, then wakes the
-producer, which renders the next blocks `periods` device periods ahead. A GIL wait now
-costs the producer up to `periods` periods of slack (plus what is left of the current one)
-instead of the device's deadline, for `periods` periods more output latency.
+waits past its period is an xrun. Here the device's callback is C (engine/devices/aheadring.c:
+PortAudio's here, our JACK client's in engine/devices/jackclient.py): it copies the ring into
+the device's buffer, never entering the interpreter, then wakes the producer, which renders
+the next blocks `periods` device periods ahead. A GIL wait now costs the producer up to
+`periods` periods of slack (plus what is left of the current one) instead of the device's
+deadline, for `periods` periods more output latency.
 
 The producer renders in blocks of the device's period (events keep their one-block
 timing) and runs at SCHED_FIFO (CALLBACK_RT_PRIORITY) where permitted, as the Python
@@ -42,7 +43,7 @@ class AheadRing:
     """The ring, its counters and its producer thread (see the module docstring)."""
 
     def __init__(self, render, sample_rate: int, channels: int, periods: int = 1, default_period: int = 256,
-                 realtime_priority: int = 1, on_error=None):
+                 realtime_priority: int = 1, on_error=None, before_block=None):
         if not 1 <= int(periods) <= MAX_PERIODS:
             raise ValueError(f"periods ahead must be 1..{MAX_PERIODS}, not {periods}")
         self.render = render
@@ -51,6 +52,7 @@ class AheadRing:
         self.default_period = int(default_period)
         self.realtime_priority = realtime_priority
         self.on_error = on_error          # on_error(exception) from the producer: silence was played
+        self.before_block = before_block  # before_block() in the producer before each block (MIDI in)
         ffi, lib = _lib()
         self._ffi, self._lib = ffi, lib
         self._mem = ffi.new("float[]", CAPACITY)
@@ -75,6 +77,11 @@ class AheadRing:
     @property
     def userdata(self):
         return self._ffi.cast("void *", self._ring)
+
+    @property
+    def ring(self):
+        """The C ring (gs_ring *), for engine/devices/jackclient.py's process callback."""
+        return self._ring
 
     def open_stream(self, sd, **kwargs):
         """A sounddevice output stream (float32) that the C callback feeds."""
@@ -153,6 +160,8 @@ class AheadRing:
                 n = min(period, target - filled)
                 t0 = time.perf_counter()
                 try:
+                    if self.before_block is not None:
+                        self.before_block()
                     block = self.render(n)
                 except Exception as e:          # silence plus a report, as the direct callback does
                     block = np.zeros(n, np.float32)

@@ -105,3 +105,98 @@ void gs_ring_set_flag(int32_t *flag, int32_t value) {
 void gs_ring_play(gs_ring *r, float *out, int64_t frames, unsigned long status) {
     play(r, out, frames, status);
 }
+
+/* ---- our JACK client (engine/devices/jackclient.py) rendering ahead ----
+   libjack's functions are looked up at run time in the library JACK-Client loaded, so
+   nothing JACK is needed to build this. The process callback first copies the period's
+   MIDI events (up to 3 bytes: notes, controllers, bends) into a ring the producer drains
+   before it renders, then plays the audio ring into every out port. */
+#include <dlfcn.h>
+
+typedef struct {
+    uint32_t time;
+    size_t size;
+    unsigned char *buffer;
+} gs_midi_event;
+
+static void *(*jack_port_buffer)(void *port, uint32_t frames);
+static uint32_t (*jack_midi_count)(void *buffer);
+static int (*jack_midi_get)(gs_midi_event *event, void *buffer, uint32_t index);
+static uint32_t (*jack_frame_time)(const void *client);
+
+#define GS_MIDI_EVENTS 1024   /* a power of two */
+#define GS_MAX_OUTS 8
+
+typedef struct {
+    gs_ring *ring;            /* mono */
+    void *client;
+    void *outs[GS_MAX_OUTS];
+    int32_t n_outs;
+    int32_t have_cycle;
+    void *midi_in;            /* NULL: no MIDI in */
+    uint32_t last_cycle;
+    int32_t pad_;
+    uint8_t midi[GS_MIDI_EVENTS][4];   /* [size, bytes...] */
+    int64_t midi_written;     /* the process callback's */
+    int64_t midi_read;        /* the producer's */
+    int64_t midi_messages;    /* every event received, also those not kept */
+    int64_t midi_dropped;     /* short events lost to a full ring */
+} gs_jack;
+
+/* 0 when every function was found in `libname` (already loaded by JACK-Client). */
+int gs_jack_bind(const char *libname) {
+    void *lib = dlopen(libname, RTLD_NOW);
+    if (lib == NULL)
+        return -1;
+    jack_port_buffer = (void *(*)(void *, uint32_t))dlsym(lib, "jack_port_get_buffer");
+    jack_midi_count = (uint32_t (*)(void *))dlsym(lib, "jack_midi_get_event_count");
+    jack_midi_get = (int (*)(gs_midi_event *, void *, uint32_t))dlsym(lib, "jack_midi_event_get");
+    jack_frame_time = (uint32_t (*)(const void *))dlsym(lib, "jack_last_frame_time");
+    return jack_port_buffer && jack_midi_count && jack_midi_get && jack_frame_time ? 0 : -2;
+}
+
+/* JackProcessCallback. */
+int gs_jack_process(uint32_t frames, void *arg) {
+    gs_jack *j = (gs_jack *)arg;
+    if (j->midi_in != NULL) {
+        void *buffer = jack_port_buffer(j->midi_in, frames);
+        uint32_t count = jack_midi_count(buffer);
+        int64_t w = j->midi_written;
+        for (uint32_t i = 0; i < count; i++) {
+            gs_midi_event event;
+            if (jack_midi_get(&event, buffer, i) != 0)
+                continue;
+            j->midi_messages += 1;
+            if (event.size < 1 || event.size > 3)
+                continue;     /* sysex and the like: not ours */
+            if (w - __atomic_load_n(&j->midi_read, __ATOMIC_ACQUIRE) >= GS_MIDI_EVENTS) {
+                j->midi_dropped += 1;
+                continue;
+            }
+            uint8_t *slot = j->midi[w & (GS_MIDI_EVENTS - 1)];
+            slot[0] = (uint8_t)event.size;
+            memcpy(slot + 1, event.buffer, event.size);
+            w += 1;
+        }
+        __atomic_store_n(&j->midi_written, w, __ATOMIC_RELEASE);
+    }
+    uint32_t cycle = jack_frame_time(j->client);
+    int missed = j->have_cycle && (uint32_t)(cycle - j->last_cycle) > frames;   /* skipped a cycle */
+    j->last_cycle = cycle;
+    j->have_cycle = 1;
+    float *first = (float *)jack_port_buffer(j->outs[0], frames);
+    play(j->ring, first, frames, missed ? GS_OUTPUT_UNDERFLOW : 0);
+    for (int k = 1; k < j->n_outs; k++)
+        memcpy(jack_port_buffer(j->outs[k], frames), first, (size_t)frames * sizeof(float));
+    return 0;
+}
+
+/* The producer: the next MIDI event into out[4] ([size, bytes]); 0 when there is none. */
+int gs_jack_midi_pop(gs_jack *j, uint8_t *out) {
+    int64_t r = j->midi_read;
+    if (r == __atomic_load_n(&j->midi_written, __ATOMIC_ACQUIRE))
+        return 0;
+    memcpy(out, j->midi[r & (GS_MIDI_EVENTS - 1)], 4);
+    __atomic_store_n(&j->midi_read, r + 1, __ATOMIC_RELEASE);
+    return 1;
+}

@@ -16,10 +16,11 @@ Thread model (the whole engine's; see also engine/instrument/instrument.py):
 - The audio producer: the only caller of `instrument.process(frames)`, which it pushes into
   the tap (scope ring, level, recorder ring). No locks, no logging, no file I/O, no Qt; an
   exception becomes silence plus `callback_errors`. Which thread that is:
-  - a sound card through PortAudio (`ahead` >= 1, the default): the "audio-ahead" thread
-    (engine/devices/ahead.py) renders `ahead` periods ahead into a ring; PortAudio's thread
-    runs only a C callback that copies the ring to the device and never takes the GIL;
-  - `ahead=0`, and our JACK client always: the device's own callback thread, in its period;
+  - a device (`ahead` >= 1, the default): the "audio-ahead" thread (engine/devices/ahead.py)
+    renders `ahead` periods ahead into a ring; the device's thread (PortAudio's, or our JACK
+    client's process thread) runs only a C callback that copies the ring to the device
+    and never takes the GIL;
+  - `ahead=0`: the device's own callback thread, in its period;
   - no device: the clock thread (`OfflineClockOutput`).
   Xruns: blocks the device or the ring could not fill, and the device's underflow flags.
 - MIDI callback (rtmidi's thread): translates messages and calls `post`; nothing else.
@@ -58,7 +59,7 @@ LOST_S = 3.0           # no callback (or only underflows) for this long: the dev
 WATCHDOG_S = 0.25
 CALLBACK_RT_PRIORITY = 1   # SCHED_FIFO priority a plain callback thread is raised to (1..99)
 REAP_WAIT_S = 2.0      # reopen waits this long for a lost stream's close to return
-AHEAD_PERIODS = 1      # PortAudio devices: periods rendered ahead of a C callback (0: a Python callback)
+AHEAD_PERIODS = 1      # periods rendered ahead of a C device callback (0: a Python callback)
 
 
 _open_streams = 0          # streams of this process not yet closed (refresh only when 0)
@@ -80,11 +81,11 @@ class AudioOutput(OutputBase):
     `latency='low'` and `block_size=0` (the device's own period) by default, on
     `channels` channels (default: up to 2), every channel the same mono signal.
 
-    `ahead` (PortAudio devices): how many device periods a producer thread renders ahead
-    of a C callback that plays them without the GIL (engine/devices/ahead.py), for that
-    much more latency; 0 calls the instrument from a Python callback in the device's own
-    period (lowest latency, but every wait for the GIL comes out of the deadline). Our JACK
-    client always renders in its own cycle, so a note it receives sounds in that cycle.
+    `ahead`: how many device periods a producer thread renders ahead of a C callback that
+    plays them without the GIL (engine/devices/ahead.py), for that much more latency; 0 calls
+    the instrument from a Python callback in the device's own period (lowest latency, and our
+    JACK client's MIDI sounds in the very cycle that delivers it, but every wait for the GIL
+    comes out of the deadline).
     """
 
     def __init__(self, instrument, device: str | None = None, sample_rate: int | None = None,
@@ -250,18 +251,20 @@ class AudioOutput(OutputBase):
         channels = self.channels or min(2, dev.channels)
         self._gen += 1
         gen = self._gen
+        jack_client = dev.hostapi == JACK_CLIENT_HOSTAPI
         ring = None
+        if self.ahead > 0:          # our JACK client's C callback copies one mono ring to every port
+            ring = AheadRing(self._render, self.sample_rate, 1 if jack_client else channels, self.ahead,
+                             default_period=self.block_size or 256, realtime_priority=CALLBACK_RT_PRIORITY,
+                             on_error=self._count_error)
         try:
-            if dev.hostapi == JACK_CLIENT_HOSTAPI:
+            if jack_client:
                 from engine.devices.jackclient import JackStream
 
                 stream = JackStream(self.sample_rate, channels, self._make_callback(gen),
                                     self._make_finished(gen), self.post, self.midi_channel,
-                                    on_server_lost=jack_server_lost)
-            elif self.ahead > 0:
-                ring = AheadRing(self._render, self.sample_rate, channels, self.ahead,
-                                 default_period=self.block_size or 256, realtime_priority=CALLBACK_RT_PRIORITY,
-                                 on_error=self._count_error)
+                                    on_server_lost=jack_server_lost, ring=ring)
+            elif ring is not None:
                 stream = ring.open_stream(sd, device=dev.index, samplerate=self.sample_rate, latency=self.latency,
                                           blocksize=self.block_size, finished_callback=self._make_finished(gen))
             else:

@@ -21,6 +21,12 @@ wakes the renderer) go to a small thread that posts them. Then it calls the audi
 and copies its block into the port buffers. A cycle that JACK's frame time says we missed,
 or a process call that ended after its period, is reported to the audio callback as an
 underflow (an xrun; JACK's own xrun callback would have to be Python, see below).
+
+Given a ring (`ring=`, engine/devices/ahead.py: `AudioOutput(ahead >= 1)`, the default), the
+process callback is C instead (`gs_jack_process` in engine/devices/aheadring.c): it copies
+the period's MIDI events into a small ring and the audio ring into the out ports, never
+taking the GIL. The ring's producer drains the MIDI (`_drain_midi`, the same translation)
+before it renders each block, so a note sounds `ahead` periods after the cycle it came in.
 """
 from __future__ import annotations
 
@@ -100,7 +106,7 @@ class JackStream:
     process thread, before that period's `callback`."""
 
     def __init__(self, sample_rate: int, channels: int, callback, finished_callback, post,
-                 midi_channel: int | None = None, name: str = CLIENT_NAME, on_server_lost=None):
+                 midi_channel: int | None = None, name: str = CLIENT_NAME, on_server_lost=None, ring=None):
         jack = _jack()
         self._jack = jack
         try:
@@ -122,7 +128,7 @@ class JackStream:
         self._buffer = np.zeros((max(int(client.blocksize), MAX_PERIOD), channels), np.float32)
         self._last_cycle = -1         # JACK frame time of the previous process cycle
         self._overran = False         # the previous process call ended after its cycle's deadline
-        self.midi_messages = 0        # MIDI messages received on midi_in (written by the process thread)
+        self._midi_count = 0          # MIDI messages received on midi_in (written by the process thread)
         self._active = False
         self._closing = False         # set before deactivation: the process callback only parks
         self._parked = threading.Event()
@@ -131,13 +137,55 @@ class JackStream:
         # buffer size) on its notification thread and, for some, waits for the answer: with the
         # GIL held elsewhere in a JACK call (rtmidi opening its client) that deadlocked
         # (observed). Xruns are counted from the frame time instead (`_process`).
-        client.set_process_callback(self._process)
+        self.ring, self._cj = ring, None
+        if ring is None:
+            client.set_process_callback(self._process)
+        else:
+            self._bind_ring(ring)
         client.set_shutdown_callback(self._shutdown)
+
+    def _bind_ring(self, ring) -> None:
+        """Make the C process callback ours, playing `ring` (mono) and queueing MIDI for its producer."""
+        from engine.devices._aheadring import ffi, lib
+
+        jack = self._jack
+
+        def address(pointer):         # a pointer of JACK-Client's FFI as one of ours
+            return ffi.cast("void *", int(jack._ffi.cast("uintptr_t", pointer)))
+
+        if lib.gs_jack_bind(str(jack._libname).encode()) != 0:
+            self.client.close(ignore_errors=True)
+            raise JackUnavailable(f"cannot find libjack's functions in {jack._libname}")
+        cj = ffi.new("gs_jack *")
+        cj.ring, cj.client, cj.n_outs = ring.ring, address(self.client._ptr), len(self.outs)
+        for i, port in enumerate(self.outs):
+            cj.outs[i] = address(port._ptr)
+        cj.midi_in = address(self.midi_in._ptr)
+        callback = jack._ffi.cast("JackProcessCallback", int(ffi.cast("uintptr_t", ffi.addressof(lib, "gs_jack_process"))))
+        if jack._lib.jack_set_process_callback(self.client._ptr, callback, jack._ffi.cast("void *", int(
+                ffi.cast("uintptr_t", cj)))) != 0:
+            self.client.close(ignore_errors=True)
+            raise JackUnavailable("JACK refused the process callback")
+        self._cj, self._ffi, self._clib = cj, ffi, lib
+        self._midi_slot = ffi.new("uint8_t[4]")
+        ring.before_block = self._drain_midi
+
+    def _drain_midi(self) -> None:
+        """The ring's producer, before each block: post what the MIDI in received."""
+        slot = self._midi_slot
+        while self._clib.gs_jack_midi_pop(self._cj, slot):
+            self._dispatch(bytes(slot[1:1 + slot[0]]))
 
     # ---- what AudioOutput reads ----
     @property
     def cpu_load(self) -> float:
         return float(self.client.cpu_load()) / 100.0
+
+    @property
+    def midi_messages(self) -> int:
+        """MIDI messages received on midi_in."""
+        cj = self._cj
+        return int(cj.midi_messages) if cj is not None else self._midi_count
 
     @property
     def midi_port_name(self) -> str:
@@ -170,9 +218,11 @@ class JackStream:
             # jack_deactivate may cancel the process thread (JACK2 kills a client's RT thread),
             # and a thread cancelled inside Python, or waiting for its lock, leaves the GIL held
             # for ever (observed: the whole program hung in close). So first let the callback
-            # see `_closing` and return at once, and deactivate while it waits in JACK.
+            # see `_closing` and return at once, and deactivate while it waits in JACK. (The C
+            # callback of a ring holds nothing.)
             self._closing = True
-            self._parked.wait(PARK_TIMEOUT_S)
+            if self.ring is None:
+                self._parked.wait(PARK_TIMEOUT_S)
             self.client.deactivate(ignore_errors=ignore_errors)
 
     def close(self, ignore_errors: bool = True) -> None:
@@ -198,12 +248,8 @@ class JackStream:
             self._parked.set()
             return
         for _, data in self.midi_in.incoming_midi_events():
-            self.midi_messages += 1
-            event = _midi_event(bytes(data), self.midi_channel)
-            if isinstance(event, (NoteOn, NoteOff, PitchBend)):
-                self.post(event)
-            elif event is not None:
-                self._later.put(event)
+            self._midi_count += 1
+            self._dispatch(bytes(data))
         cycle = self.client.last_frame_time
         missed = self._last_cycle >= 0 and cycle - self._last_cycle > frames   # skipped a cycle
         missed = missed or self._overran
@@ -216,6 +262,14 @@ class JackStream:
         for i, port in enumerate(self.outs):
             port.get_array()[:] = block[:, i]
         self._overran = self.client.frames_since_cycle_start > frames   # still running at the next cycle
+
+    def _dispatch(self, data: bytes) -> None:
+        """Notes and bends to `post` at once (an append); others through the poster thread."""
+        event = _midi_event(data, self.midi_channel)
+        if isinstance(event, (NoteOn, NoteOff, PitchBend)):
+            self.post(event)
+        elif event is not None:
+            self._later.put(event)
 
     def _shutdown(self, status, reason: str) -> None:
         self._active = False

@@ -156,6 +156,24 @@ def test_stream_plays_the_instrument_on_every_channel_and_records_exactly(jack_s
     assert n > 1000 and np.array_equal(got[heard:heard + n, 0], played[onset:onset + n])
 
 
+def test_a_missing_compiled_ring_is_reported_and_the_clock_plays(jack_server, synth, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "engine.devices._aheadring", None)   # an install that built no C
+    out = AudioOutput(Probe(make_instrument(synth)), device="system")
+    try:
+        assert not out.open() and out.mode == "clock"
+        assert "'system'" in out.last_error and "compiled audio ring is missing" in out.last_error
+        assert "ahead 0" in out.last_error and "offline clock" in out.last_error
+    finally:
+        out.close()
+    out = AudioOutput(Probe(make_instrument(synth)), device="system", ahead=0)   # the way round it
+    try:
+        assert out.open() and out.mode == "device"
+    finally:
+        out.close()
+
+
 def test_no_device_runs_on_the_clock_and_still_records(no_audio_devices, synth, tmp_path, capsys):
     assert list_output_devices() == []
     probe = Probe(make_instrument(synth))

@@ -35,7 +35,11 @@ WAKE_TIMEOUT_S = 0.1      # the producer also looks without a wake-up (a stream 
 
 
 def _lib():
-    from engine.devices._aheadring import ffi, lib   # built at install (setup.py)
+    try:
+        from engine.devices._aheadring import ffi, lib   # built at install (setup.py)
+    except ImportError as e:
+        raise ImportError(f"the compiled audio ring is missing ({e}): reinstall (`make setup`, or "
+                          f"`pip install -e .` with a C compiler), or render in the callback (ahead 0)") from None
     return ffi, lib
 
 

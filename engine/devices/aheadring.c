@@ -45,8 +45,10 @@ static void wake(gs_ring *r) {
 /* Play up to `frames` samples from the ring into `out` (interleaved, r->channels each). */
 static void play(gs_ring *r, float *out, int64_t frames, unsigned long status) {
     const int ch = r->channels;
+#ifdef SYS_gettid
     if (r->callback_tid == 0)
         r->callback_tid = (int32_t)syscall(SYS_gettid);
+#endif
     r->last_frames = frames;
     r->callbacks += 1;
     if (__atomic_load_n(&r->silent, __ATOMIC_ACQUIRE)) {

@@ -59,7 +59,9 @@ LOST_S = 3.0           # no callback (or only underflows) for this long: the dev
 WATCHDOG_S = 0.25
 CALLBACK_RT_PRIORITY = 1   # SCHED_FIFO priority a plain callback thread is raised to (1..99)
 REAP_WAIT_S = 2.0      # reopen waits this long for a lost stream's close to return
-AHEAD_PERIODS = 1      # periods rendered ahead of a C device callback (0: a Python callback)
+# periods rendered ahead of a C device callback (0: a Python callback); the ring wakes its
+# producer with an eventfd, which only Linux has
+AHEAD_PERIODS = 1 if sys.platform.startswith("linux") else 0
 
 
 _open_streams = 0          # streams of this process not yet closed (refresh only when 0)
@@ -253,11 +255,11 @@ class AudioOutput(OutputBase):
         gen = self._gen
         jack_client = dev.hostapi == JACK_CLIENT_HOSTAPI
         ring = None
-        if self.ahead > 0:          # our JACK client's C callback copies one mono ring to every port
-            ring = AheadRing(self._render, self.sample_rate, 1 if jack_client else channels, self.ahead,
-                             default_period=self.block_size or 256, realtime_priority=CALLBACK_RT_PRIORITY,
-                             on_error=self._count_error)
         try:
+            if self.ahead > 0:      # our JACK client's C callback copies one mono ring to every port
+                ring = AheadRing(self._render, self.sample_rate, 1 if jack_client else channels, self.ahead,
+                                 default_period=self.block_size or 256, realtime_priority=CALLBACK_RT_PRIORITY,
+                                 on_error=self._count_error)
             if jack_client:
                 from engine.devices.jackclient import JackStream
 
@@ -273,6 +275,8 @@ class AudioOutput(OutputBase):
                                          callback=self._make_callback(gen),
                                          finished_callback=self._make_finished(gen))
         except Exception as e:  # PortAudioError, ValueError, JackUnavailable: the message says why
+            if ring is not None:
+                ring.close()
             msg = f"cannot open audio output {dev.name!r} at {self.sample_rate} Hz: {e}"
             if dev.default_sample_rate and int(dev.default_sample_rate) != self.sample_rate:
                 msg += (f" (the device runs at {dev.default_sample_rate:.0f} Hz: start the "

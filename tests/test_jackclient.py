@@ -101,6 +101,40 @@ def test_play_command_on_the_jack_client(jack_server, tiny_model_dir, tmp_path, 
     assert sf.info(tmp_path / "play.wav").frames > RATE // 4
 
 
+@pytest.mark.parametrize("ahead", [1, 0], ids=["C callback, rendered ahead", "Python callback"])
+def test_the_servers_xruns_are_counted(jack_server, synth, ahead):
+    """Another client that stalls makes the server miss a cycle: JACK's xrun callback (ours is C)
+    counts it, and the next period is flagged as an underflow."""
+    import threading
+    import time
+
+    import jack
+
+    probe = Probe(make_instrument(synth))
+    out = AudioOutput(probe, device=JACK_CLIENT_DEVICE, ahead=ahead)
+    slow = jack.Client("Slow Client", no_start_server=True)
+    stall = threading.Event()
+
+    @slow.set_process_callback
+    def process(frames):
+        if stall.is_set():
+            stall.clear()
+            time.sleep(0.05)            # ten periods
+
+    try:
+        assert out.open(), out.last_error
+        slow.activate()
+        assert probe.reached(RATE // 4).wait(10)
+        before = out.xruns
+        stall.set()
+        assert probe.reached(RATE // 4).wait(10)
+        assert 1 <= out.xruns - before <= 3     # once a period flagged, not for every callback since
+    finally:
+        slow.deactivate()
+        slow.close()
+        out.close()
+
+
 def test_server_that_dies_leaves_the_instrument_on_the_clock(tiny_model_dir):
     """In a child process: libjack's state after a server death is the process's for good."""
     child = subprocess.run([sys.executable, "-m", "tests.test_jackclient", str(tiny_model_dir)],

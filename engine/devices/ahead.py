@@ -69,8 +69,6 @@ class AheadRing:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.load = 0.0                   # producer's render time per period (EMA)
-        self.producer_tid = 0
-        self.producer_realtime = False
 
     # ---- the device's view ----
     @property
@@ -148,10 +146,8 @@ class AheadRing:
 
     # ---- producer thread ----
     def _run(self) -> None:
-        self.producer_tid = threading.get_native_id()
         try:
             os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.realtime_priority))
-            self.producer_realtime = True
         except (AttributeError, OSError):       # not permitted, or not Linux: as it is
             pass
         r, lib, buf = self._ring, self._lib, self._buf

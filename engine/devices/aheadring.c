@@ -108,11 +108,15 @@ void gs_ring_play(gs_ring *r, float *out, int64_t frames, unsigned long status) 
     play(r, out, frames, status);
 }
 
-/* ---- our JACK client (engine/devices/jackclient.py) rendering ahead ----
-   libjack's functions are looked up at run time in the library JACK-Client loaded, so
-   nothing JACK is needed to build this. The process callback first copies the period's
-   MIDI events (up to 3 bytes: notes, controllers, bends) into a ring the producer drains
-   before it renders, then plays the audio ring into every out port. */
+/* ---- our JACK client (engine/devices/jackclient.py) ----
+   `gs_jack_xrun` counts the server's xruns (JACK's xrun callback, on its notification
+   thread: C, so it never waits for the GIL), whichever process callback runs.
+
+   Rendering ahead: libjack's functions are looked up at run time in the library
+   JACK-Client loaded, so nothing JACK is needed to build this. The process callback first
+   copies the period's MIDI events (up to 3 bytes: notes, controllers, bends) into a ring
+   the producer drains before it renders, then plays the audio ring into every out port,
+   flagging the period as an underflow when the server counted an xrun since the last. */
 #include <dlfcn.h>
 
 typedef struct {
@@ -124,20 +128,18 @@ typedef struct {
 static void *(*jack_port_buffer)(void *port, uint32_t frames);
 static uint32_t (*jack_midi_count)(void *buffer);
 static int (*jack_midi_get)(gs_midi_event *event, void *buffer, uint32_t index);
-static uint32_t (*jack_frame_time)(const void *client);
 
 #define GS_MIDI_EVENTS 1024   /* a power of two */
 #define GS_MAX_OUTS 8
 
 typedef struct {
     gs_ring *ring;            /* mono */
-    void *client;
     void *outs[GS_MAX_OUTS];
     int32_t n_outs;
-    int32_t have_cycle;
-    void *midi_in;            /* NULL: no MIDI in */
-    uint32_t last_cycle;
     int32_t pad_;
+    void *midi_in;            /* NULL: no MIDI in */
+    int64_t *server_xruns;    /* gs_jack_xrun's counter */
+    int64_t seen_xruns;
     uint8_t midi[GS_MIDI_EVENTS][4];   /* [size, bytes...] */
     int64_t midi_written;     /* the process callback's */
     int64_t midi_read;        /* the producer's */
@@ -153,8 +155,13 @@ int gs_jack_bind(const char *libname) {
     jack_port_buffer = (void *(*)(void *, uint32_t))dlsym(lib, "jack_port_get_buffer");
     jack_midi_count = (uint32_t (*)(void *))dlsym(lib, "jack_midi_get_event_count");
     jack_midi_get = (int (*)(gs_midi_event *, void *, uint32_t))dlsym(lib, "jack_midi_event_get");
-    jack_frame_time = (uint32_t (*)(const void *))dlsym(lib, "jack_last_frame_time");
-    return jack_port_buffer && jack_midi_count && jack_midi_get && jack_frame_time ? 0 : -2;
+    return jack_port_buffer && jack_midi_count && jack_midi_get ? 0 : -2;
+}
+
+/* JackXRunCallback: `arg` is an int64_t counter. */
+int gs_jack_xrun(void *arg) {
+    __atomic_add_fetch((int64_t *)arg, 1, __ATOMIC_RELAXED);
+    return 0;
 }
 
 /* JackProcessCallback. */
@@ -182,10 +189,9 @@ int gs_jack_process(uint32_t frames, void *arg) {
         }
         __atomic_store_n(&j->midi_written, w, __ATOMIC_RELEASE);
     }
-    uint32_t cycle = jack_frame_time(j->client);
-    int missed = j->have_cycle && (uint32_t)(cycle - j->last_cycle) > frames;   /* skipped a cycle */
-    j->last_cycle = cycle;
-    j->have_cycle = 1;
+    int64_t xruns = __atomic_load_n(j->server_xruns, __ATOMIC_RELAXED);
+    int missed = xruns != j->seen_xruns;
+    j->seen_xruns = xruns;
     float *first = (float *)jack_port_buffer(j->outs[0], frames);
     play(j->ring, first, frames, missed ? GS_OUTPUT_UNDERFLOW : 0);
     for (int k = 1; k < j->n_outs; k++)

@@ -31,13 +31,12 @@ void gs_ring_set_flag(int32_t *flag, int32_t value);
 void gs_ring_play(gs_ring *r, float *out, int64_t frames, unsigned long status);
 typedef struct {
     gs_ring *ring;
-    void *client;
     void *outs[8];
     int32_t n_outs;
-    int32_t have_cycle;
-    void *midi_in;
-    uint32_t last_cycle;
     int32_t pad_;
+    void *midi_in;
+    int64_t *server_xruns;
+    int64_t seen_xruns;
     uint8_t midi[1024][4];
     int64_t midi_written;
     int64_t midi_read;
@@ -46,6 +45,7 @@ typedef struct {
 } gs_jack;
 int gs_jack_bind(const char *libname);
 int gs_jack_process(uint32_t frames, void *arg);
+int gs_jack_xrun(void *arg);
 int gs_jack_midi_pop(gs_jack *j, uint8_t *out);
 """)
 ffibuilder.set_source("engine.devices._aheadring", (Path(__file__).parent / "aheadring.c").read_text(),

@@ -18,9 +18,9 @@ clock fallback, reopen, meters and the recorder are `AudioOutput`'s own. The pro
 callback translates MIDI (`message_to_event`) and posts notes and pitch bends (an append to
 the instrument's queue); other events (the mod wheel moves the timbre, which takes a lock and
 wakes the renderer) go to a small thread that posts them. Then it calls the audio callback
-and copies its block into the port buffers. A cycle that JACK's frame time says we missed,
-or a process call that ended after its period, is reported to the audio callback as an
-underflow (an xrun; JACK's own xrun callback would have to be Python, see below).
+and copies its block into the port buffers. A period after which the server counted an
+xrun (JACK's xrun callback: ours is C, see below) is reported to the audio callback as an
+underflow, as PortAudio does for its JACK streams.
 
 Given a ring (`ring=`, engine/devices/ahead.py: `AudioOutput(ahead >= 1)`, the default), the
 process callback is C instead (`gs_jack_process` in engine/devices/aheadring.c): it copies
@@ -103,7 +103,8 @@ class JackStream:
     """One JACK client: `channels` audio outs (the same signal) and one MIDI in.
 
     `post(event)` receives the MIDI in's events (channel `midi_channel`, None = all) from the
-    process thread, before that period's `callback`."""
+    process thread, before that period's `callback`; with a `ring`, from its producer before
+    it renders the next block."""
 
     def __init__(self, sample_rate: int, channels: int, callback, finished_callback, post,
                  midi_channel: int | None = None, name: str = CLIENT_NAME, on_server_lost=None, ring=None):
@@ -126,17 +127,24 @@ class JackStream:
         self._later: queue.SimpleQueue = queue.SimpleQueue()   # events posted off the process thread
         self._poster: threading.Thread | None = None
         self._buffer = np.zeros((max(int(client.blocksize), MAX_PERIOD), channels), np.float32)
-        self._last_cycle = -1         # JACK frame time of the previous process cycle
-        self._overran = False         # the previous process call ended after its cycle's deadline
         self._midi_count = 0          # MIDI messages received on midi_in (written by the process thread)
         self._active = False
         self._closing = False         # set before deactivation: the process callback only parks
         self._parked = threading.Event()
         self._playback = []
-        # Only the process and shutdown callbacks are Python. JACK calls the others (xrun,
-        # buffer size) on its notification thread and, for some, waits for the answer: with the
-        # GIL held elsewhere in a JACK call (rtmidi opening its client) that deadlocked
-        # (observed). Xruns are counted from the frame time instead (`_process`).
+        # At most the process and shutdown callbacks are Python. JACK calls the others on its
+        # notification thread and, for some, waits for the answer: with the GIL held elsewhere
+        # in a JACK call (rtmidi opening its client) a Python one deadlocked (observed). So the
+        # xrun callback is C: it counts the server's xruns (engine/devices/aheadring.c).
+        from engine.devices._aheadring import ffi, lib
+
+        self._ffi, self._clib = ffi, lib
+        self._server_xruns = ffi.new("int64_t *")
+        self._seen_xruns = 0
+        if jack._lib.jack_set_xrun_callback(client._ptr, self._theirs("JackXRunCallback", ffi.addressof(
+                lib, "gs_jack_xrun")), self._theirs("void *", self._server_xruns)) != 0:
+            client.close(ignore_errors=True)
+            raise JackUnavailable("JACK refused the xrun callback")
         self.ring, self._cj = ring, None
         if ring is None:
             client.set_process_callback(self._process)
@@ -144,29 +152,30 @@ class JackStream:
             self._bind_ring(ring)
         client.set_shutdown_callback(self._shutdown)
 
+    def _ours(self, pointer):
+        """A pointer of JACK-Client's FFI as one of ours."""
+        return self._ffi.cast("void *", int(self._jack._ffi.cast("uintptr_t", pointer)))
+
+    def _theirs(self, kind: str, pointer):
+        """One of ours as JACK-Client's `kind`."""
+        return self._jack._ffi.cast(kind, int(self._ffi.cast("uintptr_t", pointer)))
+
     def _bind_ring(self, ring) -> None:
         """Make the C process callback ours, playing `ring` (mono) and queueing MIDI for its producer."""
-        from engine.devices._aheadring import ffi, lib
-
-        jack = self._jack
-
-        def address(pointer):         # a pointer of JACK-Client's FFI as one of ours
-            return ffi.cast("void *", int(jack._ffi.cast("uintptr_t", pointer)))
-
+        jack, ffi, lib = self._jack, self._ffi, self._clib
         if lib.gs_jack_bind(str(jack._libname).encode()) != 0:
             self.client.close(ignore_errors=True)
             raise JackUnavailable(f"cannot find libjack's functions in {jack._libname}")
         cj = ffi.new("gs_jack *")
-        cj.ring, cj.client, cj.n_outs = ring.ring, address(self.client._ptr), len(self.outs)
+        cj.ring, cj.n_outs, cj.server_xruns = ring.ring, len(self.outs), self._server_xruns
         for i, port in enumerate(self.outs):
-            cj.outs[i] = address(port._ptr)
-        cj.midi_in = address(self.midi_in._ptr)
-        callback = jack._ffi.cast("JackProcessCallback", int(ffi.cast("uintptr_t", ffi.addressof(lib, "gs_jack_process"))))
-        if jack._lib.jack_set_process_callback(self.client._ptr, callback, jack._ffi.cast("void *", int(
-                ffi.cast("uintptr_t", cj)))) != 0:
+            cj.outs[i] = self._ours(port._ptr)
+        cj.midi_in = self._ours(self.midi_in._ptr)
+        process = self._theirs("JackProcessCallback", ffi.addressof(lib, "gs_jack_process"))
+        if jack._lib.jack_set_process_callback(self.client._ptr, process, self._theirs("void *", cj)) != 0:
             self.client.close(ignore_errors=True)
             raise JackUnavailable("JACK refused the process callback")
-        self._cj, self._ffi, self._clib = cj, ffi, lib
+        self._cj = cj
         self._midi_slot = ffi.new("uint8_t[4]")
         ring.before_block = self._drain_midi
 
@@ -250,10 +259,8 @@ class JackStream:
         for _, data in self.midi_in.incoming_midi_events():
             self._midi_count += 1
             self._dispatch(bytes(data))
-        cycle = self.client.last_frame_time
-        missed = self._last_cycle >= 0 and cycle - self._last_cycle > frames   # skipped a cycle
-        missed = missed or self._overran
-        self._last_cycle = cycle
+        xruns = self._server_xruns[0]                   # the server counted an xrun since the last period
+        missed, self._seen_xruns = xruns != self._seen_xruns, xruns
         if frames > self._buffer.shape[0]:              # a server period beyond MAX_PERIOD
             self._buffer = np.zeros((frames, self._buffer.shape[1]), np.float32)
         block = self._buffer[:frames]
@@ -261,7 +268,6 @@ class JackStream:
         self.callback(block, frames, None, status)
         for i, port in enumerate(self.outs):
             port.get_array()[:] = block[:, i]
-        self._overran = self.client.frames_since_cycle_start > frames   # still running at the next cycle
 
     def _dispatch(self, data: bytes) -> None:
         """Notes and bends to `post` at once (an append); others through the poster thread."""

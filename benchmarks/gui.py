@@ -13,7 +13,9 @@ Prints per-phase GUI-thread CPU (% of one core), the meter timer's achieved rate
 final JSON line. With `--audio-out system` (sounddevice) or `--audio-out "JACK client"` the
 window plays on a paced JACK dummy this benchmark starts (48 kHz, 256 frames; `--realtime`:
 jackd -R) instead of the offline clock, and each phase also counts xruns: the window's own
-Python (painting, the pad, the keyboard) beside the audio callback. For a real X server:
+Python (painting, the pad, the keyboard) beside the audio producer (`--audio-ahead N`: the
+periods it renders ahead of the device's C callback; 0, the device's Python callback,
+measures what the GIL costs it). For a real X server:
 `Xvfb :95 &` then `DISPLAY=:95 QT_QPA_PLATFORM=xcb python -m benchmarks.gui`.
 """
 from __future__ import annotations
@@ -83,6 +85,8 @@ def main(argv=None) -> int:
     parser.add_argument("--audio-out", default="", help='"" (the offline clock), "system" or "JACK client" on a '
                                                         'JACK dummy started here')
     parser.add_argument("--realtime", action="store_true", help="with --audio-out: jackd -R")
+    parser.add_argument("--audio-ahead", type=int, default=None, metavar="N",
+                        help="with --audio-out: periods rendered ahead (Devices > Render audio ahead; default 1)")
     args = parser.parse_args(argv)
     if not args.audio_out:
         return _bench(args)
@@ -111,7 +115,10 @@ def _bench(args) -> int:
         model = tiny_model(tmp / "tiny")
     app = QApplication.instance() or QApplication(sys.argv[:1])
     theme.apply_theme(app)
-    window = MainWindow(make_settings(tmp / "settings.ini"))
+    settings = make_settings(tmp / "settings.ini")
+    if args.audio_ahead is not None:
+        settings.setValue("audio/ahead", args.audio_ahead)
+    window = MainWindow(settings)
     window.resize(1280, 800)
     window.show()
     loop = QEventLoop()
@@ -158,7 +165,7 @@ def _bench(args) -> int:
 
     print(f"model {model}; {args.seconds:.0f} s per phase; QT_QPA_PLATFORM={os.environ.get('QT_QPA_PLATFORM')}; "
           f"audio: {window.session.output_name or 'the offline clock'}"
-          f"{' (jackd -R)' if args.realtime and args.audio_out else ''}")
+          f"{' (jackd -R)' if args.realtime and args.audio_out else ''}, rendered {window.audio_ahead} period(s) ahead")
     results = {"idle": phase("idle", False, False), "timers": phase("timers", True, False),
                "playing": phase("playing", True, True)}
     stats = window.session.meters()
@@ -166,7 +173,7 @@ def _bench(args) -> int:
           f"voices now {stats.get('voices')}")
     window.close()
     summary("gui", {"model": str(model), "seconds": args.seconds, "audio_out": args.audio_out or "offline clock",
-                    "realtime": bool(args.realtime and args.audio_out),
+                    "realtime": bool(args.realtime and args.audio_out), "audio_ahead": window.audio_ahead,
                     **{f"{k}_{m}": v for k, r in results.items() for m, v in r.items()},
                     "playing_minus_idle_gui_cpu_pct": round(results["playing"]["gui_cpu_pct"]
                                                             - results["idle"]["gui_cpu_pct"], 2)})

@@ -50,7 +50,7 @@ class MainWindow(QMainWindow):
         self.settings = settings or QSettings("gansynth", "instrument")
         self.session = None
         self.precision = "auto"  # how models load (gansynth gui --precision)
-        self.audio_ahead = int(str(self.settings.value("audio/ahead", "")) or AHEAD_PERIODS)   # Devices menu
+        self.audio_ahead = {"0": 0, "1": 1, "2": 2}.get(str(self.settings.value("audio/ahead")), AHEAD_PERIODS)
         self.jobs = Jobs(max_threads=2, parent=self)
         self.last_pitch = 60
         self._rainbow_key = None

@@ -1,6 +1,7 @@
 """The render-ahead ring (engine/devices/ahead.py): its compiled callback driven as PortAudio drives it."""
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -38,6 +39,18 @@ def play(ring, frames, status=0):
     return np.frombuffer(ring._ffi.buffer(out), np.float32).reshape(frames, -1).copy()
 
 
+@contextlib.contextmanager
+def producing(render, **kwargs):
+    """A ring at 48 kHz with its producer running; stopped and closed after."""
+    ring = AheadRing(render, 48000, **kwargs)
+    ring.start()
+    try:
+        yield ring
+    finally:
+        ring.stop()
+        ring.close()
+
+
 def wait_filled(ring, frames, timeout=5.0):
     deadline = time.monotonic() + timeout
     while ring.filled < frames and time.monotonic() < deadline:
@@ -47,38 +60,27 @@ def wait_filled(ring, frames, timeout=5.0):
 
 def test_the_callback_plays_the_producers_blocks_in_order_on_every_channel():
     render = Counter()
-    ring = AheadRing(render, 48000, channels=2, periods=2, default_period=64)
-    ring.start()
-    try:
+    with producing(render, channels=2, periods=2, default_period=64) as ring:
         assert wait_filled(ring, 3 * 64) == 3 * 64            # primed: (periods + 1) default periods
         got = []
         for _ in range(40):                                   # the device's period differs: it follows
             got.append(play(ring, 128))
             assert wait_filled(ring, 3 * 128) == 3 * 128
-    finally:
-        ring.stop()
-        ring.close()
     audio = np.concatenate(got)
     assert np.array_equal(audio[:, 0], audio[:, 1])
     assert np.array_equal(audio[:, 0], np.arange(audio.shape[0], dtype=np.float32))   # nothing lost or repeated
     assert render.sizes[:3] == [64, 64, 64] and set(render.sizes[3:]) <= {64, 128}
-    assert ring.last_frames == 128 and ring.callbacks == 40 and ring.callback_tid == threading.get_native_id()
+    assert ring.last_frames == 128 and ring._ring.callbacks == 40 and ring.callback_tid == threading.get_native_id()
     assert ring.ahead_frames == 2 * 128
 
 
 def test_it_wraps_around_its_capacity_seamlessly():
-    render = Counter()
-    ring = AheadRing(render, 48000, channels=1, periods=1, default_period=1000)
-    ring.start()
-    try:
+    with producing(Counter(), channels=1, periods=1, default_period=1000) as ring:
         wait_filled(ring, 2000)
         audio = []
         while len(audio) * 1000 < 3 * CAPACITY:
             audio.append(play(ring, 1000)[:, 0])
             wait_filled(ring, 2000)
-    finally:
-        ring.stop()
-        ring.close()
     audio = np.concatenate(audio)
     assert np.array_equal(audio, np.arange(audio.shape[0], dtype=np.float32))
 
@@ -128,32 +130,21 @@ def test_a_starved_ring_counts_and_plays_what_it_has():
 
 def test_a_failing_render_plays_silence_and_reports():
     render = Counter()
-    errors = []
-    ring = AheadRing(render, 48000, channels=1, periods=1, default_period=32, on_error=errors.append)
     render.fail = True
-    ring.start()
-    try:
+    errors = []
+    with producing(render, channels=1, periods=1, default_period=32, on_error=errors.append) as ring:
         wait_filled(ring, 64)
         assert not play(ring, 32).any()
-    finally:
-        ring.stop()
-        ring.close()
     assert errors and isinstance(errors[0], RuntimeError)
 
 
 def test_each_callback_wakes_the_producer():
-    render = Counter()
-    ring = AheadRing(render, 48000, channels=1, periods=1, default_period=256)
-    ring.start()
-    try:
+    with producing(Counter(), channels=1, periods=1, default_period=256) as ring:
         wait_filled(ring, 512)
         t0 = time.monotonic()
         play(ring, 256)
         assert wait_filled(ring, 512) == 512
         assert time.monotonic() - t0 < 0.05        # woken, not found by its 0.1 s look-around
-    finally:
-        ring.stop()
-        ring.close()
 
 
 def test_periods_out_of_range_are_refused():

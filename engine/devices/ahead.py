@@ -108,10 +108,6 @@ class AheadRing:
         return int(self._ring.callback_tid)
 
     @property
-    def callbacks(self) -> int:
-        return int(self._ring.callbacks)
-
-    @property
     def filled(self) -> int:
         return int(self._lib.gs_ring_filled(self._ring))
 

@@ -144,7 +144,6 @@ typedef struct {
     int64_t midi_written;     /* the process callback's */
     int64_t midi_read;        /* the producer's */
     int64_t midi_messages;    /* every event received, also those not kept */
-    int64_t midi_dropped;     /* short events lost to a full ring */
 } gs_jack;
 
 /* 0 when every function was found in `libname` (already loaded by JACK-Client). */
@@ -178,10 +177,8 @@ int gs_jack_process(uint32_t frames, void *arg) {
             j->midi_messages += 1;
             if (event.size < 1 || event.size > 3)
                 continue;     /* sysex and the like: not ours */
-            if (w - __atomic_load_n(&j->midi_read, __ATOMIC_ACQUIRE) >= GS_MIDI_EVENTS) {
-                j->midi_dropped += 1;
-                continue;
-            }
+            if (w - __atomic_load_n(&j->midi_read, __ATOMIC_ACQUIRE) >= GS_MIDI_EVENTS)
+                continue;     /* the producer is a ring behind: it will have missed more than notes */
             uint8_t *slot = j->midi[w & (GS_MIDI_EVENTS - 1)];
             slot[0] = (uint8_t)event.size;
             memcpy(slot + 1, event.buffer, event.size);

@@ -41,7 +41,6 @@ typedef struct {
     int64_t midi_written;
     int64_t midi_read;
     int64_t midi_messages;
-    int64_t midi_dropped;
 } gs_jack;
 int gs_jack_bind(const char *libname);
 int gs_jack_process(uint32_t frames, void *arg);

@@ -194,6 +194,7 @@ def test_keyboard_over_jack_plays_unplugs_and_reconnects(jack_midi):
         keyboard.close()                                        # unplugged
         assert midi.wait_connected(False, timeout=10)
         assert "disconnected" in midi.last_error
+        assert midi._scanner is None     # ports listed through a JACK client never activated, not rtmidi's
         keyboard = jack_midi.open_output("Test Keys", virtual=True)   # plugged back in
         assert midi.wait_connected(True, timeout=10)
         for _ in range(50):          # JACK makes a new connection live at its next cycle

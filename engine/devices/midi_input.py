@@ -217,11 +217,16 @@ class MidiInput:
         # mido's get_input_names() makes a new rtmidi client per call, and on JACK every new
         # client stalls the audio graph (measured: >1 s on the dummy driver), while every
         # extra client costs a context switch per period. So list through a client we
-        # already have (the virtual or the connected port), else one long-lived scanner.
+        # already have (the virtual or the connected port); else, on JACK, through a client
+        # that is never activated (rtmidi's scanner would be: on a plain jackd its thread,
+        # not realtime, was late for the graph 9 times in 30 s of the window playing, an
+        # xrun each); else one long-lived rtmidi scanner.
         for port in (self._virtual_port, self._port):
             rt = getattr(port, "_rt", None)         # mido's rtmidi ports keep their rtmidi.MidiIn
             if rt is not None:
                 return rt.get_ports()
+        if self.api == "UNIX_JACK" and (client := self._jack_client()) is not None:
+            return [p.name for p in client.get_ports(is_midi=True, is_output=True)]
         if self._scanner is None and getattr(self._backend, "name", "").startswith("mido.backends.rtmidi"):
             import rtmidi
 
@@ -335,16 +340,25 @@ class MidiInput:
         the port through rtmidi (other APIs, no virtual port, or not found once)."""
         if self.api != "UNIX_JACK" or self._virtual_port is None:
             return None
+        client = self._jack_client()
         try:
-            if self._patcher is None:
+            ports = client.get_ports(f"^{CLIENT_NAME}(-[0-9]+)?:{re.escape(self.virtual_name)}$",
+                                     is_midi=True, is_input=True) if client is not None else []
+        except Exception:      # the server went away: rtmidi's way
+            return None
+        return ports[0].name if len(ports) == 1 else None   # two instruments running: ambiguous
+
+    def _jack_client(self):
+        """Our JACK-Client client for listing and wiring ports, never activated (so it takes no
+        part in the server's cycles); None without JACK-Client or a server."""
+        if self._patcher is None:
+            try:
                 import jack
 
                 self._patcher = jack.Client(f"{CLIENT_NAME} patch", no_start_server=True)
-            ports = self._patcher.get_ports(f"^{CLIENT_NAME}(-[0-9]+)?:{re.escape(self.virtual_name)}$",
-                                            is_midi=True, is_input=True)
-        except Exception:      # no JACK-Client, or the server went away: rtmidi's way
-            return None
-        return ports[0].name if len(ports) == 1 else None   # two instruments running: ambiguous
+            except Exception:
+                return None
+        return self._patcher
 
     def _disconnect(self) -> None:
         if self._patched is not None:

@@ -34,7 +34,8 @@ MAX_PERIODS = 4
 WAKE_TIMEOUT_S = 0.1      # the producer also looks without a wake-up (a stream not yet started)
 
 
-def _lib():
+def ring_library():
+    """(ffi, lib) of the compiled ring; ImportError saying how to get it back when it is missing."""
     try:
         from engine.devices._aheadring import ffi, lib   # built at install (setup.py)
     except ImportError as e:
@@ -57,7 +58,7 @@ class AheadRing:
         self.realtime_priority = realtime_priority
         self.on_error = on_error          # on_error(exception) from the producer: silence was played
         self.before_block = before_block  # before_block() in the producer before each block (MIDI in)
-        ffi, lib = _lib()
+        ffi, lib = ring_library()
         self._ffi, self._lib = ffi, lib
         self._mem = ffi.new("float[]", CAPACITY)
         self._ring = ffi.new("gs_ring *")

@@ -108,8 +108,11 @@ class JackStream:
 
     def __init__(self, sample_rate: int, channels: int, callback, finished_callback, post,
                  midi_channel: int | None = None, name: str = CLIENT_NAME, on_server_lost=None, ring=None):
+        from engine.devices.ahead import ring_library
+
         jack = _jack()
         self._jack = jack
+        ffi, lib = self._ffi, self._clib = ring_library()   # the C callbacks (before a client to close)
         try:
             self.client = jack.Client(name, no_start_server=True)
         except jack.JackOpenError as e:
@@ -126,7 +129,9 @@ class JackStream:
         self.midi_channel = midi_channel
         self._later: queue.SimpleQueue = queue.SimpleQueue()   # events posted off the process thread
         self._poster: threading.Thread | None = None
-        self._buffer = np.zeros((max(int(client.blocksize), MAX_PERIOD), channels), np.float32)
+        # the Python callback's block (rendering ahead, the C callback plays the ring instead)
+        frames = max(int(client.blocksize), MAX_PERIOD)
+        self._buffer = np.zeros((frames, channels), np.float32) if ring is None else None
         self._midi_count = 0          # MIDI messages received on midi_in (written by the process thread)
         self._active = False
         self._closing = False         # set before deactivation: the process callback only parks
@@ -136,9 +141,6 @@ class JackStream:
         # notification thread and, for some, waits for the answer: with the GIL held elsewhere
         # in a JACK call (rtmidi opening its client) a Python one deadlocked (observed). So the
         # xrun callback is C: it counts the server's xruns (engine/devices/aheadring.c).
-        from engine.devices._aheadring import ffi, lib
-
-        self._ffi, self._clib = ffi, lib
         self._server_xruns = ffi.new("int64_t *")
         self._seen_xruns = 0
         if jack._lib.jack_set_xrun_callback(client._ptr, self._theirs("JackXRunCallback", ffi.addressof(

@@ -7,6 +7,7 @@ checkpoints are), at 1 and 2 threads, whole notes (generator + mel-IF inverse, b
               the transposed-conv form; kept here as the baseline)
   torch       torch eager now (every upsample + conv one stride-2 transposed conv)
   openvino    the same network through OpenVINO's CPU plugin, fp32 (if installed)
+  ncnn        the same network as an ncnn net, Winograd 3x3 convolutions, fp32 (if installed)
   compile     torch.compile with freezing (--compile: 30-60 s to compile each)
 
 Per-note times come from interleaved rounds (each option once per round, so a neighbour's load
@@ -35,7 +36,7 @@ from torch.nn import functional as F
 import engine.gansynth.model as model_mod
 from benchmarks.common import summary
 from benchmarks.generate import cpu_flags
-from engine.gansynth.backend import choose_backend, openvino_available
+from engine.gansynth.backend import ALTERNATIVES, available, choose_backend
 from engine.gansynth.config import PRESETS, SpectralConfig
 from engine.gansynth.model import Generator
 from engine.gansynth.synth import Synth, load_synth
@@ -93,8 +94,7 @@ def make_synths(model: str, threads: int, with_compile: bool) -> list[Option]:
         def make(backend):
             return Synth(generator, SpectralConfig(), "cpu", threads, backend=backend)
     options = [Option("before", make("torch"), before=True), Option("torch", make("torch"))]
-    if openvino_available():
-        options.append(Option("openvino", make("openvino")))
+    options += [Option(name, make(name)) for name in ALTERNATIVES if available(name)]
     if with_compile:
         import torch._inductor.config as inductor_config
 
@@ -217,7 +217,7 @@ def bench(model: str, threads: int, rounds: int, passes: int, with_compile: bool
 def auto_choices(threads_list) -> dict:
     from engine.util.resources import default_model_path
 
-    if not openvino_available():
+    if not any(available(name) for name in ALTERNATIVES):
         return {}
     torch.manual_seed(0)
     gens = {"bundled": load_synth(default_model_path(), device="cpu").generator,
@@ -232,7 +232,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=None, help="interleaved rounds per case")
     args = ap.parse_args()
     load_start = os.getloadavg()
-    print(f"CPU flags: {cpu_flags()}; torch {torch.__version__}; openvino available: {openvino_available()}; "
+    print(f"CPU flags: {cpu_flags()}; torch {torch.__version__}; "
+          f"installed: {', '.join(name for name in ALTERNATIVES if available(name)) or 'torch only'}; "
           f"load average {load_start[0]:.2f}")
     cases = [("bundled", 1)] if args.quick else [("bundled", 1), ("bundled", 2), ("paper", 1), ("paper", 2)]
     rows = []

@@ -34,6 +34,7 @@ import torch
 
 from benchmarks.common import summary, time_ms
 from engine.devices.clock import OfflineClockOutput
+from engine.gansynth.backend import BACKENDS
 from engine.instrument import events as ev
 from engine.instrument.instrument import Instrument
 
@@ -103,7 +104,9 @@ def bench_process(synth) -> dict:
     return out
 
 
-def bench_pad_moves(synth, moves: int, processes: int) -> dict:
+def bench_pad_moves(synth, moves: int, processes: int, reference=None) -> dict:
+    """`reference`: a torch fp32 Synth of the same model, whose bare note is the baseline too
+    when `synth` runs another backend (the target's "bare fp32 one-thread notes")."""
     print(f"-- {processes} render process{'es' if processes > 1 else ''}")
     inst = Instrument(synth, sample_rate=SR, max_voices=64, render_processes=processes)
     inst.settings.pad_grid = 0
@@ -133,7 +136,7 @@ def bench_pad_moves(synth, moves: int, processes: int) -> dict:
         # the worker renders; sweep, the pad moved every 50 ms for 2 s
         cases = {"idle": (0, 0.0), "busy": (1, 0.1), "sweep": (40, 0.05)}
         held, approx, full = ({case: [] for case in cases} for _ in range(3))
-        bare = []
+        bare, bare_torch = [], []
         for _ in range(moves):
             for case, (before, spacing) in cases.items():
                 for _ in range(before):
@@ -154,6 +157,9 @@ def bench_pad_moves(synth, moves: int, processes: int) -> dict:
                 full[case].append(inst.renderer.claims.range_seconds)
                 if case != "sweep":  # the yardstick, between the moves: the machine's speed drifts (neighbours)
                     bare.append(time_ms(lambda: synth.generate(z, [pitch]), repeat=2, warmup=int(not bare)))
+                    if reference is not None:
+                        bare_torch.append(time_ms(lambda: reference.generate(z, [pitch]), repeat=2,
+                                                  warmup=int(len(bare_torch) == 0)))
     finally:
         inst.stop()
         clock.stop()
@@ -186,6 +192,15 @@ def bench_pad_moves(synth, moves: int, processes: int) -> dict:
     print(f"  as ratios to this run's bare note: held pitch {out['held_in_notes']:.2f} notes from idle, "
           f"{out['held_busy_in_notes']:.2f} mid-range; whole range {out['range_in_bare_ranges']:.2f}x "
           f"{n} bare notes from idle, {out['range_busy_in_bare_ranges']:.2f}x mid-range (target <= 0.35x)")
+    if bare_torch:
+        torch_ms = statistics.median(bare_torch)
+        out["torch_note_ms"] = torch_ms
+        out["range_in_torch_ranges"] = out["range_s"] / (n * torch_ms / 1000)
+        out["range_busy_in_torch_ranges"] = out["range_busy_s"] / (n * torch_ms / 1000)
+        print(f"  the same model's bare torch note (fp32, 1 thread), timed beside it: {torch_ms:.1f} ms "
+              f"(between {min(bare_torch):.1f} and {max(bare_torch):.1f}); whole range "
+              f"{out['range_in_torch_ranges']:.2f}x / {out['range_busy_in_torch_ranges']:.2f}x "
+              f"{n} bare torch notes")
     print(f"paced clock blocks {clock.tap.frames // BLOCK}, late {clock.xruns}")
     return out
 
@@ -197,14 +212,16 @@ def main(argv=None) -> int:
     parser.add_argument("--render-processes", default=None,
                         help="render process counts to time in turn, e.g. 1,2 (default: 1, 2 and this machine's "
                              "default, a core each but one, up to 4)")
-    parser.add_argument("--backend", default="torch", choices=("torch", "openvino", "auto"),
-                        help="generator backend (the render processes load the same)")
+    parser.add_argument("--backend", default="auto", choices=BACKENDS,
+                        help="generator backend, as the instrument's (the render processes load the same); "
+                             "other than torch, the torch note is timed beside it as a second baseline")
     args = parser.parse_args(argv)
     from engine.instrument.renderpool import render_process_count
 
     counts = ([int(v) for v in args.render_processes.split(",")] if args.render_processes
               else sorted({1, 2, render_process_count()}))
     synth, name = load_model(args.model, args.backend)
+    reference = load_model(args.model, "torch")[0] if synth.backend != "torch" else None
     print(f"model {name}: latent {synth.latent_size}, pitches {synth.pitch_range}, backend {synth.backend}, "
           f"threads for renders: 1")
     import os
@@ -212,7 +229,7 @@ def main(argv=None) -> int:
     figures = {"model": name, "loadavg_1min_start": os.getloadavg()[0]}
     figures.update(bench_process(synth))
     for n in counts:   # figures per count: p1_range_s, p2_range_s, ...
-        figures.update({f"p{n}_{k}": v for k, v in bench_pad_moves(synth, args.moves, n).items()})
+        figures.update({f"p{n}_{k}": v for k, v in bench_pad_moves(synth, args.moves, n, reference).items()})
     figures["loadavg_1min_end"] = os.getloadavg()[0]  # the machine is shared: context for the figures
     summary("engine", {k: (round(v, 3) if isinstance(v, float) else v) for k, v in figures.items()})
     return 0

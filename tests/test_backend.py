@@ -1,5 +1,5 @@
-"""Generator backends: OpenVINO gives torch's notes, the probe runs once per key and is cached,
-explicit choices skip it, and a missing package is named."""
+"""Generator backends: OpenVINO and ncnn give torch's notes, the probe runs once per key and is
+cached, explicit choices skip it, and a missing package is named."""
 from __future__ import annotations
 
 import json
@@ -13,6 +13,7 @@ from engine.gansynth import backend as backend_mod
 from engine.gansynth.backend import PROBE_FILE, BackendUnavailable, probe_key
 from engine.gansynth.config import PRESETS, SpectralConfig
 from engine.gansynth.model import Generator
+from engine.gansynth.ncnngen import NcnnGenerator
 from engine.gansynth.synth import Synth
 
 
@@ -51,33 +52,64 @@ def no_probe(*args, **kwargs):
     raise AssertionError("the probe ran")
 
 
-def test_openvino_gives_torch_notes(generator):
+@pytest.mark.parametrize("name", ["openvino", "ncnn"])
+def test_alternative_backends_give_torch_notes(generator, name):
     reference = Synth(generator, SpectralConfig(), "cpu", threads=1, backend="torch", batch_size=2)
-    fast = Synth(generator, SpectralConfig(), "cpu", threads=1, backend="openvino", batch_size=2)
-    assert (reference.backend, fast.backend) == ("torch", "openvino")
+    fast = Synth(generator, SpectralConfig(), "cpu", threads=1, backend=name, batch_size=2)
+    assert (reference.backend, fast.backend) == ("torch", name)
     z = reference.random_latents(3, seed=1)
     pitches = [30, 60, 84]
-    # whole notes (batches of 2 and 1: two compiled shapes), and the span the instrument asks for
+    # whole notes (batches of 2 and 1), and the span the instrument asks for
     assert rel_rms(fast.generate(z, pitches), reference.generate(z, pitches)).max() < 1e-3
     span = 49000
     got, want = fast.generate(z, pitches, samples=span), reference.generate(z, pitches, samples=span)
     assert got.shape == want.shape == (3, span)
     assert rel_rms(got, want).max() < 1e-3
     assert rel_rms(fast.generate_specgrams(z, pitches), reference.generate_specgrams(z, pitches)).max() < 1e-4
-    # one thread, not pinned to a core: render processes side by side must not share one core
-    for request in fast._openvino._requests.values():
-        compiled = request.get_compiled_model()
-        assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
-        assert compiled.get_property("ENABLE_CPU_PINNING") is False
+    if name == "openvino":
+        # one thread, not pinned to a core: render processes side by side must not share one core
+        for request in fast._runner._requests.values():
+            compiled = request.get_compiled_model()
+            assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
+            assert compiled.get_property("ENABLE_CPU_PINNING") is False
+    else:
+        assert fast._runner._net.opt.num_threads == 1
+        assert not fast._runner._net.opt.use_fp16_storage and not fast._runner._net.opt.use_bf16_storage
+
+
+def test_ncnn_crops_every_span_and_follows_weight_changes(generator):
+    """One ncnn net serves every span (the crops' shapes are inputs), and a changed weight (a
+    training step, a loaded state) rebuilds it."""
+    generator.eval()
+    run = NcnnGenerator(generator, threads=1)
+    z = torch.from_numpy(np.random.default_rng(2).standard_normal((2, generator.cfg.latent_size), np.float32))
+    labels = torch.tensor([0, 60])
+    for rows in (1, 2, 3, 31, 64, 93, 127, None):
+        with torch.inference_mode():
+            want = generator(z, labels, time_rows=rows)
+        got = run(z, labels, rows)
+        assert got.shape == want.shape
+        assert rel_rms(got, want).max() < 1e-4, rows
+    net = run._net
+    with torch.no_grad():
+        generator.blocks[3].conv1.weight.mul_(1.5)
+    with torch.inference_mode():
+        want = generator(z, labels)
+    assert rel_rms(run(z, labels), want).max() < 1e-4
+    assert run._net is not net
 
 
 def test_auto_probes_once_per_key_and_caches(generator, cache, probes):
     first = Synth(generator, SpectralConfig(), "cpu", threads=1, backend="auto")
-    assert first.backend in ("torch", "openvino") and probes == [1]
+    assert first.backend in ("torch", "openvino", "ncnn") and probes == [1]
     entries = json.loads(cache.read_text())
     entry = entries[probe_key(generator, 1)]
-    assert entry["backend"] == first.backend and entry["rel_rms"] < 1e-4
-    assert entry["torch_ms"] > 0 and entry["openvino_ms"] > 0
+    assert entry["backend"] == first.backend
+    assert entry["torch_ms"] > 0 and entry["openvino_ms"] > 0 and entry["ncnn_ms"] > 0
+    assert entry["openvino_rel_rms"] < 1e-4 and entry["ncnn_rel_rms"] < 1e-4
+    if first.backend != "torch":  # the winner is at least 5 % faster than torch, and the fastest
+        assert entry[f"{first.backend}_ms"] <= 0.95 * entry["torch_ms"]
+        assert entry[f"{first.backend}_ms"] == min(entry["openvino_ms"], entry["ncnn_ms"])
     again = Synth(generator, SpectralConfig(), "cpu", threads=1, backend="auto")
     assert again.backend == first.backend and probes == [1]  # answered from the cache
     Synth(generator, SpectralConfig(), "cpu", threads=2, backend="auto")
@@ -85,13 +117,14 @@ def test_auto_probes_once_per_key_and_caches(generator, cache, probes):
     assert len(json.loads(cache.read_text())) == 2
 
 
-@pytest.mark.parametrize("answer", ["torch", "openvino"])
+@pytest.mark.parametrize("answer", ["torch", "openvino", "ncnn"])
 def test_cached_answer_decides(generator, cache, monkeypatch, answer):
     cache.write_text(json.dumps({probe_key(generator, 1): {"backend": answer}}))
     monkeypatch.setattr(backend_mod, "probe", no_probe)
     synth = Synth(generator, SpectralConfig(), "cpu", threads=1, backend="auto")
     assert synth.backend == answer
-    assert (synth._openvino is not None) == (answer == "openvino")
+    assert type(synth._runner).__name__ == {"torch": "NoneType", "openvino": "OpenVinoGenerator",
+                                             "ncnn": "NcnnGenerator"}[answer]
 
 
 def test_unreadable_cache_probes_again(generator, cache, probes):
@@ -106,25 +139,34 @@ def test_explicit_backends_never_probe(generator, cache, monkeypatch):
     assert Synth(generator, SpectralConfig(), "cpu", threads=1).backend == "torch"  # the library default
     assert Synth(generator, SpectralConfig(), "cpu", threads=1, backend="torch").backend == "torch"
     assert Synth(generator, SpectralConfig(), "cpu", threads=1, backend="openvino").backend == "openvino"
+    assert Synth(generator, SpectralConfig(), "cpu", threads=1, backend="ncnn").backend == "ncnn"
     assert not cache.exists()
 
 
 def test_auto_keeps_torch_for_bf16(generator, cache, monkeypatch):
     monkeypatch.setattr(backend_mod, "probe", no_probe)
     assert Synth(generator, SpectralConfig(), "cpu", precision="bf16", backend="auto").backend == "torch"
-    with pytest.raises(BackendUnavailable, match="fp32 on the CPU"):
-        Synth(generator, SpectralConfig(), "cpu", precision="bf16", backend="openvino")
+    for name in ("openvino", "ncnn"):
+        with pytest.raises(BackendUnavailable, match="fp32 on the CPU"):
+            Synth(generator, SpectralConfig(), "cpu", precision="bf16", backend=name)
     with pytest.raises(ValueError, match="backend must be one of"):
         Synth(generator, SpectralConfig(), "cpu", backend="onnx")
 
 
-def test_missing_openvino_is_named(generator, cache, monkeypatch):
-    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino -> ImportError
+@pytest.mark.parametrize("name", ["openvino", "ncnn"])
+def test_a_missing_package_is_named(generator, cache, monkeypatch, name):
+    monkeypatch.setitem(sys.modules, name, None)  # import <name> -> ImportError
+    with pytest.raises(BackendUnavailable, match=rf"needs the '{name}' package.*pip install {name}"):
+        Synth(generator, SpectralConfig(), "cpu", backend=name)
+    other = {"openvino": "ncnn", "ncnn": "openvino"}[name]
+    assert backend_mod.available(other) and not backend_mod.available(name)
+    # auto probes what is installed, quietly
+    assert Synth(generator, SpectralConfig(), "cpu", threads=1, backend="auto").backend in ("torch", other)
+    entry = json.loads(cache.read_text())[probe_key(generator, 1)]
+    assert f"{other}_ms" in entry and f"{name}_ms" not in entry
+    monkeypatch.setitem(sys.modules, other, None)
     monkeypatch.setattr(backend_mod, "probe", no_probe)
-    with pytest.raises(BackendUnavailable, match=r"needs the 'openvino' package.*pip install openvino"):
-        Synth(generator, SpectralConfig(), "cpu", backend="openvino")
-    assert Synth(generator, SpectralConfig(), "cpu", backend="auto").backend == "torch"  # quietly
-    assert not cache.exists()
+    assert Synth(generator, SpectralConfig(), "cpu", backend="auto").backend == "torch"  # none: no probe
 
 
 def test_cli_backend_option(tiny_model_dir, tmp_path, monkeypatch, capsys):

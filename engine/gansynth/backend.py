@@ -1,22 +1,24 @@
-"""Which engine runs the generator's arithmetic: torch (eager, the reference) or OpenVINO.
+"""Which engine runs the generator's arithmetic: torch (eager, the reference), OpenVINO or ncnn.
 
-OpenVINO runs the same network, converted from the torch module by its PyTorch frontend, in
-fp32: its output differs from torch's by float rounding only (relative RMS ~3e-6 of the
-spectrogram, ~1e-5 of the audio). Which is faster depends on the CPU and on the model's widths.
-Measured on a 2-core AVX2-only AMD EPYC (benchmarks/backends.py): the paper-size model
-(what the official Magenta checkpoints are) ~0.8x torch's time with OpenVINO, the bundled
-narrow model ~1.1x (slower). So "auto" decides by a short probe on this CPU, for this model's
+OpenVINO runs the same network, converted from the torch module by its PyTorch frontend;
+ncnn runs it as a network written from the weights (`engine.gansynth.ncnngen`), with Winograd
+3x3 convolutions. Both compute in fp32: their output differs from torch's by float rounding
+only (relative RMS ~4e-6 of the spectrogram, ~1e-5 of the audio). Which is fastest depends on
+the CPU and on the model's widths. Measured on a 2-core AVX2-only AMD EPYC
+(benchmarks/backends.py): the paper-size model (what the official Magenta checkpoints are)
+~0.8x torch's time with OpenVINO and ~0.6x with ncnn; the bundled narrow model ~1.1x
+(slower) with OpenVINO. So "auto" decides by a short probe on this CPU, for this model's
 architecture and thread count, the first time it is asked, and keeps the answer on disk:
 
-    <cache dir>/backend_probe.json   {key: {"backend": ..., "torch_ms": ..., "openvino_ms": ..., ...}}
+    <cache dir>/backend_probe.json   {key: {"backend": ..., "torch_ms": ..., "ncnn_ms": ..., ...}}
 
-keyed by the CPU's model name and flags, the torch and OpenVINO versions, the model's
+keyed by the CPU's model name and flags, the torch, OpenVINO and ncnn versions, the model's
 architecture (`ModelConfig`) and the thread count: a new CPU, a new version or another
 architecture probes again. The cache dir is $GANSYNTH_CACHE_DIR, else
 $XDG_CACHE_HOME/gansynth-instrument, else ~/.cache/gansynth-instrument.
 
-OpenVINO is an optional package (`pip install 'gansynth-instrument[openvino]'`, part of
-`[all]`): "auto" without it is torch; asking for "openvino" without it raises
+OpenVINO and ncnn are optional packages (`pip install 'gansynth-instrument[openvino,ncnn]'`,
+part of `[all]`): "auto" probes those installed; asking for one that is missing raises
 `BackendUnavailable`, which says how to install it.
 """
 from __future__ import annotations
@@ -34,16 +36,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.gansynth import ncnngen
 from engine.gansynth.model import Generator
 from engine.util.fileio import atomic_write_text
 
-BACKENDS = ("torch", "openvino", "auto")
-BACKEND_HELP = ("generator engine: torch, openvino (fp32, same sound), or auto (the faster on this "
-                "CPU for this model, measured once and cached)")
+BACKENDS = ("torch", "openvino", "ncnn", "auto")
+ALTERNATIVES = ("openvino", "ncnn")  # fp32 CPU engines beside torch
+BACKEND_HELP = ("generator engine: torch, openvino or ncnn (fp32, same sound), or auto (the fastest "
+                "on this CPU for this model, measured once and cached)")
 PROBE_FILE = "backend_probe.json"
 PROBE_RUNS = 5              # timed rounds (after one warm-up each); each backend's minimum counts
-OPENVINO_MARGIN = 0.95      # OpenVINO is chosen only when at most this fraction of torch's time
-MAX_REL_RMS = 1e-4          # ... and its spectrogram this close to torch's (it is ~3e-6)
+MARGIN = 0.95               # another engine is chosen only when at most this fraction of torch's time
+MAX_REL_RMS = 1e-4          # ... and its spectrogram this close to torch's (it is ~4e-6)
 
 
 class BackendUnavailable(ValueError):
@@ -63,12 +67,45 @@ def import_openvino():
     return openvino
 
 
-def openvino_available() -> bool:
+def import_ncnn():
+    """The ncnn module, or BackendUnavailable naming the package to install."""
     try:
-        import_openvino()
+        import ncnn
+    except ImportError as e:
+        raise BackendUnavailable(
+            f"the ncnn backend needs the 'ncnn' package ({e}): "
+            "pip install ncnn (or pip install 'gansynth-instrument[ncnn]'), "
+            "or choose --backend torch") from None
+    return ncnn
+
+
+def _module(name: str):
+    """The alternative engine's package, or BackendUnavailable naming what to install."""
+    return import_openvino() if name == "openvino" else import_ncnn()
+
+
+def available(name: str) -> bool:
+    """Whether the alternative engine `name` ("openvino", "ncnn") is installed."""
+    try:
+        _module(name)
     except BackendUnavailable:
         return False
     return True
+
+
+def usable(name: str, generator: Generator) -> bool:
+    """Whether the alternative engine `name` is installed and runs this architecture."""
+    return available(name) and (name != "ncnn" or ncnngen.supports(generator.cfg))
+
+
+def make_runner(name: str, generator: Generator, threads: int | None):
+    """The generator run by the alternative engine `name`, at `threads` threads."""
+    _module(name)
+    if name == "openvino":
+        return OpenVinoGenerator(generator, threads)
+    if not ncnngen.supports(generator.cfg):
+        raise BackendUnavailable("the ncnn backend runs generators of 3x3 convolutions and 2 or more blocks")
+    return ncnngen.NcnnGenerator(generator, threads)
 
 
 class _FixedRows(torch.nn.Module):
@@ -146,12 +183,20 @@ def cpu_identity() -> str:
     return f"{platform.machine()} | {platform.processor()}"
 
 
+def _versions() -> dict[str, str]:
+    """The installed alternative engines' versions (those not installed are absent)."""
+    out = {}
+    for name in ALTERNATIVES:
+        if available(name):
+            out[name] = str(getattr(_module(name), "__version__", "?"))
+    return out
+
+
 def probe_key(generator: Generator, threads: int | None) -> str:
     """What the probe's answer depends on: CPU, versions, our generator code (a faster torch
     path can turn the answer), architecture, threads (hashed)."""
-    ov_version = getattr(import_openvino(), "__version__", "?")
     code = hashlib.sha256(Path(inspect.getfile(Generator)).read_bytes()).hexdigest()[:16]
-    parts = {"cpu": cpu_identity(), "torch": torch.__version__, "openvino": ov_version, "generator_code": code,
+    parts = {"cpu": cpu_identity(), "torch": torch.__version__, **_versions(), "generator_code": code,
              "model": dataclasses.asdict(generator.cfg), "threads": threads or torch.get_num_threads()}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -170,11 +215,13 @@ def _interleaved_min_ms(fns, runs: int) -> list[float]:
     return best
 
 
-def probe(generator: Generator, threads: int | None, runs: int = PROBE_RUNS) -> tuple[dict, OpenVinoGenerator]:
-    """Time torch and OpenVINO on one whole note of this generator at `threads` and compare
-    their outputs (the paper-size model: ~8 s with the conversion; the bundled one ~3 s).
-    Returns ({"backend", "torch_ms", "openvino_ms", "rel_rms"}, the OpenVINO runner)."""
-    ov_gen = OpenVinoGenerator(generator, threads)
+def probe(generator: Generator, threads: int | None, runs: int = PROBE_RUNS) -> tuple[dict, dict]:
+    """Time torch and every installed alternative on one whole note of this generator at
+    `threads` and compare their outputs with torch's (the paper-size model: ~10 s with the
+    conversions; the bundled one ~4 s). The fastest whose time is at most MARGIN x torch's and
+    whose output is within MAX_REL_RMS of torch's wins. Returns ({"backend", "torch_ms",
+    "<name>_ms", "<name>_rel_rms" ...}, {name: its runner})."""
+    runners = {name: make_runner(name, generator, threads) for name in ALTERNATIVES if usable(name, generator)}
     z = torch.from_numpy(np.random.default_rng(0).standard_normal((1, generator.cfg.latent_size), np.float32))
     labels = torch.tensor([generator.cfg.num_pitches // 2])
     old_threads = torch.get_num_threads()
@@ -183,14 +230,19 @@ def probe(generator: Generator, threads: int | None, runs: int = PROBE_RUNS) -> 
     try:
         with torch.inference_mode():
             want = generator(z, labels).float()
-            got = ov_gen(z, labels)
-            torch_ms, openvino_ms = _interleaved_min_ms([lambda: generator(z, labels), lambda: ov_gen(z, labels)], runs)
+            rel = {name: float((run(z, labels) - want).norm() / want.norm().clamp_min(1e-12))
+                   for name, run in runners.items()}
+            times = _interleaved_min_ms([lambda: generator(z, labels)]
+                                        + [lambda run=run: run(z, labels) for run in runners.values()], runs)
     finally:
         torch.set_num_threads(old_threads)
-    rel_rms = float((got - want).norm() / want.norm().clamp_min(1e-12))
-    faster = openvino_ms <= OPENVINO_MARGIN * torch_ms and rel_rms <= MAX_REL_RMS
-    return ({"backend": "openvino" if faster else "torch", "torch_ms": round(torch_ms, 2),
-             "openvino_ms": round(openvino_ms, 2), "rel_rms": rel_rms}, ov_gen)
+    result = {"backend": "torch", "torch_ms": round(times[0], 2)}
+    best_ms = MARGIN * times[0]
+    for name, ms in zip(runners, times[1:]):
+        result[f"{name}_ms"], result[f"{name}_rel_rms"] = round(ms, 2), rel[name]
+        if ms <= best_ms and rel[name] <= MAX_REL_RMS:
+            result["backend"], best_ms = name, ms
+    return result, runners
 
 
 def _read_cache(path: Path) -> dict:
@@ -201,18 +253,18 @@ def _read_cache(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def choose_backend(generator: Generator, threads: int | None) -> tuple[str, OpenVinoGenerator | None]:
+def choose_backend(generator: Generator, threads: int | None) -> tuple[str, object | None]:
     """'auto' on a CPU: the cached probe answer for this CPU/versions/model/threads, probing
-    (and caching) on a miss. Returns (backend, the OpenVINO runner when it is chosen and
-    already built)."""
-    if not openvino_available():
+    (and caching) on a miss. Returns (backend, its runner when the probe just built it)."""
+    if not any(usable(name, generator) for name in ALTERNATIVES):
         return "torch", None
     path = cache_dir() / PROBE_FILE
     key = probe_key(generator, threads)
     entry = _read_cache(path).get(key)
-    if isinstance(entry, dict) and entry.get("backend") in ("torch", "openvino"):
+    if isinstance(entry, dict) and (entry.get("backend") == "torch" or entry.get("backend") in ALTERNATIVES
+                                    and usable(entry["backend"], generator)):
         return entry["backend"], None
-    result, ov_gen = probe(generator, threads)
+    result, runners = probe(generator, threads)
     cache = _read_cache(path)  # re-read: another process may have added its own answer
     cache[key] = {**result, "cpu": cpu_identity().split(" | ")[0], "threads": threads,
                   "model_params": sum(p.numel() for p in generator.parameters())}
@@ -221,27 +273,28 @@ def choose_backend(generator: Generator, threads: int | None) -> tuple[str, Open
         atomic_write_text(path, json.dumps(cache, indent=1, sort_keys=True))
     except OSError:
         pass  # a read-only home: probe again next time
-    return result["backend"], (ov_gen if result["backend"] == "openvino" else None)
+    return result["backend"], runners.get(result["backend"])
 
 
 def resolve_backend(backend: str, generator: Generator, device: torch.device, precision: str,
-                    threads: int | None) -> tuple[str, OpenVinoGenerator | None]:
-    """'torch' | 'openvino' | 'auto' -> (the backend that will run, its OpenVINO runner or None).
+                    threads: int | None) -> tuple[str, object | None]:
+    """'torch' | 'openvino' | 'ncnn' | 'auto' -> (the backend that will run, its runner: None
+    for torch, else a callable like the generator: (z, labels, time_rows) -> [B, 2, T, F]).
 
-    OpenVINO runs fp32 on the CPU; 'auto' elsewhere (a GPU, bf16) is torch, and asking for
-    'openvino' there raises BackendUnavailable."""
+    OpenVINO and ncnn run fp32 on the CPU; 'auto' elsewhere (a GPU, bf16) is torch, and asking
+    for one of them there raises BackendUnavailable."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, not {backend!r}")
     if backend == "torch":
         return "torch", None
     runs_here = device.type == "cpu" and precision == "fp32"
-    if backend == "openvino":
+    if backend in ALTERNATIVES:
         if not runs_here:
-            raise BackendUnavailable(f"the openvino backend runs fp32 on the CPU, not {precision} on {device.type}")
-        return "openvino", OpenVinoGenerator(generator, threads)
+            raise BackendUnavailable(f"the {backend} backend runs fp32 on the CPU, not {precision} on {device.type}")
+        return backend, make_runner(backend, generator, threads)
     if not runs_here:
         return "torch", None
     name, runner = choose_backend(generator, threads)
-    if name == "openvino" and runner is None:
-        runner = OpenVinoGenerator(generator, threads)
+    if name != "torch" and runner is None:
+        runner = make_runner(name, generator, threads)
     return name, runner

@@ -60,8 +60,8 @@ class Synth:
     before each render, so a render worker can use one core beside live audio.
     `precision`: "fp32", "bf16" (autocast), or "auto": bf16 where it is native
     (`native_bf16`), else fp32. The live instrument uses "auto"; offline tools fp32.
-    `backend`: "torch", "openvino" (fp32 on the CPU, the same sound) or "auto": the faster of
-    the two on this CPU for this model (`engine.gansynth.backend`: probed once, cached on disk).
+    `backend`: "torch", "openvino" or "ncnn" (fp32 on the CPU, the same sound) or "auto": the
+    fastest on this CPU for this model (`engine.gansynth.backend`: probed once, cached on disk).
     The commands use "auto"; the library default is torch.
     """
 
@@ -88,7 +88,7 @@ class Synth:
         self.generator = generator.to(self.device).to(memory_format=memory_format).eval()
         self.generator.requires_grad_(False)
         self.helper = SpecgramsHelper(spectral, self.device)
-        self.backend, self._openvino = resolve_backend(backend, self.generator, self.device, precision, threads)
+        self.backend, self._runner = resolve_backend(backend, self.generator, self.device, precision, threads)
         # Batching is not faster per note on a 2-core CPU; it is on a GPU.
         self.batch_size = batch_size or (1 if self.device.type == "cpu" else 16)
 
@@ -153,8 +153,8 @@ class Synth:
 
     def _run(self, z: torch.Tensor, labels: torch.Tensor, time_rows: int | None = None) -> torch.Tensor:
         """The generator's output [B, 2, time_rows or T, F] by this Synth's backend."""
-        if self._openvino is not None:
-            return self._openvino(z, labels, time_rows)
+        if self._runner is not None:
+            return self._runner(z, labels, time_rows)
         return self.generator(z.to(self.device), labels.to(self.device), time_rows=time_rows)
 
     @torch.inference_mode()

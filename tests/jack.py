@@ -158,8 +158,9 @@ def _die_with_parent() -> None:
 
 
 def _reinit_portaudio() -> None:
-    import sounddevice as sd
+    from engine.devices.listing import import_sounddevice
 
+    sd = import_sounddevice()   # libjack's thread hook first (engine.devices.jackthreads)
     sd._terminate()
     sd._initialize()
 

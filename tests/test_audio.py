@@ -294,8 +294,10 @@ def test_play_command_reports_a_bad_model_path(tmp_path, capsys):
 def test_the_output_tells_the_instrument_whether_its_callback_runs_realtime(tiny_model_dir):
     """On a realtime JACK (jackd -R, where SCHED_FIFO is permitted) both outputs' callback
     threads are realtime and the instrument renders on every core; on a plain one, all but one,
-    and the callback thread is raised to SCHED_FIFO where permitted. In a child process: it
-    starts its own JACK servers (PortAudio attaches to one at a time)."""
+    and the callback thread is raised to SCHED_FIFO where permitted, with every other thread
+    libjack made in the process (PortAudio's own JACK client, idle beside our JACK client
+    output: a late one is an xrun for the whole graph). In a child process: it starts its own
+    JACK servers (PortAudio attaches to one at a time)."""
     import json
     import subprocess
     import sys
@@ -315,6 +317,8 @@ def test_the_output_tells_the_instrument_whether_its_callback_runs_realtime(tiny
         # plain: not realtime as given (one core left to the audio), then raised where permitted
         assert got[f"plain {device}"] == [False, render_process_count(False), permitted, permitted]
         assert got[f"realtime {device}"] == [permitted, render_process_count(permitted), False, permitted]
+        threads, all_fifo = got[f"plain {device} jack threads"]
+        assert threads >= 3 and all_fifo == permitted   # PortAudio's client has 3 here, ours 1-2 more
 
 
 def _fifo_permitted() -> bool:
@@ -337,7 +341,9 @@ def _fifo_permitted() -> bool:
 def _callback_realtime(model_dir: str) -> dict:
     import time
 
+    from engine.devices.audio import WATCHDOG_S
     from engine.devices.jackclient import JACK_CLIENT_DEVICE
+    from engine.devices.jackthreads import jack_thread_ids
     from engine.gansynth.synth import load_synth
     from engine.instrument.instrument import Instrument
 
@@ -354,8 +360,12 @@ def _callback_realtime(model_dir: str) -> dict:
                     while out.callback_realtime is None and time.monotonic() < deadline:
                         time.sleep(0.05)
                     fifo = os.sched_getscheduler(out.callback_tid) == os.SCHED_FIFO
-                    got[f"{'realtime' if realtime else 'plain'} {device}"] = [
-                        out.callback_realtime, inst.renderer.processes, out.callback_raised, fifo]
+                    mode = "realtime" if realtime else "plain"
+                    got[f"{mode} {device}"] = [out.callback_realtime, inst.renderer.processes, out.callback_raised, fifo]
+                    time.sleep(3 * WATCHDOG_S)   # the watchdog raises libjack's other threads
+                    tids = jack_thread_ids()
+                    got[f"{mode} {device} jack threads"] = [
+                        len(tids), all(os.sched_getscheduler(t) == os.SCHED_FIFO for t in tids)]
                 finally:
                     out.close()
     return got

@@ -205,3 +205,70 @@ int gs_jack_midi_pop(gs_jack *j, uint8_t *out) {
     __atomic_store_n(&j->midi_read, r + 1, __ATOMIC_RELEASE);
     return 1;
 }
+
+/* Threads libjack makes (every JACK client's process and notification threads), seen through
+   libjack's thread-creator hook (jack_set_thread_creator, one per loaded libjack: the system's,
+   which PortAudio and JACK-Client share, and python-rtmidi's bundled copy). On a JACK server
+   that is not realtime every client's process thread is an ordinary thread, and a late one is
+   an xrun for the whole graph; engine/devices/jackthreads.py raises them as it raises our own
+   callback thread. Only their ids are kept here: nothing else changes how libjack runs. */
+#include <pthread.h>
+#include <stdlib.h>
+
+#define GS_JACK_THREADS 256
+
+static int32_t gs_jack_tids[GS_JACK_THREADS];
+static int32_t gs_jack_ntids;
+
+typedef struct {
+    void *(*start)(void *);
+    void *arg;
+} gs_thread_start;
+
+static void *gs_thread_trampoline(void *p) {
+    gs_thread_start s = *(gs_thread_start *)p;
+    free(p);
+    int32_t i = __atomic_fetch_add(&gs_jack_ntids, 1, __ATOMIC_ACQ_REL);
+    if (i < GS_JACK_THREADS)
+        __atomic_store_n(&gs_jack_tids[i], (int32_t)syscall(SYS_gettid), __ATOMIC_RELEASE);
+    return s.start(s.arg);
+}
+
+static int gs_thread_creator(pthread_t *thread, const pthread_attr_t *attr, void *(*start)(void *), void *arg) {
+    gs_thread_start *s = malloc(sizeof *s);
+    if (s == NULL)
+        return pthread_create(thread, attr, start, arg);
+    s->start = start;
+    s->arg = arg;
+    int rc = pthread_create(thread, attr, gs_thread_trampoline, s);
+    if (rc != 0)
+        free(s);
+    return rc;
+}
+
+/* Hook the libjack at `path` (already loaded, or the system's by soname): 0 done, -1 no such
+   library, -2 it has no thread-creator hook. */
+int gs_jack_hook_threads(const char *path, int32_t load) {
+    void *lib = dlopen(path, RTLD_NOW | (load ? 0 : RTLD_NOLOAD));
+    if (lib == NULL)
+        return -1;
+    void (*set_creator)(void *) = (void (*)(void *))dlsym(lib, "jack_set_thread_creator");
+    if (set_creator == NULL)
+        return -2;
+    set_creator((void *)gs_thread_creator);
+    return 0;
+}
+
+/* The ids of the threads libjack made since it was hooked (some may have ended), up to `n`. */
+int32_t gs_jack_threads(int32_t *out, int32_t n) {
+    int32_t count = __atomic_load_n(&gs_jack_ntids, __ATOMIC_ACQUIRE);
+    if (count > GS_JACK_THREADS)
+        count = GS_JACK_THREADS;
+    int32_t k = 0;
+    for (int32_t i = 0; i < count && k < n; i++) {
+        int32_t tid = __atomic_load_n(&gs_jack_tids[i], __ATOMIC_ACQUIRE);
+        if (tid != 0)
+            out[k++] = tid;
+    }
+    return k;
+}

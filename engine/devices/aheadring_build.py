@@ -46,9 +46,11 @@ int gs_jack_bind(const char *libname);
 int gs_jack_process(uint32_t frames, void *arg);
 int gs_jack_xrun(void *arg);
 int gs_jack_midi_pop(gs_jack *j, uint8_t *out);
+int gs_jack_hook_threads(const char *path, int32_t load);
+int32_t gs_jack_threads(int32_t *out, int32_t n);
 """)
 ffibuilder.set_source("engine.devices._aheadring", (Path(__file__).parent / "aheadring.c").read_text(),
-                      extra_compile_args=["-O2"], libraries=["dl"])
+                      extra_compile_args=["-O2"], libraries=["dl", "pthread"])
 
 if __name__ == "__main__":
     ffibuilder.compile(verbose=True)

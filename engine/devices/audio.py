@@ -50,6 +50,7 @@ import time
 from engine.devices.ahead import MAX_PERIODS, AheadRing
 from engine.devices.clock import OfflineClockOutput, OutputBase
 from engine.devices.jackclient import JACK_CLIENT_HOSTAPI
+from engine.devices.jackthreads import raise_jack_threads
 from engine.devices.listing import (AudioDeviceError, find_output_device, import_sounddevice, jack_server_lost,
                                     refresh_devices)
 
@@ -131,6 +132,7 @@ class AudioOutput(OutputBase):
         self.callback_tid = 0         # the stream's callback thread (0 until its first block)
         self.callback_realtime: bool | None = None   # was it SCHED_FIFO/RR (the watchdog asks once)
         self.callback_raised = False  # we made it SCHED_FIFO (it was not; permitted)
+        self.jack_threads_raised = 0  # libjack threads of this process raised with it (engine.devices.jackthreads)
 
     # ---- meters (any thread) ----
     @property
@@ -418,6 +420,8 @@ class AudioOutput(OutputBase):
                 self.callback_tid = ring.callback_tid
             if self.callback_tid and self.callback_realtime is None:
                 self._tell_realtime(self.callback_tid)
+            if self.callback_raised:   # a JACK server that is not realtime: its other clients of ours too
+                self.jack_threads_raised += raise_jack_threads(CALLBACK_RT_PRIORITY)
             quiet_s = now - last_change
             if stalled and quiet_s == 0.0:
                 stalled = False

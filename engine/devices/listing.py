@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.devices.jackclient import JACK_CLIENT_DEVICE, JACK_CLIENT_HOSTAPI
+from engine.devices.jackthreads import hook_jack_threads
 
 DEFAULT_SAMPLE_RATE = 48000
 
@@ -38,7 +39,10 @@ class OutputDevice:
 
 
 def import_sounddevice():
-    """sounddevice, or AudioDeviceError when PortAudio itself is missing."""
+    """sounddevice, or AudioDeviceError when PortAudio itself is missing. libjack's thread hook
+    goes in first, so that the JACK client PortAudio makes as it initialises is seen
+    (engine.devices.jackthreads)."""
+    hook_jack_threads()
     try:
         import sounddevice
     except OSError as e:  # libportaudio2 not installed
@@ -73,6 +77,7 @@ def refresh_devices() -> None:
         raise AudioDeviceError(f"cannot re-scan audio devices: {JACK_LOST_HINT} (PortAudio aborts the "
                                f"process when it lets go of a JACK server that died)")
     sd._terminate()
+    hook_jack_threads()
     sd._initialize()
 
 

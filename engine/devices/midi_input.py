@@ -33,6 +33,7 @@ import threading
 
 import mido
 
+from engine.devices.jackthreads import hook_jack_threads
 from engine.instrument.events import ControlChange, NoteOff, NoteOn, PitchBend
 
 VIRTUAL_PORT_NAME = "GANSynth Instrument In"
@@ -73,6 +74,7 @@ def open_backend(api: str | None = None):
         import rtmidi
     except ImportError as e:
         raise MidiUnavailable(f"python-rtmidi is not installed ({e})") from None
+    hook_jack_threads()   # its bundled libjack, before it makes a JACK client (engine.devices.jackthreads)
     compiled = {name for name in API_ORDER
                 if getattr(rtmidi, f"API_{name}", None) in rtmidi.get_compiled_api()}
     tried = []

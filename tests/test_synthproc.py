@@ -310,3 +310,18 @@ def test_the_audio_thread_decides_how_many_render_processes(synth):
     fixed = Instrument(synth, sample_rate=16000, cache_mb=32, max_voices=4, render_processes=3)
     fixed.audio_thread_realtime(True)
     assert fixed.renderer.processes == 3
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux's")
+def test_the_child_is_sched_idle_from_its_first_instruction():
+    """The render process is spawned from a thread that takes SCHED_IDLE first, so the child's
+    interpreter starts at that policy (before `_CHILD` lowers itself), and the caller keeps its own."""
+    import sys
+
+    from engine.instrument.synthproc import _spawn_idle
+
+    before = os.sched_getscheduler(0)
+    proc = _spawn_idle([sys.executable, "-c", "import os, sys; sys.stdout.write(str(os.sched_getscheduler(0)))"])
+    out, _ = proc.communicate(timeout=30)
+    assert int(out) == os.SCHED_IDLE
+    assert os.sched_getscheduler(0) == before

@@ -94,8 +94,7 @@ class SynthProcess:
         self.ready = threading.Event()
         self.error = ""
         self._lock = threading.Lock()
-        self._proc = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(source)],
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        self._proc = _spawn_idle([sys.executable, "-c", _CHILD, json.dumps(source)])
         _widen_pipe(self._proc.stdout.fileno())
         threading.Thread(target=self._wait_ready, name="gansynth-synthproc-start", daemon=True).start()
 
@@ -229,6 +228,32 @@ class SynthProcess:
 # needs) never wait behind it. Measured on a realtime JACK (`benchmarks.live --realtime`, 2
 # render processes, 16 voices, 60 s, runs interleaved): niced only 9 / 14 xruns, SCHED_IDLE
 # 3 / 3, with as many notes rendered (2,858-3,081 against 3,466-3,480).
+def _spawn_idle(cmd: list[str]) -> subprocess.Popen:
+    """Popen(cmd) with pipes for stdin and stdout, from a short-lived thread that first takes
+    SCHED_IDLE (Linux; always permitted): the child inherits it, so even the interpreter's own
+    start-up, before `_CHILD`'s first line, runs only on a core nobody else wants. At the
+    spawning thread's policy it took a core from a plain jackd's own thread at start-up (jackd:
+    "JackTimedDriver::Process XRun = 4640 usec")."""
+    result: list = []
+
+    def spawn():
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except (AttributeError, OSError):
+            pass
+        try:
+            result.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0))
+        except BaseException as e:  # noqa: BLE001  (re-raised in the caller's thread)
+            result.append(e)
+
+    thread = threading.Thread(target=spawn, name="gansynth-synthproc-spawn")
+    thread.start()
+    thread.join()
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return result[0]
+
+
 _CHILD = (f"import os\ntry:\n    os.nice({RENDER_NICENESS})\nexcept (AttributeError, OSError):\n    pass\n"
           "try:\n    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\n"
           "except (AttributeError, OSError):\n    pass\n"

@@ -296,7 +296,9 @@ class StatusLine:
     def update(self, values: dict) -> None:
         latency = values.get("latency_ms")
         self.labels["latency"].setText(f"latency {latency:5.1f} ms" if latency is not None else "latency  —")
-        self.labels["xruns"].setText(f"xruns {values.get('xruns', 0)}")
+        realtime = values.get("callback_realtime")   # None: not known yet, or no device
+        self.labels["xruns"].setText(f"xruns {values.get('xruns', 0)}" + (" !" if realtime is False else ""))
+        self.labels["xruns"].setToolTip(self._realtime_tip(realtime, values.get("callback_raised", False)))
         cpu = values.get("cpu_load")
         self.labels["cpu"].setText(f"cpu {100 * cpu:4.1f}%" if cpu is not None else "cpu  —")
         fill = values.get("cache_fill")
@@ -307,6 +309,19 @@ class StatusLine:
         self.labels["render"].setToolTip(f"render processes: {values.get('render_process', 'off')}, "
                                          f"{values.get('render_processes', 0)} rendering; "
                                          f"last note {values.get('last_render_ms', 0.0):.0f} ms")
+
+    @staticmethod
+    def _realtime_tip(realtime: bool | None, raised: bool) -> str:
+        if realtime is None:
+            return "audio underruns (xruns) of the output device"
+        if realtime:
+            return "audio underruns (xruns); the audio system runs our audio thread realtime"
+        return ("audio underruns (xruns). The audio system gives our audio thread ordinary priority "
+                "(a JACK server started without -R, or no realtime rights), so a busy machine can make "
+                "it late. " + ("We raised our audio threads to realtime; the server's own thread stays "
+                               "ordinary. " if raised else "We may not raise them (no realtime rights). ")
+                + "Start JACK realtime (jackd -R, JACK2's default) with realtime rights for this user "
+                  "(the audio group, rtprio), or render more audio ahead (Devices menu).")
 
     def text(self) -> str:
         return "  ".join(label.text() for label in self.labels.values())

@@ -361,6 +361,10 @@ def test_plays_on_the_jack_dummy_device(qtbot, qapp, tmp_path, model_dir, jack_s
             rate = session.instrument.sample_rate
             qtbot.waitUntil(lambda: session.tap.frames > start + rate, timeout=10000)   # a second played
             assert session.output.meters()["mode"] == "device"     # the stream kept running
+            # the session's jackd is not realtime: the status line says so, and what to do
+            xruns = win.status.labels["xruns"]
+            qtbot.waitUntil(lambda: "ordinary priority" in xruns.toolTip(), timeout=5000)
+            assert xruns.text().endswith("!") and "jackd -R" in xruns.toolTip()
             qtbot.keyRelease(win.keyboard.keys, Qt.Key_Z)
         # Devices > Render audio ahead: the sound card's output reopens rendering that far ahead
         win.choose_audio("system")

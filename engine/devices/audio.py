@@ -186,7 +186,9 @@ class AudioOutput(OutputBase):
                 "block_size": self.block_frames, "latency_ms": self.latency_ms, "xruns": self.xruns,
                 "cpu_load": self.cpu_load, "last_error": self.last_error,
                 "callback_errors": self.callback_errors, "device_losses": self.device_losses,
-                "stalls": self.stalls, "midi_messages": self.midi_messages}
+                "stalls": self.stalls, "midi_messages": self.midi_messages,
+                "callback_realtime": self.callback_realtime, "callback_raised": self.callback_raised,
+                "jack_threads_raised": self.jack_threads_raised}
 
     # ---- control (GUI thread) ----
     def open(self) -> bool:

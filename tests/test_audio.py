@@ -369,3 +369,28 @@ def _callback_realtime(model_dir: str) -> dict:
                 finally:
                     out.close()
     return got
+
+
+def test_a_thread_we_raised_is_not_taken_for_a_realtime_audio_system():
+    """A reopened stream can get back a callback thread we made SCHED_FIFO ourselves (PortAudio
+    keeps its JACK client): that is not a realtime audio system, and says so."""
+    from engine.devices.jackthreads import raise_thread, raised_threads, realtime_as_given
+
+    seen = {}
+    done = threading.Event()
+
+    def thread():
+        tid = threading.get_native_id()
+        seen["before"] = realtime_as_given(tid)
+        seen["raised"] = raise_thread(tid, 1)
+        seen["fifo"] = os.sched_getscheduler(tid) == os.SCHED_FIFO
+        seen["after"] = realtime_as_given(tid)
+        seen["ours"] = tid in raised_threads()
+        seen["again"] = raise_thread(tid, 1)
+        done.set()
+
+    worker = threading.Thread(target=thread)
+    worker.start()
+    worker.join()
+    assert done.is_set() and seen["before"] is False and seen["after"] is False and seen["again"] is False
+    assert seen["raised"] == seen["fifo"] == seen["ours"] == _fifo_permitted()

@@ -50,7 +50,7 @@ import time
 from engine.devices.ahead import MAX_PERIODS, AheadRing
 from engine.devices.clock import OfflineClockOutput, OutputBase
 from engine.devices.jackclient import JACK_CLIENT_HOSTAPI
-from engine.devices.jackthreads import raise_jack_threads
+from engine.devices.jackthreads import raise_jack_threads, raise_thread, raised_threads, realtime_as_given
 from engine.devices.listing import (AudioDeviceError, find_output_device, import_sounddevice, jack_server_lost,
                                     refresh_devices)
 
@@ -450,16 +450,9 @@ class AudioOutput(OutputBase):
         is raised to SCHED_FIFO at CALLBACK_RT_PRIORITY where permitted: above the renders and
         the window, below an audio server's own realtime threads. Measured on 2 cores with a
         plain jackd (benchmarks.live, 60 s, 1 render process): 6 xruns as given, 2 raised."""
-        try:
-            realtime = os.sched_getscheduler(tid) in (os.SCHED_FIFO, os.SCHED_RR)
-        except (AttributeError, OSError):   # not Linux, or the thread is gone
-            realtime = False
-        if not realtime:
-            try:
-                os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(CALLBACK_RT_PRIORITY))
-                self.callback_raised = True
-            except (AttributeError, OSError):   # not permitted (no RLIMIT_RTPRIO), or not Linux
-                pass
+        realtime = realtime_as_given(tid)
+        if not realtime:   # raised now, or by us for an earlier stream on the same thread
+            self.callback_raised = raise_thread(tid, CALLBACK_RT_PRIORITY) or tid in raised_threads()
         self.callback_realtime = realtime
         tell = getattr(self.instrument, "audio_thread_realtime", None)
         if tell is not None:

@@ -28,6 +28,7 @@ JACK_LIBRARY = "libjack.so.0"
 
 _lock = threading.Lock()
 _hooked: set[str] = set()
+_raised: set[int] = set()   # threads we made SCHED_FIFO: not realtime "as the audio system gave them"
 
 
 def _ring():
@@ -76,16 +77,38 @@ def jack_thread_ids() -> list[int]:
     return [int(t) for t in buf[0:n] if os.path.exists(f"/proc/self/task/{int(t)}")]
 
 
+def realtime_as_given(tid: int) -> bool:
+    """Whether thread `tid` is SCHED_FIFO/RR by the audio system's doing (jackd -R, PortAudio's
+    ALSA thread), not because we raised it (a reopened stream can get the same thread back)."""
+    with _lock:   # forget ended threads: the kernel reuses their ids
+        _raised.intersection_update(t for t in _raised if os.path.exists(f"/proc/self/task/{t}"))
+    try:
+        return os.sched_getscheduler(tid) in (os.SCHED_FIFO, os.SCHED_RR) and tid not in _raised
+    except (AttributeError, OSError):   # not Linux, or the thread is gone
+        return False
+
+
+def raise_thread(tid: int, priority: int) -> bool:
+    """Make thread `tid` SCHED_FIFO at `priority` unless it is realtime already; True if we did
+    (False: it was, it is gone, we may not, or not Linux)."""
+    try:
+        if os.sched_getscheduler(tid) in (os.SCHED_FIFO, os.SCHED_RR):
+            return False
+        os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(priority))
+    except (AttributeError, OSError):
+        return False
+    with _lock:
+        _raised.add(tid)
+    return True
+
+
 def raise_jack_threads(priority: int) -> int:
     """Make libjack's threads that are not realtime SCHED_FIFO at `priority` where permitted;
     returns how many were raised now."""
-    raised = 0
-    for tid in jack_thread_ids():
-        try:
-            if os.sched_getscheduler(tid) in (os.SCHED_FIFO, os.SCHED_RR):
-                continue
-            os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(priority))
-            raised += 1
-        except (AttributeError, OSError):   # gone, not permitted, or not Linux
-            continue
-    return raised
+    return sum(raise_thread(tid, priority) for tid in jack_thread_ids())
+
+
+def raised_threads() -> frozenset[int]:
+    """The threads we made SCHED_FIFO so far."""
+    with _lock:
+        return frozenset(_raised)

@@ -42,7 +42,6 @@ which the next block starts, i.e. exact to one block.
 from __future__ import annotations
 
 import gc
-import os
 import sys
 import threading
 import time

@@ -42,7 +42,7 @@ def import_sounddevice():
     """sounddevice, or AudioDeviceError when PortAudio itself is missing. libjack's thread hook
     goes in first, so that the JACK client PortAudio makes as it initialises is seen
     (engine.devices.jackthreads)."""
-    hook_jack_threads()
+    hook_jack_threads()   # idempotent (~1 ms: reads /proc/self/maps); the hook stays through re-scans
     try:
         import sounddevice
     except OSError as e:  # libportaudio2 not installed
@@ -77,7 +77,6 @@ def refresh_devices() -> None:
         raise AudioDeviceError(f"cannot re-scan audio devices: {JACK_LOST_HINT} (PortAudio aborts the "
                                f"process when it lets go of a JACK server that died)")
     sd._terminate()
-    hook_jack_threads()
     sd._initialize()
 
 

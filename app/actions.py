@@ -123,7 +123,7 @@ class FileActions:
             self.w.model_changed(synth, Path(path).name)
 
         self.run_job(f"Loading model {Path(path).name}", load_synth, path, progress=False,
-                     on_done=swap, threads=1, precision=self.w.precision)
+                     on_done=swap, threads=1, precision=self.w.precision, backend=self.w.backend)
 
     # -- presets --------------------------------------------------------------------------------
     def _preset_start(self) -> str:
@@ -361,7 +361,7 @@ def open_instrument(window, model_path, preset=None, audio_out=None, midi_in=Non
         if on_error is not None:
             on_error(message)
 
-    job = Job(load_synth, str(model_path), threads=1, precision=window.precision)
+    job = Job(load_synth, str(model_path), threads=1, precision=window.precision, backend=window.backend)
     return window.jobs.start(job, on_done=build, on_failed=failed)
 
 

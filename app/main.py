@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from engine.gansynth.config import PRECISION_HELP, PRECISIONS
+from engine.gansynth.config import BACKEND_HELP, BACKENDS, PRECISION_HELP, PRECISIONS
 from engine.util import resources
 
 
@@ -20,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(default: {resources.default_model_path()})")
     parser.add_argument("--preset", type=Path, default=None, help="preset JSON to load at start")
     parser.add_argument("--precision", choices=PRECISIONS, default="auto", help=PRECISION_HELP)
+    parser.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
     parser.add_argument("--audio-out", default=None,
                         help='audio output device name or part of it ("" = none: the offline clock; '
                              'default: the last used, else the system default)')
@@ -65,6 +66,7 @@ def run(args) -> int:
     theme.apply_theme(app)
     window = MainWindow(make_settings(args.settings))
     window.precision = args.precision
+    window.backend = args.backend
     window.show()
     model = args.model or resources.default_model_path()
     if not Path(model).exists():

@@ -49,7 +49,8 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("GANSynth Instrument")
         self.settings = settings or QSettings("gansynth", "instrument")
         self.session = None
-        self.precision = "auto"  # how models load (gansynth gui --precision)
+        self.precision = "auto"  # how models load (gansynth gui --precision, --backend)
+        self.backend = "auto"
         self.audio_ahead = {"0": 0, "1": 1, "2": 2}.get(str(self.settings.value("audio/ahead")), AHEAD_PERIODS)
         self.jobs = Jobs(max_threads=2, parent=self)
         self.last_pitch = 60

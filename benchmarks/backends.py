@@ -36,7 +36,8 @@ from torch.nn import functional as F
 import engine.gansynth.model as model_mod
 from benchmarks.common import summary
 from benchmarks.generate import cpu_flags
-from engine.gansynth.backend import ALTERNATIVES, available, choose_backend
+from engine.gansynth.backend import available, choose_backend
+from engine.gansynth.config import ALTERNATIVES
 from engine.gansynth.config import PRESETS, SpectralConfig
 from engine.gansynth.model import Generator
 from engine.gansynth.synth import Synth, load_synth

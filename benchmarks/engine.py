@@ -34,7 +34,7 @@ import torch
 
 from benchmarks.common import summary, time_ms
 from engine.devices.clock import OfflineClockOutput
-from engine.gansynth.backend import BACKENDS
+from engine.gansynth.config import BACKENDS
 from engine.instrument import events as ev
 from engine.instrument.instrument import Instrument
 

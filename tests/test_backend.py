@@ -180,3 +180,31 @@ def test_cli_backend_option(tiny_model_dir, tmp_path, monkeypatch, capsys):
     assert main(["generate", "--model", str(tiny_model_dir), "--count", "1", "-o", str(out),
                  "--backend", "openvino"]) == 1
     assert "pip install openvino" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["openvino", "ncnn"])
+def test_alternative_backends_take_calls_from_several_threads(generator, name):
+    """The window's previews, MIDI renders and in-process renders call one Synth from several
+    threads: each call gets its own notes, equal to a call alone."""
+    import threading
+
+    synth = Synth(generator, SpectralConfig(), "cpu", threads=1, backend=name)
+    z = synth.random_latents(4, seed=3)
+    alone = [synth.generate(z[i:i + 1], [40 + 10 * i], samples=30000 + 1000 * i) for i in range(4)]
+    got, errors = {}, []
+
+    def call(i):
+        try:
+            for _ in range(5):
+                got[i] = synth.generate(z[i:i + 1], [40 + 10 * i], samples=30000 + 1000 * i)
+        except Exception as e:  # noqa: BLE001  (reported below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for i in range(4):
+        np.testing.assert_array_equal(got[i], alone[i])

@@ -386,6 +386,19 @@ def test_plays_on_the_jack_dummy_device(qtbot, qapp, tmp_path, model_dir, jack_s
         win.close()
 
 
+def test_the_window_renders_on_the_engine_auto_picks(window):
+    """The window loads its model with --backend auto (its default, as `play`): the engine the
+    per-CPU probe chose, which the render processes load too."""
+    import json
+
+    from engine.gansynth.backend import PROBE_FILE, probe_key
+
+    synth = window.session.instrument.synth
+    assert window.backend == "auto" and synth.source["backend"] == synth.backend
+    probes = json.loads((Path(os.environ["GANSYNTH_CACHE_DIR"]) / PROBE_FILE).read_text())
+    assert synth.backend == probes[probe_key(synth.generator, 1)]["backend"]
+
+
 def test_record_to_a_bad_path_is_reported(window, tmp_path):
     bad = tmp_path / "no_such_dir" / "take.wav"
     assert not window.actions_.toggle_recording(True, str(bad))

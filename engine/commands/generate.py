@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from engine.gansynth.backend import BACKEND_HELP, BACKENDS, BackendUnavailable
-from engine.gansynth.config import PRECISION_HELP, PRECISIONS
+from engine.gansynth.backend import BackendUnavailable
+from engine.gansynth.config import BACKEND_HELP, BACKENDS, PRECISION_HELP, PRECISIONS
 from engine.gansynth.modelfile import ModelFileError
 from engine.gansynth.synth import load_synth
 

@@ -16,8 +16,8 @@ import threading
 import time
 
 from engine.devices.ahead import MAX_PERIODS
-from engine.gansynth.backend import BACKEND_HELP, BACKENDS, BackendUnavailable
-from engine.gansynth.config import PRECISION_HELP, PRECISIONS
+from engine.gansynth.backend import BackendUnavailable
+from engine.gansynth.config import BACKEND_HELP, BACKENDS, PRECISION_HELP, PRECISIONS
 
 STATUS_EVERY_S = 5.0
 

@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from engine.gansynth.backend import BACKEND_HELP, BACKENDS
+from engine.gansynth.config import BACKEND_HELP, BACKENDS
 from engine.gansynth.config import PRECISION_HELP, PRECISIONS
 from engine.songs.midifile import MidiFileError
 from engine.songs.render import RenderError, RenderSettings, render_midi_file, timbre_palette

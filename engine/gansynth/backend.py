@@ -29,6 +29,7 @@ import inspect
 import json
 import os
 import platform
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -37,13 +38,10 @@ import numpy as np
 import torch
 
 from engine.gansynth import ncnngen
+from engine.gansynth.config import ALTERNATIVES, BACKENDS
 from engine.gansynth.model import Generator
 from engine.util.fileio import atomic_write_text
 
-BACKENDS = ("torch", "openvino", "ncnn", "auto")
-ALTERNATIVES = ("openvino", "ncnn")  # fp32 CPU engines beside torch
-BACKEND_HELP = ("generator engine: torch, openvino or ncnn (fp32, same sound), or auto (the fastest "
-                "on this CPU for this model, measured once and cached)")
 PROBE_FILE = "backend_probe.json"
 PROBE_RUNS = 5              # timed rounds (after one warm-up each); each backend's minimum counts
 MARGIN = 0.95               # another engine is chosen only when at most this fraction of torch's time
@@ -125,7 +123,8 @@ class OpenVinoGenerator:
     One compiled model per input shape (batch, time_rows), converted on first use (the paper-size
     model: ~5 s; the bundled one: ~2 s). Call it as the generator: z float32 [B, latent], labels
     int64 [B] (0-based), time_rows -> float32 torch tensor [B, 2, time_rows or T, F].
-    Not thread-safe: one caller at a time (as a Synth is used).
+    Thread-safe by turns: an infer request serves one call at a time (the window's previews
+    and renders call one Synth from several threads).
     """
 
     def __init__(self, generator: Generator, threads: int | None = None):
@@ -135,6 +134,7 @@ class OpenVinoGenerator:
         self.generator = generator
         self.threads = threads
         self._requests: dict[tuple[int, int | None], object] = {}
+        self._lock = threading.Lock()
 
     def _request(self, z: torch.Tensor, labels: torch.Tensor, rows: int | None):
         key = (int(z.shape[0]), rows)
@@ -154,9 +154,9 @@ class OpenVinoGenerator:
     def __call__(self, z: torch.Tensor, labels: torch.Tensor, time_rows: int | None = None) -> torch.Tensor:
         z = z.detach().to(torch.float32).cpu().contiguous()
         labels = labels.detach().to(torch.int64).cpu().contiguous()
-        request = self._request(z, labels, time_rows)
-        out = request.infer([z.numpy(), labels.numpy()])[0]
-        return torch.from_numpy(np.array(out, dtype=np.float32, copy=True))
+        with self._lock:
+            out = self._request(z, labels, time_rows).infer([z.numpy(), labels.numpy()])[0]
+            return torch.from_numpy(np.array(out, dtype=np.float32, copy=True))
 
 
 def cache_dir() -> Path:

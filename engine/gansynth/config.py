@@ -20,6 +20,11 @@ MEL_CONSTRUCTIONS = ("magenta", "unaliased_edges")
 LEGACY_MEL_CONSTRUCTION = "unaliased_edges"
 
 PRECISION_HELP = "generator arithmetic: fp32, bf16, or auto (bf16 where the CPU/GPU has it natively)"
+# What runs the generator (engine.gansynth.backend); here so that argument parsers need no torch.
+BACKENDS = ("torch", "openvino", "ncnn", "auto")
+ALTERNATIVES = ("openvino", "ncnn")  # fp32 CPU engines beside torch
+BACKEND_HELP = ("generator engine: torch, openvino or ncnn (fp32, same sound), or auto (the fastest "
+                "on this CPU for this model, measured once and cached)")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ checks that it is installed and names it when it is not.
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 import torch
@@ -104,7 +105,9 @@ class NcnnGenerator:
     """Call it as the generator: z float32 [B, latent], labels int64 [B] (0-based), time_rows ->
     float32 torch tensor [B, 2, time_rows or T, F]. The ncnn net is built on first use (the
     paper-size model: ~0.3 s, when the weights' Winograd transforms are made), and again if the
-    generator's weights or the thread count change. Batches run note by note. Not thread-safe: one caller at a time."""
+    generator's weights or the thread count change. Batches run note by note. Thread-safe: the
+    window's previews and renders call one Synth from several threads; each call runs its own
+    extractor on the net it started with (kept alive by the call, should a rebuild replace it)."""
 
     def __init__(self, generator: Generator, threads: int | None = None):
         import ncnn  # an optional package: engine.gansynth.backend checks it is there first
@@ -118,8 +121,10 @@ class NcnnGenerator:
         self._weights = b""  # ncnn may read the weights in place: kept as long as the net
         self._weights_key = None
         self._row_blobs: dict[int | None, dict[str, object]] = {}
+        self._lock = threading.Lock()
 
-    def _built(self):
+    def _built(self) -> tuple[object, bytes]:
+        """(net, the weights it reads) for now; under the lock."""
         threads = self.threads or torch.get_num_threads()
         key = (threads, *(p._version for p in self.generator.parameters()))
         if self._net is None or key != self._weights_key:
@@ -132,7 +137,7 @@ class NcnnGenerator:
             net.load_param_mem(param)
             net.load_model_mem(weights)
             self._net, self._weights, self._weights_key = net, weights, key
-        return self._net
+        return self._net, self._weights
 
     def _rows(self, time_rows: int | None) -> dict[str, object]:
         """The "rows<k>" shape blobs for this span (never written or read: only their shapes)."""
@@ -146,7 +151,8 @@ class NcnnGenerator:
 
     def __call__(self, z: torch.Tensor, labels: torch.Tensor, time_rows: int | None = None) -> torch.Tensor:
         cfg = self.generator.cfg
-        net, rows = self._built(), self._rows(time_rows)
+        with self._lock:
+            net, weights, rows = *self._built(), self._rows(time_rows)
         with torch.inference_mode():
             z = z.detach().to(device="cpu", dtype=torch.float32)
             onehot = F.one_hot(labels.detach().cpu().long(), cfg.num_pitches).to(torch.float32)
@@ -164,4 +170,5 @@ class NcnnGenerator:
             if status != 0:
                 raise RuntimeError(f"ncnn failed to run the generator (status {status})")
             out.append(np.array(y, dtype=np.float32, copy=True))
+        del net, weights   # held until every extraction is done (a rebuild may have replaced them)
         return torch.from_numpy(np.stack(out))

@@ -49,8 +49,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("GANSynth Instrument")
         self.settings = settings or QSettings("gansynth", "instrument")
         self.session = None
-        self.precision = "auto"  # how models load (gansynth gui --precision, --backend)
-        self.backend = "auto"
+        self.precision, self.backend = "auto", "auto"  # how models load (gansynth gui --precision, --backend)
         self.audio_ahead = {"0": 0, "1": 1, "2": 2}.get(str(self.settings.value("audio/ahead")), AHEAD_PERIODS)
         self.jobs = Jobs(max_threads=2, parent=self)
         self.last_pitch = 60

@@ -208,3 +208,19 @@ def test_alternative_backends_take_calls_from_several_threads(generator, name):
     assert not errors
     for i in range(4):
         np.testing.assert_array_equal(got[i], alone[i])
+
+
+def test_an_engine_that_fails_here_is_left_out_of_auto(generator, cache, monkeypatch):
+    """A CPU or build where an installed engine fails (to build or to run): auto records why,
+    picks among the others, and the model loads."""
+    from engine.gansynth import ncnngen
+
+    def broken(self, z, labels, time_rows=None):
+        raise RuntimeError("ncnn failed to run the generator (status -100)")
+    monkeypatch.setattr(ncnngen.NcnnGenerator, "__call__", broken)
+    synth = Synth(generator, SpectralConfig(), "cpu", threads=1, backend="auto")
+    assert synth.backend in ("torch", "openvino")
+    entry = json.loads(cache.read_text())[probe_key(generator, 1)]
+    assert entry["ncnn_error"] == "RuntimeError: ncnn failed to run the generator (status -100)"
+    assert "ncnn_ms" not in entry and entry["openvino_ms"] > 0
+    assert len(synth.generate(synth.random_latents(1, seed=0), [60])[0]) == synth.num_samples

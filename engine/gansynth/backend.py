@@ -219,24 +219,33 @@ def probe(generator: Generator, threads: int | None, runs: int = PROBE_RUNS) -> 
     """Time torch and every installed alternative on one whole note of this generator at
     `threads` and compare their outputs with torch's (the paper-size model: ~10 s with the
     conversions; the bundled one ~4 s). The fastest whose time is at most MARGIN x torch's and
-    whose output is within MAX_REL_RMS of torch's wins. Returns ({"backend", "torch_ms",
-    "<name>_ms", "<name>_rel_rms" ...}, {name: its runner})."""
-    runners = {name: make_runner(name, generator, threads) for name in ALTERNATIVES if usable(name, generator)}
+    whose output is within MAX_REL_RMS of torch's wins. An engine that fails to build or run
+    here is left out, its error recorded: it never stops a model from loading. Returns
+    ({"backend", "torch_ms", "<name>_ms", "<name>_rel_rms" or "<name>_error" ...}, {name: its runner})."""
     z = torch.from_numpy(np.random.default_rng(0).standard_normal((1, generator.cfg.latent_size), np.float32))
     labels = torch.tensor([generator.cfg.num_pitches // 2])
     old_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
+    runners, rel, errors = {}, {}, {}
     try:
         with torch.inference_mode():
             want = generator(z, labels).float()
-            rel = {name: float((run(z, labels) - want).norm() / want.norm().clamp_min(1e-12))
-                   for name, run in runners.items()}
+            for name in ALTERNATIVES:
+                if not usable(name, generator):
+                    continue
+                try:
+                    run = make_runner(name, generator, threads)
+                    rel[name] = float((run(z, labels) - want).norm() / want.norm().clamp_min(1e-12))
+                    runners[name] = run
+                except Exception as e:  # noqa: BLE001  (any engine failure: leave it out, say why)
+                    errors[name] = f"{type(e).__name__}: {e}"
             times = _interleaved_min_ms([lambda: generator(z, labels)]
                                         + [lambda run=run: run(z, labels) for run in runners.values()], runs)
     finally:
         torch.set_num_threads(old_threads)
     result = {"backend": "torch", "torch_ms": round(times[0], 2)}
+    result.update({f"{name}_error": why for name, why in errors.items()})
     best_ms = MARGIN * times[0]
     for name, ms in zip(runners, times[1:]):
         result[f"{name}_ms"], result[f"{name}_rel_rms"] = round(ms, 2), rel[name]

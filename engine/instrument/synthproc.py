@@ -220,18 +220,10 @@ class SynthProcess:
         self._proc.stdout.close()
 
 
-# The child lowers its priority before it imports anything: importing torch and loading the
-# model is seconds of CPU, and at the default priority it took a core from the audio callback
-# while the instrument started (start-up xruns). `python -m` would import the `engine` package,
-# and with it torch, first. Where Linux offers it, the child also takes SCHED_IDLE: it runs only
-# on a core no other thread wants, so the parent's threads (one may hold the GIL the callback
-# needs) never wait behind it. Measured on a realtime JACK (`benchmarks.live --realtime`, 2
-# render processes, 16 voices, 60 s, runs interleaved): niced only 9 / 14 xruns, SCHED_IDLE
-# 3 / 3, with as many notes rendered (2,858-3,081 against 3,466-3,480).
 def _spawn_idle(cmd: list[str]) -> subprocess.Popen:
     """Popen(cmd) with pipes for stdin and stdout, from a short-lived thread that first takes
     SCHED_IDLE (Linux; always permitted): the child inherits it, so even the interpreter's own
-    start-up, before `_CHILD`'s first line, runs only on a core nobody else wants. At the
+    start-up, before `_CHILD`'s first line lowers its nice value, runs only on a core nobody else wants. At the
     spawning thread's policy it took a core from a plain jackd's own thread at start-up (jackd:
     "JackTimedDriver::Process XRun = 4640 usec")."""
     result: list = []
@@ -254,9 +246,15 @@ def _spawn_idle(cmd: list[str]) -> subprocess.Popen:
     return result[0]
 
 
+# The child lowers its priority before it imports anything: importing torch and loading the
+# model is seconds of CPU, and at the default priority it took a core from the audio callback
+# while the instrument started (start-up xruns). `python -m` would import the `engine` package,
+# and with it torch, first. Where Linux offers it, the child also runs SCHED_IDLE (inherited
+# from `_spawn_idle`): only on a core no other thread wants, so the parent's threads (one may
+# hold the GIL the callback needs) never wait behind it. Measured on a realtime JACK
+# (`benchmarks.live --realtime`, 2 render processes, 16 voices, 60 s, runs interleaved): niced
+# only 9 / 14 xruns, SCHED_IDLE 3 / 3, with as many notes rendered (2,858-3,081 against 3,466-3,480).
 _CHILD = (f"import os\ntry:\n    os.nice({RENDER_NICENESS})\nexcept (AttributeError, OSError):\n    pass\n"
-          "try:\n    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\n"
-          "except (AttributeError, OSError):\n    pass\n"
           "import sys\nfrom engine.instrument.synthproc import main\nsys.exit(main())")
 
 

@@ -7,11 +7,11 @@ that is most of a note's time. The sums differ from torch's by float rounding on
 RMS ~4e-6 of the spectrogram).
 
 The network is written here as an ncnn param text from the generator's weights, never read
-from a file: blocks 2..N (nearest x2 upsample, two 3x3 convolutions with the leaky ReLU fused
+from a file: block 1 (its 1x1 -> 2x16 convolution of the pixel-normed latent and pitch is a
+dense layer), blocks 2..N (nearest x2 upsample, two 3x3 convolutions with the leaky ReLU fused
 in, pixel norm as ncnn's across-channel `Normalize` scaled by sqrt(C)), the crops of a
-`time_rows` span, the last block's 1x1 output convolution and tanh. Block 1 (1x1 -> 2x16 from
-the latent and pitch, ~0.1 % of a note) runs in torch. Only the final progress (the playing
-network). Half-precision storage and arithmetic are switched off, so a CPU with fp16 or bf16
+`time_rows` span, the last block's 1x1 output convolution and tanh. Only the final progress
+(the playing network). Half-precision storage and arithmetic are switched off, so a CPU with fp16 or bf16
 units still computes in fp32.
 
 ncnn is an optional package (`pip install ncnn`, part of `[all]`); `engine.gansynth.backend`
@@ -24,9 +24,8 @@ import threading
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
-from engine.gansynth.model import LEAKY_SLOPE, Generator, pixel_norm, span_rows
+from engine.gansynth.model import LEAKY_SLOPE, Generator, span_rows
 
 FP32_ONLY = ("use_fp16_storage", "use_fp16_packed", "use_fp16_arithmetic", "use_bf16_storage",
              "use_bf16_packed", "use_int8_inference")
@@ -47,35 +46,46 @@ def supports(cfg) -> bool:
 
 
 def network(generator: Generator) -> tuple[str, bytes]:
-    """(ncnn param text, weight blob) of blocks 2..N at final progress. Input blob "x1" is block
-    1's output [C, rows, F0]; "rows<k>" (k = 2..N) a 2-D blob [rows, F] whose shape says how
-    many rows of block k's output to keep (`span_rows`; all of them: no crop); output blob "out"
+    """(ncnn param text, weight blob) of the generator at final progress. Input blob "x0" is the
+    pixel-normed latent and one-hot pitch [latent + pitches]; "rows<k>" (k = 1..N) a 2-D blob
+    [rows, F] whose shape says how many rows of block k's output to keep (`span_rows`; all of them: no crop); output blob "out"
     [2, rows, F]. One net serves every `time_rows`: a net holds the weights' Winograd
     transforms (~250 MB more than torch holds for the paper-size model)."""
     cfg = generator.cfg
     if not supports(cfg):
         raise ValueError("the ncnn backend runs generators of 3x3 convolutions and 2 or more blocks")
-    layers = ["Input input 0 1 x1"] + [f"Input rows_input{k} 0 1 rows{k}" for k in range(2, cfg.num_resolutions + 1)]
+    layers = ["Input input 0 1 x0"] + [f"Input rows_input{k} 0 1 rows{k}" for k in range(1, cfg.num_resolutions + 1)]
     blobs = []
+    fused = f" 9=2 -23310=1,{LEAKY_SLOPE:e}"   # leaky ReLU
+
+    def weights(weight, bias):
+        blobs.extend([_RAW_FP32, weight.detach().to(torch.float32).cpu().contiguous().numpy().tobytes(),
+                      bias.detach().to(torch.float32).cpu().numpy().tobytes()])
 
     def conv(name, src, dst, weight, bias, act=True):
-        weight, bias = weight.detach().to(torch.float32).cpu(), bias.detach().to(torch.float32).cpu()
         out_ch, _, kh, kw = weight.shape
-        fused = f" 9=2 -23310=1,{LEAKY_SLOPE:e}" if act else ""
         layers.append(f"Convolution {name} 1 1 {src} {dst} 0={out_ch} 1={kw} 11={kh} 4={kh // 2} 5=1 "
-                      f"6={weight.numel()}{fused}")
-        blobs.extend([_RAW_FP32, weight.contiguous().numpy().tobytes(), bias.numpy().tobytes()])
+                      f"6={weight.numel()}{fused if act else ''}")
+        weights(weight, bias)
 
     def norm(name, src, dst, channels):
         # x * sqrt(C) / sqrt(sum_c x^2 + C eps) = x / sqrt(mean_c x^2 + eps): pixel_norm
         layers.append(f"Normalize {name} 1 1 {src} {dst} 0=0 1=1 2={channels * 1e-8:e} 3=1 4=1 9=0")
         blobs.append(np.array([math.sqrt(channels)], np.float32).tobytes())
 
-    src = "x1"
-    for k in range(2, cfg.num_resolutions + 1):
+    src = "x0"
+    for k in range(1, cfg.num_resolutions + 1):
         block, channels = generator.blocks[k - 1], cfg.num_filters(k)
         weight = block.conv0.weight * block.conv0.scale
-        if k >= PHASE_FROM:
+        if k == 1:
+            # the (sh, sw) conv of the 1x1 input padded by (sh-1, sw-1): output (i, j) reads kernel
+            # tap (sh-1-i, sw-1-j), so it is a dense layer of the flipped kernel, reshaped
+            sh, sw = cfg.start_shape
+            dense = weight.flip(2, 3).permute(0, 2, 3, 1).reshape(channels * sh * sw, -1)
+            layers.append(f"InnerProduct dense1 1 1 x0 d1 0={channels * sh * sw} 1=1 2={dense.numel()}{fused}")
+            weights(dense, block.conv0.bias.repeat_interleave(sh * sw))
+            layers.append(f"Reshape shape1 1 1 d1 a1 0={sw} 1={sh} 2={channels}")
+        elif k >= PHASE_FROM:
             rows = _PHASE_ROWS.to(weight)
             phases = torch.einsum("akr,blc,oirc->oabikl", rows, rows, weight).reshape(4 * channels, -1, 3, 3)
             conv(f"conv0_{k}", src, f"p{k}", phases, block.conv0.bias.repeat_interleave(4))
@@ -146,24 +156,22 @@ class NcnnGenerator:
             keep = span_rows(cfg, time_rows) if time_rows is not None else {}
             self._row_blobs[time_rows] = {
                 f"rows{k}": self._ncnn.Mat(cfg.resolution(k)[1], keep.get(k, cfg.resolution(k)[0]))
-                for k in range(2, cfg.num_resolutions + 1)}
+                for k in range(1, cfg.num_resolutions + 1)}
         return self._row_blobs[time_rows]
 
     def __call__(self, z: torch.Tensor, labels: torch.Tensor, time_rows: int | None = None) -> torch.Tensor:
         cfg = self.generator.cfg
         with self._lock:
             net, weights, rows = *self._built(), self._rows(time_rows)
-        with torch.inference_mode():
-            z = z.detach().to(device="cpu", dtype=torch.float32)
-            onehot = F.one_hot(labels.detach().cpu().long(), cfg.num_pitches).to(torch.float32)
-            x = self.generator.blocks[0](pixel_norm(torch.cat([z, onehot], dim=1))[:, :, None, None])
-            keep = span_rows(cfg, time_rows) if time_rows is not None else {}
-            x = x[:, :, :keep.get(1, x.shape[2])].contiguous().numpy()
+        z = z.detach().to(device="cpu", dtype=torch.float32).numpy()
+        x = np.zeros((len(z), cfg.latent_size + cfg.num_pitches), np.float32)
+        x[:, :cfg.latent_size] = z
+        x[np.arange(len(z)), cfg.latent_size + labels.detach().cpu().numpy().astype(np.int64)] = 1.0
+        x *= 1.0 / np.sqrt(np.mean(x * x, axis=1, keepdims=True) + np.float32(1e-8))  # pixel norm
         out = []
-        for item in x:
-            item = np.ascontiguousarray(item)  # ncnn reads it in place: alive until extracted
+        for item in x:   # each row contiguous: ncnn reads it in place, alive until extracted
             extractor = net.create_extractor()
-            extractor.input("x1", self._ncnn.Mat(item))
+            extractor.input("x0", self._ncnn.Mat(item))
             for name, blob in rows.items():
                 extractor.input(name, blob)
             status, y = extractor.extract("out")

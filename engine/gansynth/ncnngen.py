@@ -126,6 +126,7 @@ class NcnnGenerator:
             raise ValueError("the ncnn backend runs generators of 3x3 convolutions and 2 or more blocks")
         self._ncnn = ncnn
         self.generator = generator
+        self._parameters = list(generator.parameters())   # walking the modules per call: 0.3 ms
         self.threads = threads
         self._net = None
         self._weights = b""  # ncnn may read the weights in place: kept as long as the net
@@ -136,7 +137,7 @@ class NcnnGenerator:
     def _built(self) -> tuple[object, bytes]:
         """(net, the weights it reads) for now; under the lock."""
         threads = self.threads or torch.get_num_threads()
-        key = (threads, *(p._version for p in self.generator.parameters()))
+        key = (threads, *(p._version for p in self._parameters))
         if self._net is None or key != self._weights_key:
             param, weights = network(self.generator)
             net = self._ncnn.Net()

@@ -17,6 +17,7 @@ float64, and its diagonal-scaled transpose as pseudo-inverse.
 """
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -117,8 +118,24 @@ def phase_to_if(phase: torch.Tensor) -> torch.Tensor:
 
 
 def if_to_phase(ifreq: torch.Tensor) -> torch.Tensor:
-    """Inverse of `phase_to_if` up to multiples of 2 pi: cumsum over time."""
-    return torch.cumsum(ifreq * math.pi, dim=1)
+    """Inverse of `phase_to_if` up to multiples of 2 pi: pi * cumsum over time, as a product
+    with a lower-triangular matrix of pi (the same sums in another order: float rounding).
+    On the CPU that is ~2.8x faster than torch.cumsum along a dim that is not the innermost
+    (a span note's 98 x 1024: 0.25 against 0.69 ms, 1 thread). Never in reduced precision:
+    under autocast the product keeps the input's dtype."""
+    with torch.autocast(ifreq.device.type, enabled=False):
+        return torch.matmul(_pi_tril(ifreq.shape[1], ifreq.device, ifreq.dtype), ifreq)
+
+
+@functools.lru_cache(maxsize=8)
+def _pi_tril(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return torch.tril(torch.full((n, n), math.pi, dtype=dtype, device=device))
+
+
+def _polar(mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+    """mag * exp(i phase): torch.polar computes cos and sin one element at a time on the CPU,
+    the vectorised cos and sin take a third of its time (98 x 1024: 0.41 against 1.1 ms)."""
+    return torch.complex(mag * torch.cos(phase), mag * torch.sin(phase))
 
 
 def frame_waves(waves: torch.Tensor, n_fft: int, hop: int, pad_left: int) -> torch.Tensor:
@@ -203,7 +220,7 @@ class SpecgramsHelper:
     def specgrams_to_stfts(specgrams: torch.Tensor) -> torch.Tensor:
         mag = torch.exp(specgrams[:, 0])
         phase = if_to_phase(specgrams[:, 1])
-        return torch.polar(mag, phase)
+        return _polar(mag, phase)
 
     # linear <-> mel specgrams
     def specgrams_to_melspecgrams(self, specgrams: torch.Tensor) -> torch.Tensor:
@@ -254,7 +271,7 @@ class SpecgramsHelper:
         # Magenta goes phase -> IF (wrapped differences) -> phase (cumsum); that round trip
         # only adds multiples of 2 pi, so the phase goes to the STFT directly.
         power, phase = self._mel_to_power_phase(spec)
-        return self.stfts_to_waves(torch.polar(torch.sqrt(power), phase))  # = exp(0.5 log power)
+        return self.stfts_to_waves(_polar(torch.sqrt(power), phase))  # = exp(0.5 log power)
 
 
 def _crop_or_pad(waves: torch.Tensor, length: int) -> torch.Tensor:

@@ -76,3 +76,29 @@ def test_keep_spares_the_timbre_being_rendered():
     c.store(("A", 3), slot)
     c.allocate(never, keep=lambda k: True)  # only kept keys left: the oldest goes anyway
     assert ("A", 1) not in c
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/statm"), reason="Linux only: reads resident memory")
+def test_warm_commits_the_next_free_slots_and_never_touches_a_written_one():
+    c = NoteCache(192000, budget_bytes=64 * 192004 * 4)   # 768 KB a slot: 4 s at 48 kHz
+    never = lambda slot: False  # noqa: E731
+    first = c.allocate(never)
+    c.pool[first, :4] = [1.0, 2.0, 3.0, 4.0]
+    c.store("a", first)
+    c.clear()   # its slot is free again, its samples still there
+    assert first in c._free
+    before = _resident_bytes()
+    assert c.warm(8) == 7   # the next 8 free slots in allocation order: one was written already
+    # committed: 7 slots, less what the written slot's page already held (a 2 MB huge page where the
+    # kernel makes them)
+    assert _resident_bytes() - before >= 0.9 * (7 * c.slot_bytes - 2 * 2**20)
+    assert list(c.pool[first, :4]) == [1.0, 2.0, 3.0, 4.0]
+    assert c.warm(8) == 0   # nothing left to commit among them
+    calls = []
+    assert c.warm(20, stop=lambda: calls.append(1) or True) == 1   # a pad move: one slot, then stop
+    assert float(c.pool.sum()) == 10.0   # zeros into zeros: only the stored samples are not 0

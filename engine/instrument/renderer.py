@@ -196,6 +196,8 @@ class Renderer:
                     self._wake.wait(0.05)
                     self._wake.clear()
                     continue
+                lo, hi = self.pitch_range   # the next range's slots, committed now rather than in it
+                self.cache.warm(hi - lo + 1, stop=lambda: bool(self._request or self._next_synth))
                 self.idle.set()
                 if self._request or self._next_synth:  # mail came in meanwhile
                     self.idle.clear()

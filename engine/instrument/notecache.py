@@ -97,13 +97,11 @@ class NoteCache:
         time until `stop()` says to (a pad move came in); -> slots warmed. Only a slot never
         written is touched (zeros into zeros): no note can be playing from it."""
         warmed = 0
-        page = 4096 // self.pool.itemsize
         for slot in reversed(self._free[-count:]):   # the order `allocate` hands them out
             if warmed and stop():
                 break
             if not self._written[slot]:
-                self.pool[slot, ::page] = 0.0
-                self.pool[slot, -1] = 0.0
+                self.pool[slot] = 0.0   # the whole row: numpy lets go of the GIL meanwhile
                 self._written[slot] = True
                 warmed += 1
         return warmed

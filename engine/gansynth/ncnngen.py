@@ -11,8 +11,8 @@ from a file: block 1 (its 1x1 -> 2x16 convolution of the pixel-normed latent and
 dense layer), blocks 2..N (nearest x2 upsample, two 3x3 convolutions with the leaky ReLU fused
 in, pixel norm as ncnn's across-channel `Normalize` scaled by sqrt(C)), the crops of a
 `time_rows` span, the last block's 1x1 output convolution and tanh. Only the final progress
-(the playing network). Half-precision storage and arithmetic are switched off, so a CPU with fp16 or bf16
-units still computes in fp32.
+(the playing network). Half-precision storage and arithmetic are switched off, so a CPU with
+fp16 or bf16 units still computes in fp32.
 
 ncnn is an optional package (`pip install ncnn`, part of `[all]`); `engine.gansynth.backend`
 checks that it is installed and names it when it is not.
@@ -48,8 +48,8 @@ def supports(cfg) -> bool:
 def network(generator: Generator) -> tuple[str, bytes]:
     """(ncnn param text, weight blob) of the generator at final progress. Input blob "x0" is the
     pixel-normed latent and one-hot pitch [latent + pitches]; "rows<k>" (k = 1..N) a 2-D blob
-    [rows, F] whose shape says how many rows of block k's output to keep (`span_rows`; all of them: no crop); output blob "out"
-    [2, rows, F]. One net serves every `time_rows`: a net holds the weights' Winograd
+    [rows, F] whose shape says how many rows of block k's output to keep (`span_rows`; all of
+    them: no crop); output blob "out" [2, rows, F]. One net serves every `time_rows`: a net holds the weights' Winograd
     transforms (~250 MB more than torch holds for the paper-size model)."""
     cfg = generator.cfg
     if not supports(cfg):

@@ -1,6 +1,11 @@
 """Note cache: LRU order, memory bound, pinned slots never reused, counters."""
 from __future__ import annotations
 
+import ctypes
+import mmap
+import sys
+
+import numpy as np
 import pytest
 
 from engine.instrument.notecache import NoteCache
@@ -78,25 +83,39 @@ def test_keep_spares_the_timbre_being_rendered():
     assert ("A", 1) not in c
 
 
-def _resident_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * 4096
+
+def _resident(array) -> np.ndarray:
+    """bool per whole page inside `array`'s memory: in RAM now (mincore)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    page = mmap.PAGESIZE
+    start = -(-array.ctypes.data // page) * page
+    pages = (array.ctypes.data + array.nbytes - start) // page
+    vec = (ctypes.c_ubyte * pages)()
+    if libc.mincore(ctypes.c_void_p(start), ctypes.c_size_t(pages * page), vec) != 0:
+        raise OSError(ctypes.get_errno(), "mincore")
+    return np.frombuffer(vec, np.uint8) & 1 == 1
 
 
-@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/statm"), reason="Linux only: reads resident memory")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mincore: Linux")
 def test_warm_commits_the_next_free_slots_and_never_touches_a_written_one():
     c = NoteCache(192000, budget_bytes=64 * 192004 * 4)   # 768 KB a slot: 4 s at 48 kHz
+    # the pool on fresh anonymous pages (np.zeros may reuse memory another test left resident)
+    c.pool = np.frombuffer(mmap.mmap(-1, c.pool.nbytes), np.float32).reshape(c.pool.shape)
     never = lambda slot: False  # noqa: E731
     first = c.allocate(never)
     c.pool[first, :4] = [1.0, 2.0, 3.0, 4.0]
     c.store("a", first)
     c.clear()   # its slot is free again, its samples still there
     assert first in c._free
-    before = _resident_bytes()
-    assert c.warm(8) == 7   # the next 8 free slots in allocation order: one was written already
-    # committed: 7 slots, less what the written slot's page already held (a 2 MB huge page where the
-    # kernel makes them)
-    assert _resident_bytes() - before >= 0.9 * (7 * c.slot_bytes - 2 * 2**20)
+    order = list(reversed(c._free[-8:]))   # the next 8 slots `allocate` hands out
+    assert c.warm(8) == 7   # one of them was written already
+    assert first in order
+    for slot in order:
+        if slot != first:
+            assert _resident(c.pool[slot]).all(), slot
+    for slot in range(1, c.slots):
+        if slot not in order:
+            assert not _resident(c.pool[slot]).any(), slot   # (pages shared with a neighbour are not whole)
     assert list(c.pool[first, :4]) == [1.0, 2.0, 3.0, 4.0]
     assert c.warm(8) == 0   # nothing left to commit among them
     calls = []

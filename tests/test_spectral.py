@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from engine.gansynth.config import SpectralConfig
-from engine.gansynth.spectral import (SpecgramsHelper, frame_waves, hertz_to_mel, linear_to_mel_matrix,
-                                      mel_to_hertz, mel_to_linear_matrix, overlap_add, phase_to_if)
+from engine.gansynth.spectral import (SpecgramsHelper, frame_waves, hertz_to_mel, if_to_phase,
+                                      linear_to_mel_matrix, mel_to_hertz, mel_to_linear_matrix, overlap_add,
+                                      phase_to_if)
 
 SR = 16000
 H = SpectralConfig()
@@ -208,3 +209,13 @@ def test_mel_scale_inverse():
     f = np.array([0.0, 100.0, 700.0, 8000.0])
     assert np.allclose(mel_to_hertz(hertz_to_mel(f)), f)
     assert hertz_to_mel(700.0) == pytest.approx(1127.0 * math.log(2))
+
+
+def test_if_to_phase_after_inference_mode_still_has_a_gradient():
+    """The inverse's cumsum matrix is cached; one made under inference_mode (a note's render)
+    must still serve autograd (the sound fit's resynthesis loss)."""
+    with torch.inference_mode():
+        if_to_phase(torch.randn(1, 7, 5))
+    x = torch.randn(1, 7, 5, requires_grad=True)
+    if_to_phase(x).sum().backward()
+    assert torch.allclose(x.grad[0, :, 0], math.pi * torch.arange(7, 0, -1, dtype=torch.float32))

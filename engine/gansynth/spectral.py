@@ -129,7 +129,8 @@ def if_to_phase(ifreq: torch.Tensor) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=8)
 def _pi_tril(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    return torch.tril(torch.full((n, n), math.pi, dtype=dtype, device=device))
+    with torch.inference_mode(False):   # a normal tensor: autograd may save it (the sound fit)
+        return torch.tril(torch.full((n, n), math.pi, dtype=dtype, device=device))
 
 
 def _polar(mag: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:

@@ -49,8 +49,9 @@ def network(generator: Generator) -> tuple[str, bytes]:
     """(ncnn param text, weight blob) of the generator at final progress. Input blob "x0" is the
     pixel-normed latent and one-hot pitch [latent + pitches]; "rows<k>" (k = 1..N) a 2-D blob
     [rows, F] whose shape says how many rows of block k's output to keep (`span_rows`; all of
-    them: no crop); output blob "out" [2, rows, F]. One net serves every `time_rows`: a net holds the weights' Winograd
-    transforms (~250 MB more than torch holds for the paper-size model)."""
+    them: no crop); output blob "out" [2, rows, F]. One net serves every `time_rows`: a net
+    holds the weights' Winograd transforms (~250 MB more than torch holds for the paper-size
+    model)."""
     cfg = generator.cfg
     if not supports(cfg):
         raise ValueError("the ncnn backend runs generators of 3x3 convolutions and 2 or more blocks")

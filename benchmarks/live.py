@@ -309,6 +309,7 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "", device: s
     inst.renderer.render_now(chord_pitches(synth))
     total_blocks = int((seconds * 2 + 40) * RATE / PERIOD)
     probe = TimedProbe(inst, max_blocks=total_blocks, copy_frames=total_blocks * PERIOD)   # idle + take
+    log_open = len(jack_log())
     out = AudioOutput(probe, device=device, ahead=ahead)
     if not out.open():
         raise RuntimeError(out.last_error)
@@ -338,6 +339,7 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "", device: s
     rec.stop()
     xruns_load = out.xruns - xruns_idle - xruns_startup
     log = jack_log()
+    jack_start = _jack_xrun_lines(log[log_open:log0])   # whose thread was late at start-up
     jack_idle, jack_load = _jack_xrun_lines(log[log0:log1]), _jack_xrun_lines(log[log1:])
     meters, realtime, raised = out.meters(), out.callback_realtime, out.callback_raised
     out.close()
@@ -364,6 +366,7 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "", device: s
             "process_ms_p99": float(np.percentile(busy_ms, 99)), "process_ms_max": float(busy_ms.max()),
             "block_ms": 1000 * PERIOD / RATE, "cpu_load_last": meters["cpu_load"],
             "late_callbacks_at_s": late_at_s, "max_callback_gap_ms": float(gaps.max()) if gaps.size else 0.0,
+            "jackd_xrun_lines_startup": len(jack_start), "jackd_xrun_samples_startup": jack_start[:3],
             "jackd_xrun_lines_idle": len(jack_idle), "jackd_xrun_lines_playing": len(jack_load),
             "jackd_xrun_samples": (jack_idle + jack_load)[:6],
             "recorded_s": played.shape[0] / RATE, "recording_bit_identical": identical,
@@ -475,7 +478,8 @@ def main(argv=None) -> int:
                   f"and {xr['xruns_bare_stream']} for a bare stream writing zeros, no instrument, "
                   f"{xr['xruns_bare_stream_render_load']} for it beside {xr['render_processes']} processes "
                   f"rendering non-stop at the render processes' priority (target 0); "
-                  f"{xr['xruns_startup']} while the worker started ({xr['startup_s']:.1f} s); "
+                  f"{xr['xruns_startup']} while the worker started ({xr['startup_s']:.1f} s; jackd's xrun "
+                  f"lines then: {xr['jackd_xrun_lines_startup']}); "
                   f"process() p50 {xr['process_ms_p50']:.3f} ms, "
                   f"p99 {xr['process_ms_p99']:.3f} ms, max {xr['process_ms_max']:.2f} ms per "
                   f"{xr['block_ms']:.2f} ms block ({xr['blocks_over_budget']} of {xr['blocks']} blocks over it); "

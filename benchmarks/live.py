@@ -318,10 +318,8 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "", device: s
     while inst.stats()["render_process"] == "starting" and time.monotonic() - t_open < 30:
         time.sleep(0.05)
     inst.renderer.idle.wait(30)           # the first timbre's range is rendered
-    startup_s, xruns_startup = time.monotonic() - t_open, out.xruns
-    baseline_s = seconds
-    log0 = len(jack_log())
-    time.sleep(baseline_s)                # idle instrument, started, nothing to render: baseline
+    startup_s, xruns_startup, log0 = time.monotonic() - t_open, out.xruns, len(jack_log())
+    time.sleep(seconds)                   # idle instrument, started, nothing to render: baseline
     xruns_idle = out.xruns - xruns_startup
     log1 = len(jack_log())
     rec = Recorder(out)
@@ -329,8 +327,7 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "", device: s
     rng = np.random.default_rng(0)
     b0 = probe.blocks
     t0 = time.monotonic()
-    step = 0
-    renders0 = inst.stats()["renders"]
+    step, renders0 = 0, inst.stats()["renders"]
     while time.monotonic() - t0 < seconds:
         play_pattern(out.post, synth, step, rng)
         step += 1
@@ -339,8 +336,8 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "", device: s
     rec.stop()
     xruns_load = out.xruns - xruns_idle - xruns_startup
     log = jack_log()
-    jack_start = _jack_xrun_lines(log[log_open:log0])   # whose thread was late at start-up
-    jack_idle, jack_load = _jack_xrun_lines(log[log0:log1]), _jack_xrun_lines(log[log1:])
+    jack_start, jack_idle, jack_load = (_jack_xrun_lines(log[a:b])   # start-up, idle, playing
+                                        for a, b in ((log_open, log0), (log0, log1), (log1, None)))
     meters, realtime, raised = out.meters(), out.callback_realtime, out.callback_raised
     out.close()
     inst.stop()
@@ -355,7 +352,7 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "", device: s
     identical = bool(played.shape[0] > 0 and s + played.shape[0] <= probe.copy.shape[0]
                      and np.array_equal(played, probe.copy[s:s + played.shape[0]]))
     budget_ms = 1000 * PERIOD / RATE
-    return {"device": device, "ahead": out.ahead, "latency_ms": meters["latency_ms"], "seconds": seconds, "baseline_idle_s": baseline_s, "xruns_idle": xruns_idle,
+    return {"device": device, "ahead": out.ahead, "latency_ms": meters["latency_ms"], "seconds": seconds, "baseline_idle_s": seconds, "xruns_idle": xruns_idle,
             "xruns_bare_stream": xruns_floor, "xruns_bare_stream_render_load": xruns_floor_loaded,
             "startup_s": startup_s, "xruns_startup": xruns_startup, "render_process": stats["render_process"],
             "render_processes": stats["render_processes"],
@@ -366,8 +363,8 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "", device: s
             "process_ms_p99": float(np.percentile(busy_ms, 99)), "process_ms_max": float(busy_ms.max()),
             "block_ms": 1000 * PERIOD / RATE, "cpu_load_last": meters["cpu_load"],
             "late_callbacks_at_s": late_at_s, "max_callback_gap_ms": float(gaps.max()) if gaps.size else 0.0,
-            "jackd_xrun_lines_startup": len(jack_start), "jackd_xrun_samples_startup": jack_start[:3],
-            "jackd_xrun_lines_idle": len(jack_idle), "jackd_xrun_lines_playing": len(jack_load),
+            "jackd_xrun_lines_startup": len(jack_start), "jackd_xrun_lines_idle": len(jack_idle),
+            "jackd_xrun_lines_playing": len(jack_load), "jackd_xrun_samples_startup": jack_start[:3],
             "jackd_xrun_samples": (jack_idle + jack_load)[:6],
             "recorded_s": played.shape[0] / RATE, "recording_bit_identical": identical,
             "recorder_overruns": rec.overruns, "device_losses": meters["device_losses"],
@@ -478,8 +475,7 @@ def main(argv=None) -> int:
                   f"and {xr['xruns_bare_stream']} for a bare stream writing zeros, no instrument, "
                   f"{xr['xruns_bare_stream_render_load']} for it beside {xr['render_processes']} processes "
                   f"rendering non-stop at the render processes' priority (target 0); "
-                  f"{xr['xruns_startup']} while the worker started ({xr['startup_s']:.1f} s; jackd's xrun "
-                  f"lines then: {xr['jackd_xrun_lines_startup']}); "
+                  f"{xr['xruns_startup']} while the worker started ({xr['startup_s']:.1f} s, jackd lines {xr['jackd_xrun_lines_startup']}); "
                   f"process() p50 {xr['process_ms_p50']:.3f} ms, "
                   f"p99 {xr['process_ms_p99']:.3f} ms, max {xr['process_ms_max']:.2f} ms per "
                   f"{xr['block_ms']:.2f} ms block ({xr['blocks_over_budget']} of {xr['blocks']} blocks over it); "

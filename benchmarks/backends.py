@@ -36,8 +36,7 @@ from torch.nn import functional as F
 import engine.gansynth.model as model_mod
 from benchmarks.common import summary
 from benchmarks.generate import cpu_flags
-from engine.gansynth.backend import available, choose_backend
-from engine.gansynth.config import ALTERNATIVES
+from engine.gansynth.backend import choose_backend, installed
 from engine.gansynth.config import PRESETS, SpectralConfig
 from engine.gansynth.model import Generator
 from engine.gansynth.synth import Synth, load_synth
@@ -95,7 +94,7 @@ def make_synths(model: str, threads: int, with_compile: bool) -> list[Option]:
         def make(backend):
             return Synth(generator, SpectralConfig(), "cpu", threads, backend=backend)
     options = [Option("before", make("torch"), before=True), Option("torch", make("torch"))]
-    options += [Option(name, make(name)) for name in ALTERNATIVES if available(name)]
+    options += [Option(name, make(name)) for name in installed()]
     if with_compile:
         import torch._inductor.config as inductor_config
 
@@ -218,7 +217,7 @@ def bench(model: str, threads: int, rounds: int, passes: int, with_compile: bool
 def auto_choices(threads_list) -> dict:
     from engine.util.resources import default_model_path
 
-    if not any(available(name) for name in ALTERNATIVES):
+    if not installed():
         return {}
     torch.manual_seed(0)
     gens = {"bundled": load_synth(default_model_path(), device="cpu").generator,
@@ -234,7 +233,7 @@ def main():
     args = ap.parse_args()
     load_start = os.getloadavg()
     print(f"CPU flags: {cpu_flags()}; torch {torch.__version__}; "
-          f"installed: {', '.join(name for name in ALTERNATIVES if available(name)) or 'torch only'}; "
+          f"installed: {', '.join(installed()) or 'torch only'}; "
           f"load average {load_start[0]:.2f}")
     cases = [("bundled", 1)] if args.quick else [("bundled", 1), ("bundled", 2), ("paper", 1), ("paper", 2)]
     rows = []

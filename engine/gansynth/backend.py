@@ -91,6 +91,11 @@ def available(name: str) -> bool:
     return True
 
 
+def installed() -> list[str]:
+    """The alternative engines installed here."""
+    return [name for name in ALTERNATIVES if available(name)]
+
+
 def usable(name: str, generator: Generator) -> bool:
     """Whether the alternative engine `name` is installed and runs this architecture."""
     return available(name) and (name != "ncnn" or ncnngen.supports(generator.cfg))
@@ -102,7 +107,7 @@ def make_runner(name: str, generator: Generator, threads: int | None):
     if name == "openvino":
         return OpenVinoGenerator(generator, threads)
     if not ncnngen.supports(generator.cfg):
-        raise BackendUnavailable("the ncnn backend runs generators of 3x3 convolutions and 2 or more blocks")
+        raise BackendUnavailable(ncnngen.UNSUPPORTED)
     return ncnngen.NcnnGenerator(generator, threads)
 
 
@@ -185,11 +190,7 @@ def cpu_identity() -> str:
 
 def _versions() -> dict[str, str]:
     """The installed alternative engines' versions (those not installed are absent)."""
-    out = {}
-    for name in ALTERNATIVES:
-        if available(name):
-            out[name] = str(getattr(_module(name), "__version__", "?"))
-    return out
+    return {name: str(getattr(_module(name), "__version__", "?")) for name in installed()}
 
 
 def probe_key(generator: Generator, threads: int | None) -> str:

@@ -40,21 +40,23 @@ _PHASE_ROWS = torch.tensor([[[1., 0., 0.], [0., 1., 1.], [0., 0., 0.]],
 _RAW_FP32 = np.zeros(1, np.int32).tobytes()  # a weight blob's tag: float32 data follows
 
 
+UNSUPPORTED = "the ncnn backend runs generators of 3x3 convolutions and 2 or more blocks"
+
+
 def supports(cfg) -> bool:
     """Whether this generator architecture (`ModelConfig`) can run as an ncnn net here."""
     return cfg.kernel_size == 3 and cfg.num_resolutions >= 2
 
 
 def network(generator: Generator) -> tuple[str, bytes]:
-    """(ncnn param text, weight blob) of the generator at final progress. Input blob "x0" is the
+    """(ncnn param text, weight blob) of the generator (one `supports` accepts: `NcnnGenerator`
+    checks) at final progress. Input blob "x0" is the
     pixel-normed latent and one-hot pitch [latent + pitches]; "rows<k>" (k = 1..N) a 2-D blob
     [rows, F] whose shape says how many rows of block k's output to keep (`span_rows`; all of
     them: no crop); output blob "out" [2, rows, F]. One net serves every `time_rows`: a net
     holds the weights' Winograd transforms (~250 MB more than torch holds for the paper-size
     model)."""
     cfg = generator.cfg
-    if not supports(cfg):
-        raise ValueError("the ncnn backend runs generators of 3x3 convolutions and 2 or more blocks")
     layers = ["Input input 0 1 x0"] + [f"Input rows_input{k} 0 1 rows{k}" for k in range(1, cfg.num_resolutions + 1)]
     blobs = []
     fused = f" 9=2 -23310=1,{LEAKY_SLOPE:e}"   # leaky ReLU
@@ -124,7 +126,7 @@ class NcnnGenerator:
         import ncnn  # an optional package: engine.gansynth.backend checks it is there first
 
         if not supports(generator.cfg):
-            raise ValueError("the ncnn backend runs generators of 3x3 convolutions and 2 or more blocks")
+            raise ValueError(UNSUPPORTED)
         self._ncnn = ncnn
         self.generator = generator
         self._parameters = list(generator.parameters())   # walking the modules per call: 0.3 ms

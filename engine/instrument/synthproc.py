@@ -223,9 +223,9 @@ class SynthProcess:
 def _spawn_idle(cmd: list[str]) -> subprocess.Popen:
     """Popen(cmd) with pipes for stdin and stdout, from a short-lived thread that first takes
     SCHED_IDLE (Linux; always permitted): the child inherits it, so even the interpreter's own
-    start-up, before `_CHILD`'s first line lowers its nice value, runs only on a core nobody else wants. At the
-    spawning thread's policy it took a core from a plain jackd's own thread at start-up (jackd:
-    "JackTimedDriver::Process XRun = 4640 usec")."""
+    start-up, before `_CHILD`'s first line lowers its nice value, runs only on a core nobody
+    else wants. At the spawning thread's policy it took a core from a plain jackd's own thread
+    at start-up (jackd: "JackTimedDriver::Process XRun = 4640 usec")."""
     result: list = []
 
     def spawn():

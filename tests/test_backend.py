@@ -224,3 +224,29 @@ def test_an_engine_that_fails_here_is_left_out_of_auto(generator, cache, monkeyp
     assert entry["ncnn_error"] == "RuntimeError: ncnn failed to run the generator (status -100)"
     assert "ncnn_ms" not in entry and entry["openvino_ms"] > 0
     assert len(synth.generate(synth.random_latents(1, seed=0), [60])[0]) == synth.num_samples
+
+
+def test_cli_backends_shows_the_kept_answer_and_measures_again(tiny_model_dir, cache, probes, capsys):
+    from engine.commands.cli import main
+    from engine.gansynth.synth import load_synth
+
+    model = ["backends", "--model", str(tiny_model_dir)]
+    assert main(model) == 0
+    assert "1 thread(s): not measured yet" in capsys.readouterr().out and probes == []
+    assert main(model + ["--probe"]) == 0
+    out = capsys.readouterr().out
+    generator = load_synth(tiny_model_dir, device="cpu").generator
+    entry = json.loads(cache.read_text())[probe_key(generator, 1)]
+    assert probes == [1] and entry["probed_at"].endswith("UTC")
+    assert f"1 thread(s): {entry['backend']}, measured {entry['probed_at']}: torch " in out
+    assert main(model) == 0   # shown from the cache, and the instrument's load uses it
+    assert f"measured {entry['probed_at']}" in capsys.readouterr().out and probes == [1]
+    assert load_synth(tiny_model_dir, device="cpu", threads=1, backend="auto").backend == entry["backend"]
+    assert probes == [1]
+    cache.write_text(json.dumps({probe_key(generator, 1): {**entry, "backend": "openvino", "probed_at": "then"}}))
+    assert main(model + ["--probe", "--threads", "1,2"]) == 0   # a stale answer is replaced
+    entries = json.loads(cache.read_text())
+    assert probes == [1, 1, 2] and entries[probe_key(generator, 1)]["probed_at"] != "then"
+    assert len(entries) == 2
+    assert main(model + ["--threads", "0"]) == 1
+    assert "--threads wants counts like 1 or 1,2, not '0'" in capsys.readouterr().err

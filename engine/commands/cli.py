@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("engine.training.evaluate", "evaluate a model against real notes"),
     "play": ("engine.commands.play", "run the instrument headless (audio + MIDI)"),
     "devices": ("engine.commands.devices", "list audio outputs and MIDI inputs"),
+    "backends": ("engine.commands.backends", "show or re-measure the engine --backend auto picks on this CPU"),
     "render": ("engine.commands.render", "render a MIDI file with morphing instruments"),
     "export-sfz": ("engine.commands.export_sfz", "export an instrument as an SFZ sampler patch"),
     "import-sound": ("engine.commands.import_sound", "make an instrument from recorded notes (a preset)"),

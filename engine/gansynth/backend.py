@@ -15,7 +15,9 @@ architecture and thread count, the first time it is asked, and keeps the answer 
 keyed by the CPU's model name and flags, the torch, OpenVINO and ncnn versions, the model's
 architecture (`ModelConfig`) and the thread count: a new CPU, a new version or another
 architecture probes again. The cache dir is $GANSYNTH_CACHE_DIR, else
-$XDG_CACHE_HOME/gansynth-instrument, else ~/.cache/gansynth-instrument.
+$XDG_CACHE_HOME/gansynth-instrument, else ~/.cache/gansynth-instrument. The answer is kept
+until one of those changes: `gansynth backends` shows it (with when it was measured), and
+`gansynth backends --probe` measures again, for an answer taken while the machine was busy.
 
 OpenVINO and ncnn are optional packages (`pip install 'gansynth-instrument[openvino,ncnn]'`,
 part of `[all]`): "auto" probes those installed; asking for one that is missing raises
@@ -263,27 +265,41 @@ def _read_cache(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def choose_backend(generator: Generator, threads: int | None) -> tuple[str, object | None]:
-    """'auto' on a CPU: the cached probe answer for this CPU/versions/model/threads, probing
-    (and caching) on a miss. Returns (backend, its runner when the probe just built it)."""
-    if not any(usable(name, generator) for name in ALTERNATIVES):
-        return "torch", None
-    path = cache_dir() / PROBE_FILE
-    key = probe_key(generator, threads)
-    entry = _read_cache(path).get(key)
-    if isinstance(entry, dict) and (entry.get("backend") == "torch" or entry.get("backend") in ALTERNATIVES
-                                    and usable(entry["backend"], generator)):
-        return entry["backend"], None
+def cached_probe(generator: Generator, threads: int | None) -> dict | None:
+    """This CPU's kept probe answer for this generator at `threads`, or None (not probed yet)."""
+    entry = _read_cache(cache_dir() / PROBE_FILE).get(probe_key(generator, threads))
+    return entry if isinstance(entry, dict) else None
+
+
+def probe_and_cache(generator: Generator, threads: int | None) -> tuple[dict, dict]:
+    """Probe now and keep the answer (replacing any kept one): (its cache entry, {name: runner}).
+    `gansynth backends --probe` calls this to refresh an answer measured in a busy hour."""
     result, runners = probe(generator, threads)
+    path = cache_dir() / PROBE_FILE
     cache = _read_cache(path)  # re-read: another process may have added its own answer
-    cache[key] = {**result, "cpu": cpu_identity().split(" | ")[0], "threads": threads,
-                  "model_params": sum(p.numel() for p in generator.parameters())}
+    entry = {**result, "cpu": cpu_identity().split(" | ")[0], "threads": threads,
+             "model_params": sum(p.numel() for p in generator.parameters()),
+             "probed_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    cache[probe_key(generator, threads)] = entry
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(cache, indent=1, sort_keys=True))
     except OSError:
         pass  # a read-only home: probe again next time
-    return result["backend"], runners.get(result["backend"])
+    return entry, runners
+
+
+def choose_backend(generator: Generator, threads: int | None) -> tuple[str, object | None]:
+    """'auto' on a CPU: the cached probe answer for this CPU/versions/model/threads, probing
+    (and caching) on a miss. Returns (backend, its runner when the probe just built it)."""
+    if not any(usable(name, generator) for name in ALTERNATIVES):
+        return "torch", None
+    entry = cached_probe(generator, threads)
+    if entry is not None and (entry.get("backend") == "torch" or entry.get("backend") in ALTERNATIVES
+                              and usable(entry["backend"], generator)):
+        return entry["backend"], None
+    entry, runners = probe_and_cache(generator, threads)
+    return entry["backend"], runners.get(entry["backend"])
 
 
 def resolve_backend(backend: str, generator: Generator, device: torch.device, precision: str,

@@ -296,8 +296,10 @@ def test_the_output_tells_the_instrument_whether_its_callback_runs_realtime(tiny
     threads are realtime and the instrument renders on every core; on a plain one, all but one,
     and the callback thread is raised to SCHED_FIFO where permitted, with every other thread
     libjack made in the process (PortAudio's own JACK client, idle beside our JACK client
-    output: a late one is an xrun for the whole graph). In a child process: it starts its own
-    JACK servers (PortAudio attaches to one at a time)."""
+    output: a late one is an xrun for the whole graph). All settled when `open()` returns, so
+    the instrument's start (its render process, its threads) never competes with an ordinary
+    callback thread. In a child process: it starts its own JACK servers (PortAudio attaches to
+    one at a time)."""
     import json
     import subprocess
     import sys
@@ -356,16 +358,16 @@ def _callback_realtime(model_dir: str) -> dict:
                 out = AudioOutput(inst, device=device)
                 try:
                     assert out.open(), out.last_error
-                    deadline = time.monotonic() + 10
-                    while out.callback_realtime is None and time.monotonic() < deadline:
-                        time.sleep(0.05)
-                    fifo = os.sched_getscheduler(out.callback_tid) == os.SCHED_FIFO
+                    # settled by open() itself, at the first block: before the caller starts anything
+                    fifo = bool(out.callback_tid) and os.sched_getscheduler(out.callback_tid) == os.SCHED_FIFO
+                    tids = jack_thread_ids()
                     mode = "realtime" if realtime else "plain"
                     got[f"{mode} {device}"] = [out.callback_realtime, inst.renderer.processes, out.callback_raised, fifo]
-                    time.sleep(3 * WATCHDOG_S)   # the watchdog raises libjack's other threads
-                    tids = jack_thread_ids()
                     got[f"{mode} {device} jack threads"] = [
                         len(tids), all(os.sched_getscheduler(t) == os.SCHED_FIFO for t in tids)]
+                    time.sleep(3 * WATCHDOG_S)   # and the watchdog keeps them so
+                    assert all(os.sched_getscheduler(t) == os.SCHED_FIFO for t in jack_thread_ids()) == (
+                        got[f"{mode} {device} jack threads"][1])
                 finally:
                     out.close()
     return got

@@ -100,6 +100,25 @@ def test_instrument_renders_in_the_child_and_survives_its_death(synth):
     assert all(p._proc.poll() is not None for p in remote.processes)
 
 
+def test_the_worker_commits_the_first_ranges_slots_while_the_render_process_starts(synth):
+    """The child takes seconds to import torch and load the model; the worker, with nothing to
+    render meanwhile, commits the slots the first range will be stored in, so its stores are
+    copies, not page faults (the ranges after it are warmed when the worker goes idle)."""
+    inst = Instrument(synth, sample_rate=16000, cache_mb=32, max_voices=4)
+    lo, hi = synth.pitch_range
+    assert not inst.cache._written.any()
+    inst.start()
+    try:
+        deadline = time.monotonic() + 30
+        while inst.cache._written.sum() < hi - lo + 1 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert inst.stats()["render_process"] == "starting"   # before the child could take a note
+        assert inst.cache._written.sum() == hi - lo + 1 and inst.stats()["renders"] == 0
+        assert inst.renderer.idle.wait(60) and inst.stats()["renders"] == hi - lo + 1
+    finally:
+        inst.stop()
+
+
 def test_stop_ends_the_child_and_a_swapped_model_gets_its_own(synth, tiny_model_dir):
     inst = Instrument(synth, sample_rate=16000, cache_mb=32, max_voices=4)
     inst.start()

@@ -192,12 +192,12 @@ class Renderer:
             torch.set_num_threads(self.threads)
         while not self._stop.is_set():
             if not self.step():
+                lo, hi = self.pitch_range   # the next range's slots, committed now rather than in it
+                self.cache.warm(hi - lo + 1, stop=lambda: bool(self._request or self._next_synth))
                 if self._deferred:  # the render process is starting: it takes the rest
                     self._wake.wait(0.05)
                     self._wake.clear()
                     continue
-                lo, hi = self.pitch_range   # the next range's slots, committed now rather than in it
-                self.cache.warm(hi - lo + 1, stop=lambda: bool(self._request or self._next_synth))
                 self.idle.set()
                 if self._request or self._next_synth:  # mail came in meanwhile
                     self.idle.clear()

@@ -414,8 +414,9 @@ class AudioOutput(OutputBase):
         watchdog would, a period of its own later). Until then a plain JACK server runs it, and
         the JACK threads beside it, as ordinary threads, and the caller's next step is to start
         the instrument: its render process and threads. Measured on 2 cores, plain jackd, our
-        JACK client opened with the instrument started at once: "client = GANSynth was not
-        finished" within 0.3 s of the open in 4 of 10 starts when the watchdog raised it."""
+        JACK client opened with the instrument started at once (benchmarks.startup): "client =
+        GANSynth was not finished" within 0.4 s of the open in 6 of 66 starts when the watchdog
+        raised it, 0 of 66 raised here."""
         deadline = time.monotonic() + FIRST_BLOCK_WAIT_S
         while not self.callback_tid and time.monotonic() < deadline:
             if self._ring is not None:

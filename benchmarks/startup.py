@@ -1,14 +1,15 @@
 """Start-up xruns: the instrument opened and started again and again on a paced JACK dummy.
 
-    python -m benchmarks.startup [--model PATH | --config paper] [--starts 12]
+    python -m benchmarks.startup [--model PATH | --config paper] [--starts 12] [--open-first]
                                  [--devices "system,JACK client"] [--hold 0] [--backend auto]
 
-Each start, as the window and `gansynth play` start: a fresh Instrument (a chord rendered in
-this process first, as in benchmarks.live), the output opened, and (after --hold s) the
-instrument started: its render process loads the model while the worker waits, then the
-first range is rendered; counted until then and 1 s more. Every xrun is timed from the open
-and put in its phase (open, render process starting, first range, after), with jackd's log
-lines of it: "client = X was not finished" (a client's thread was late: ours are GANSynth,
+Each start: a fresh Instrument (a chord rendered in this process first, as in benchmarks.live)
+is started (its render process loads the model while the worker waits, then renders the first
+range) and its output opened, in that order as the window and `gansynth play` do, or with
+--open-first as benchmarks.live does; --hold s between the two. Counted until the first range
+is rendered and 1 s more. Every xrun is timed from the first of the two and put in its phase
+(until both are done, render process starting, first range, after), with jackd's log lines
+of it: "client = X was not finished" (a client's thread was late: ours are GANSynth,
 our JACK client, and PortAudio) or "JackTimedDriver::Process XRun" (jackd's own thread was
 late). One JACK server and one interpreter serve every start. Target 0 (issue 16: "none at
 start-up"). Prints a line a start, then one JSON line.
@@ -22,11 +23,11 @@ import time
 from benchmarks.common import add_model_args, summary
 from benchmarks.live import PERIOD, RATE, TimedProbe, _jack_xrun_lines, chord_pitches
 
-PHASES = ("open", "starting", "first_range", "after")
+PHASES = ("opening", "starting", "first_range", "after")
 AFTER_S = 1.0
 
 
-def one_start(synth, device: str, jack, hold: float) -> dict:
+def one_start(synth, device: str, jack, hold: float, open_first: bool) -> dict:
     from engine.devices.audio import AudioOutput
     from engine.instrument.instrument import Instrument
 
@@ -51,12 +52,16 @@ def one_start(synth, device: str, jack, hold: float) -> dict:
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    try:
+    def open_output():
         if not out.open():
             raise RuntimeError(out.last_error)
+
+    try:
+        first, second = (open_output, inst.start) if open_first else (inst.start, open_output)
+        first()
         time.sleep(hold)
+        second()
         marks = [time.monotonic() - t0]
-        inst.start()
         while inst.stats()["render_process"] == "starting":
             time.sleep(0.005)
         marks.append(time.monotonic() - t0)
@@ -85,7 +90,8 @@ def main(argv=None) -> int:
     add_model_args(p)
     p.add_argument("--starts", type=int, default=12, help="starts per device")
     p.add_argument("--devices", default="system,JACK client", help="outputs, comma-separated")
-    p.add_argument("--hold", type=float, default=0.0, help="seconds between the open and the instrument's start")
+    p.add_argument("--hold", type=float, default=0.0, help="seconds between the instrument's start and the open")
+    p.add_argument("--open-first", action="store_true", help="open the output, then start the instrument")
     p.add_argument("--backend", default="auto", help="the render engine (the window's default: auto)")
     args = p.parse_args(argv)
 
@@ -103,14 +109,16 @@ def main(argv=None) -> int:
     else:
         synth, model = build_synth(args)
     devices = [d.strip() for d in args.devices.split(",") if d.strip()]
+    figures = {"model": model, "backend": synth.backend, "starts": args.starts, "hold_s": args.hold,
+               "order": "open, start" if args.open_first else "start, open"}
     print(f"model: {model} ({synth.backend}); JACK dummy {RATE} Hz, {PERIOD}-frame periods; {args.starts} starts "
-          f"a device, hold {args.hold} s; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    figures = {"model": model, "backend": synth.backend, "starts": args.starts, "hold_s": args.hold}
+          f"a device, order {figures['order']}, hold {args.hold} s; load average {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} CPUs")
     with JackServer(RATE, PERIOD) as jack:
         results = []
         for i in range(args.starts):
             for device in devices:   # interleaved: a slow minute hits every device alike
-                r = one_start(synth, device, jack, args.hold)
+                r = one_start(synth, device, jack, args.hold, args.open_first)
                 results.append(r)
                 print(f"{device!r} start {i + 1}: xruns {r['xruns']}; render process ready {r['process_ready_s']} s, "
                       f"first range done {r['range_done_s']} s; jackd: {r['jackd_lines'] or 'nothing'}", flush=True)

@@ -413,10 +413,10 @@ class AudioOutput(OutputBase):
         """Settle the callback thread's priority at its first block, before open() returns (the
         watchdog would, a period of its own later). Until then a plain JACK server runs it, and
         the JACK threads beside it, as ordinary threads, and the caller's next step is to start
-        the instrument: its render process and threads. Measured on 2 cores, plain jackd, our
-        JACK client opened with the instrument started at once (benchmarks.startup): "client =
-        GANSynth was not finished" within 0.4 s of the open in 6 of 66 starts when the watchdog
-        raised it, 0 of 66 raised here."""
+        the instrument: its render process and threads. Measured on 2 cores, plain jackd, the
+        instrument started and the output opened at once (benchmarks.startup): a client of ours
+        late ("client = GANSynth/PortAudio was not finished") in 10 of 144 starts when the
+        watchdog raised it, 0 of 144 raised here."""
         deadline = time.monotonic() + FIRST_BLOCK_WAIT_S
         while not self.callback_tid and time.monotonic() < deadline:
             if self._ring is not None:

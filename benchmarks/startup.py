@@ -22,6 +22,7 @@ import time
 
 from benchmarks.common import add_model_args, summary
 from benchmarks.live import PERIOD, RATE, TimedProbe, _jack_xrun_lines, chord_pitches
+from engine.gansynth.config import BACKENDS
 
 PHASES = ("opening", "starting", "first_range", "after")
 AFTER_S = 1.0
@@ -35,11 +36,11 @@ def one_start(synth, device: str, jack, hold: float, open_first: bool) -> dict:
     inst.renderer.render_now(chord_pitches(synth))
     out = AudioOutput(TimedProbe(inst, max_blocks=1), device=device)
     events, stop = [], threading.Event()
-    log_at_open = len(jack.log_text())
+    log_before = len(jack.log_text())
     t0 = time.monotonic()
 
     def watch():   # polls the output's xrun count and jackd's log
-        seen_xruns, seen_log = 0, log_at_open
+        seen_xruns, seen_log = 0, log_before
         while not stop.is_set():
             xruns, text = out.xruns, jack.log_text()
             now = time.monotonic() - t0
@@ -50,12 +51,12 @@ def one_start(synth, device: str, jack, hold: float, open_first: bool) -> dict:
             seen_log = len(text)
             time.sleep(0.005)
 
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
     def open_output():
         if not out.open():
             raise RuntimeError(out.last_error)
 
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     try:
         first, second = (open_output, inst.start) if open_first else (inst.start, open_output)
         first()
@@ -92,7 +93,7 @@ def main(argv=None) -> int:
     p.add_argument("--devices", default="system,JACK client", help="outputs, comma-separated")
     p.add_argument("--hold", type=float, default=0.0, help="seconds between the instrument's start and the open")
     p.add_argument("--open-first", action="store_true", help="open the output, then start the instrument")
-    p.add_argument("--backend", default="auto", help="the render engine (the window's default: auto)")
+    p.add_argument("--backend", default="auto", choices=BACKENDS, help="the render engine (the window's default: auto)")
     args = p.parse_args(argv)
 
     import os

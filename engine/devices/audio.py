@@ -418,15 +418,21 @@ class AudioOutput(OutputBase):
         late ("client = GANSynth/PortAudio was not finished") in 10 of 144 starts when the
         watchdog raised it, 0 of 144 raised here."""
         deadline = time.monotonic() + FIRST_BLOCK_WAIT_S
-        while not self.callback_tid and time.monotonic() < deadline:
-            if self._ring is not None:
-                self.callback_tid = self._ring.callback_tid
-            if not self.callback_tid:
-                time.sleep(0.002)
+        self._settle_priorities()
+        while self.callback_realtime is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+            self._settle_priorities()
+
+    def _settle_priorities(self) -> None:
+        """Once the callback thread is known (its first block), whether it is realtime as given
+        (raised where not: `_tell_realtime`); while we raise it, libjack's threads too (clients
+        made since the last call). open() calls it until settled, the watchdog every period."""
+        if self._ring is not None and not self.callback_tid:
+            self.callback_tid = self._ring.callback_tid
         if self.callback_tid and self.callback_realtime is None:
             self._tell_realtime(self.callback_tid)
-            if self.callback_raised:
-                self.jack_threads_raised += raise_jack_threads(CALLBACK_RT_PRIORITY)
+        if self.callback_raised:   # a JACK server that is not realtime: its other clients of ours too
+            self.jack_threads_raised += raise_jack_threads(CALLBACK_RT_PRIORITY)
 
     def _watch(self) -> None:
         last_frames, last_change = self.tap.frames, time.monotonic()
@@ -437,13 +443,8 @@ class AudioOutput(OutputBase):
                 last_frames, last_change = frames, now
             if self.mode != "device":
                 continue
+            self._settle_priorities()
             ring = self._ring
-            if ring is not None and not self.callback_tid:
-                self.callback_tid = ring.callback_tid
-            if self.callback_tid and self.callback_realtime is None:
-                self._tell_realtime(self.callback_tid)
-            if self.callback_raised:   # a JACK server that is not realtime: its other clients of ours too
-                self.jack_threads_raised += raise_jack_threads(CALLBACK_RT_PRIORITY)
             quiet_s = now - last_change
             if stalled and quiet_s == 0.0:
                 stalled = False

@@ -33,8 +33,12 @@ def rms(x):
     return float(torch.sqrt(torch.mean(x.double() ** 2)))
 
 
-@pytest.mark.parametrize("cfg", [H, NON_H], ids=["H", "nonH"])
-def test_linear_roundtrip_within_1e5_away_from_edges(cfg):
+@pytest.mark.parametrize("cfg,tolerance", [(H, 1e-5), (NON_H, 5e-5)], ids=["H", "nonH"])
+def test_linear_roundtrip_away_from_edges(cfg, tolerance):
+    """Within 1e-5 RMS for the model's 128 frames. The phase is the float32 integral of the IF
+    (a matrix product), whose rounding depends on the CPU's GEMM kernel: over nonH's 256 frames
+    (phases up to ~800 rad, whose float32 spacing is 6e-5) it gave 3.1e-5 with AVX-512 (Intel
+    Xeon, AMX) and under 1e-5 with AVX2 (AMD EPYC); H's 128 frames 2.2e-6 on the Xeon."""
     helper = SpecgramsHelper(cfg)
     waves = tones()
     spec = helper.stfts_to_specgrams(helper.waves_to_stfts(waves))
@@ -42,7 +46,7 @@ def test_linear_roundtrip_within_1e5_away_from_edges(cfg):
     back = helper.stfts_to_waves(helper.specgrams_to_stfts(spec))
     assert back.shape == waves.shape
     inner = slice(cfg.n_fft, cfg.num_samples - cfg.n_fft)
-    assert rms(back[:, inner] - waves[:, inner]) < 1e-5
+    assert rms(back[:, inner] - waves[:, inner]) < tolerance
     # The tail is attenuated (no edge renormalisation), as in Magenta.
     assert rms(back[:, -256:]) < 0.9 * rms(waves[:, -256:])
 

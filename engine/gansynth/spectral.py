@@ -214,7 +214,9 @@ class SpecgramsHelper:
     @staticmethod
     def stfts_to_specgrams(stfts: torch.Tensor) -> torch.Tensor:
         logmag = torch.log(stfts.abs() + _LOG_EPS)
-        ifreq = phase_to_if(torch.angle(stfts))
+        # + 0 turns -0.0 into +0.0: some FFTs (MKL's on AVX-512 CPUs) give a silent frame -0.0 real
+        # parts, whose angle is pi where TensorFlow's (and the same FFT elsewhere) is 0
+        ifreq = phase_to_if(torch.angle(stfts + 0.0))
         return torch.stack([logmag, ifreq], dim=1)
 
     @staticmethod

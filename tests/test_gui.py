@@ -387,14 +387,21 @@ def test_plays_on_the_jack_dummy_device(qtbot, qapp, tmp_path, model_dir, jack_s
 
 
 def test_the_window_renders_on_the_engine_auto_picks(window):
-    """The window loads its model with --backend auto (its default, as `play`): the engine the
-    per-CPU probe chose, which the render processes load too."""
+    """The window loads its model with --backend auto and --precision auto (its defaults, as
+    `play`): on a CPU with native bf16 that is torch in bf16 (the other engines run fp32), else
+    the engine the per-CPU probe chose; the render processes load the same."""
     import json
 
     from engine.gansynth.backend import PROBE_FILE, probe_key
+    from engine.gansynth.synth import native_bf16
 
     synth = window.session.instrument.synth
     assert window.backend == "auto" and synth.source["backend"] == synth.backend
+    assert window.precision == "auto" and synth.source["precision"] == synth.precision
+    if native_bf16(synth.device):
+        assert (synth.precision, synth.backend) == ("bf16", "torch")
+        return
+    assert synth.precision == "fp32"
     probes = json.loads((Path(os.environ["GANSYNTH_CACHE_DIR"]) / PROBE_FILE).read_text())
     assert synth.backend == probes[probe_key(synth.generator, 1)]["backend"]
 

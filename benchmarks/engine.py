@@ -1,6 +1,10 @@
 """Synthesis engine benchmark: mixer cost per block and pad-move re-render latency.
 
-    python -m benchmarks.engine [--model PATH] [--moves 5]
+    python -m benchmarks.engine [--model PATH] [--moves 5] [--backend auto] [--precision auto]
+
+The render processes load the model as the instrument does (`--backend auto`, `--precision
+auto`: bf16 where this CPU runs it natively); a bare torch fp32 note is timed beside any
+other engine or precision, the target's baseline.
 
 1. `Instrument.process(256)` at 48 kHz with 64 sounding voices, against the 5.33 ms
    block period (target <= 10 %), in three cases: plain (one gather per voice), pitch
@@ -34,7 +38,7 @@ import torch
 
 from benchmarks.common import summary, time_ms
 from engine.devices.clock import OfflineClockOutput
-from engine.gansynth.config import BACKENDS
+from engine.gansynth.config import BACKENDS, PRECISIONS
 from engine.instrument import events as ev
 from engine.instrument.instrument import Instrument
 
@@ -43,13 +47,13 @@ BLOCK = 256
 PERIOD_MS = BLOCK / SR * 1000
 
 
-def load_model(path, backend: str = "torch"):
+def load_model(path, backend: str = "torch", precision: str = "fp32"):
     from engine import load_synth
     from engine.util.resources import default_model_path
 
     path = path or default_model_path()
     try:
-        return load_synth(path, device="cpu", threads=1, backend=backend), str(path)
+        return load_synth(path, device="cpu", threads=1, backend=backend, precision=precision), str(path)
     except Exception as exc:  # no bundled model yet: lite config, random weights
         from engine.gansynth.config import PRESETS, SpectralConfig
         from engine.gansynth.model import Generator
@@ -57,7 +61,8 @@ def load_model(path, backend: str = "torch"):
 
         print(f"({path}: {exc}; using the lite config with random weights)")
         torch.manual_seed(0)
-        return Synth(Generator(PRESETS["lite"]), SpectralConfig(), device="cpu", threads=1), "lite-random"
+        return Synth(Generator(PRESETS["lite"]), SpectralConfig(), device="cpu", threads=1,
+                     precision=precision, backend=backend), "lite-random"
 
 
 def block_stats(inst, n=400):
@@ -106,7 +111,7 @@ def bench_process(synth) -> dict:
 
 def bench_pad_moves(synth, moves: int, processes: int, reference=None) -> dict:
     """`reference`: a torch fp32 Synth of the same model, whose bare note is the baseline too
-    when `synth` runs another backend (the target's "bare fp32 one-thread notes")."""
+    when `synth` runs another backend or precision (the target's "bare fp32 one-thread notes")."""
     print(f"-- {processes} render process{'es' if processes > 1 else ''}")
     inst = Instrument(synth, sample_rate=SR, max_voices=64, render_processes=processes)
     inst.settings.pad_grid = 0
@@ -197,7 +202,7 @@ def bench_pad_moves(synth, moves: int, processes: int, reference=None) -> dict:
         out["torch_note_ms"] = torch_ms
         out["range_in_torch_ranges"] = out["range_s"] / (n * torch_ms / 1000)
         out["range_busy_in_torch_ranges"] = out["range_busy_s"] / (n * torch_ms / 1000)
-        print(f"  the same model's bare torch note (fp32, 1 thread), timed beside it: {torch_ms:.1f} ms "
+        print(f"  the same model's bare torch fp32 note (1 thread), timed beside it: {torch_ms:.1f} ms "
               f"(between {min(bare_torch):.1f} and {max(bare_torch):.1f}); whole range "
               f"{out['range_in_torch_ranges']:.2f}x / {out['range_busy_in_torch_ranges']:.2f}x "
               f"{n} bare torch notes")
@@ -215,18 +220,22 @@ def main(argv=None) -> int:
     parser.add_argument("--backend", default="auto", choices=BACKENDS,
                         help="generator backend, as the instrument's (the render processes load the same); "
                              "other than torch, the torch note is timed beside it as a second baseline")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="generator arithmetic, as the instrument's (auto: bf16 where this CPU runs it "
+                             "natively, else fp32); other than fp32, the torch fp32 note is timed beside it")
     args = parser.parse_args(argv)
     from engine.instrument.renderpool import render_process_count
 
     counts = ([int(v) for v in args.render_processes.split(",")] if args.render_processes
               else sorted({1, 2, render_process_count()}))
-    synth, name = load_model(args.model, args.backend)
-    reference = load_model(args.model, "torch")[0] if synth.backend != "torch" else None
+    synth, name = load_model(args.model, args.backend, args.precision)
+    exact = synth.backend == "torch" and synth.precision == "fp32"
+    reference = None if exact else load_model(args.model, "torch", "fp32")[0]
     print(f"model {name}: latent {synth.latent_size}, pitches {synth.pitch_range}, backend {synth.backend}, "
-          f"threads for renders: 1")
+          f"precision {synth.precision}, threads for renders: 1")
     import os
 
-    figures = {"model": name, "loadavg_1min_start": os.getloadavg()[0]}
+    figures = {"model": name, "backend": synth.backend, "precision": synth.precision, "loadavg_1min_start": os.getloadavg()[0]}
     figures.update(bench_process(synth))
     for n in counts:   # figures per count: p1_range_s, p2_range_s, ...
         figures.update({f"p{n}_{k}": v for k, v in bench_pad_moves(synth, args.moves, n, reference).items()})

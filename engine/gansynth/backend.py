@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.gansynth import ncnngen
+from engine.gansynth import kernels, ncnngen
 from engine.gansynth.config import ALTERNATIVES, BACKENDS
 from engine.gansynth.model import Generator
 from engine.util.fileio import atomic_write_text
@@ -196,9 +196,12 @@ def _versions() -> dict[str, str]:
 
 
 def probe_key(generator: Generator, threads: int | None) -> str:
-    """What the probe's answer depends on: CPU, versions, our generator code (a faster torch
-    path can turn the answer), architecture, threads (hashed)."""
-    code = hashlib.sha256(Path(inspect.getfile(Generator)).read_bytes()).hexdigest()[:16]
+    """What the probe's answer depends on: CPU, versions, our generator code and its fused
+    kernels, whether built (a faster torch path can turn the answer), architecture, threads
+    (hashed)."""
+    sources = [Path(inspect.getfile(Generator)), Path(__file__).with_name("kernels.c")]
+    code = hashlib.sha256(b"".join(p.read_bytes() for p in sources)
+                          + str(kernels.available()).encode()).hexdigest()[:16]
     parts = {"cpu": cpu_identity(), "torch": torch.__version__, **_versions(), "generator_code": code,
              "model": dataclasses.asdict(generator.cfg), "threads": threads or torch.get_num_threads()}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]

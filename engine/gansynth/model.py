@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from engine.gansynth import kernels
 from engine.gansynth.config import ModelConfig
 
 LEAKY_SLOPE = 0.2
@@ -140,6 +141,8 @@ def _act_norm(x: torch.Tensor) -> torch.Tensor:
     """pixel_norm(leaky ReLU(x)); in place when autograd is off (inference: fewer passes over memory)."""
     if torch.is_grad_enabled():
         return pixel_norm(_act(x))
+    if kernels.act_norm_(x, LEAKY_SLOPE):  # CPU, channels last: one fused pass (engine.gansynth.kernels)
+        return x
     x = F.leaky_relu_(x, LEAKY_SLOPE)
     if x.is_contiguous(memory_format=torch.channels_last):  # channels innermost: one reduction pass
         ms = torch.linalg.vector_norm(x, dim=1, keepdim=True).square_().div_(x.shape[1])

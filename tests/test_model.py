@@ -162,6 +162,45 @@ def test_inference_weights_follow_every_weight_change():
     assert fresh_equals_cached()
 
 
+def test_bf16_inference_casts_each_weight_once_and_follows_changes(monkeypatch):
+    """Under CPU bf16 autocast the inference path keeps its weights and biases cast to bf16 (the
+    casts autocast would make in every call), with the very same note, until a weight changes."""
+    from engine.gansynth import model as M
+
+    torch.manual_seed(3)
+    cfg = PRESETS["tiny"]
+    g = Generator(cfg).eval().to(memory_format=torch.channels_last)
+    z, labels = torch.randn(1, cfg.latent_size), torch.tensor([5])
+
+    def run():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return g(z, labels)
+
+    cached = run()
+    conv = g.blocks[-1].conv1
+    kinds = {name: hit[1].dtype for name, hit in conv._inference_cache.items()}
+    assert kinds == {"scaled": torch.bfloat16, "bias": torch.bfloat16}
+    assert g.blocks[-1].conv0._inference_cache["transposed"][1].dtype == torch.bfloat16
+    with monkeypatch.context() as m:
+        m.setattr(M, "_autocast_dtype", lambda w: None)  # autocast casts in every call instead
+        assert torch.equal(run(), cached)
+    with torch.no_grad():
+        conv.weight.mul_(-1.0)
+        conv.bias.add_(0.5)
+    changed = run()
+    assert not torch.equal(changed, cached)
+    with torch.no_grad():
+        g.blocks[-2].conv1.bias.add_(0.5)  # a bias alone
+    assert not torch.equal(run(), changed)
+    changed = run()
+    for mod in g.modules():
+        mod.__dict__.pop("_inference_cache", None)
+    assert torch.equal(run(), changed)
+    with torch.no_grad():  # fp32 again: fp32 weights
+        assert g(z, labels).dtype == torch.float32
+        assert conv._inference_cache["scaled"][1].dtype == torch.float32
+
+
 def test_minibatch_stddev_is_population_std_mean():
     x = torch.tensor([[1.0, 2.0], [3.0, 6.0]])
     assert minibatch_stddev(x) == pytest.approx((math.sqrt(1 + 1e-6) + math.sqrt(4 + 1e-6)) / 2)

@@ -45,7 +45,7 @@ class EqConv2d(nn.Module):
         self.padding = padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.scaled_weight(), self.bias, padding=self.padding)
+        return F.conv2d(x, self.scaled_weight(), inference_bias(self), padding=self.padding)
 
     def scaled_weight(self) -> torch.Tensor:
         """weight * scale; without autograd, computed once per weight update (an inference call
@@ -55,19 +55,40 @@ class EqConv2d(nn.Module):
         return inference_weight(self, "scaled", lambda: self.weight * self.scale)
 
 
-def inference_weight(module: nn.Module, name: str, make) -> torch.Tensor:
-    """`make()`, cached on `module` until its weight changes (in place: optimizer steps, EMA,
-    load_state_dict; or replaced: .to()). Only for use without autograd. A trace (OpenVINO's
-    conversion) records `make()` itself, so that every traced call is the same graph."""
+def inference_weight(module: nn.Module, name: str, make, source: torch.Tensor | None = None) -> torch.Tensor:
+    """`make()`, cached on `module` until `source` (default: its weight) changes (in place:
+    optimizer steps, EMA, load_state_dict; or replaced: .to()); under autocast, cast as autocast
+    would. Only for use without autograd. A trace (OpenVINO's conversion) records `make()`
+    itself, so that every traced call is the same graph."""
     if torch.jit.is_tracing():
         return make()
-    w = module.weight
-    key = (w._version, w.data_ptr(), w.dtype, w.device)
+    w = module.weight if source is None else source
+    cast = _autocast_dtype(w)
+    key = (w._version, w.data_ptr(), w.dtype, w.device, cast)
     cache = module.__dict__.setdefault("_inference_cache", {})
     hit = cache.get(name)
     if hit is None or hit[0] != key:
-        hit = cache[name] = (key, make())
+        hit = cache[name] = (key, make() if cast is None else make().to(cast))
     return hit[1]
+
+
+def inference_bias(module: nn.Module) -> torch.Tensor:
+    """module.bias as autocast would cast it (cached like `inference_weight`), else itself."""
+    b = module.bias
+    if torch.is_grad_enabled() or torch.jit.is_tracing() or _autocast_dtype(b) is None:
+        return b
+    return inference_weight(module, "bias", lambda: b, source=b)
+
+
+def _autocast_dtype(w: torch.Tensor) -> torch.dtype | None:
+    """The dtype autocast would cast a floating weight to in its conv / matmul here, or None.
+    Cast once per weight change instead of in every call (a bundled bf16 note cast its 30
+    weights and biases every time: ~10 % of the note)."""
+    kind = w.device.type
+    if not torch.is_autocast_enabled(kind) or not w.is_floating_point():
+        return None
+    dtype = torch.get_autocast_dtype(kind)
+    return None if dtype == w.dtype else dtype
 
 
 class EqLinear(nn.Module):
@@ -102,7 +123,7 @@ def upsample_conv3x3(x: torch.Tensor, conv: "EqConv2d") -> torch.Tensor:
     x [B, in, H, W] -> [B, out, 2H, 2W] (channels_last in, channels_last out); the same sums
     (to float rounding)."""
     return F.conv_transpose2d(x, inference_weight(conv, "transposed", lambda: _transposed_weight(conv)),
-                              conv.bias, stride=2, padding=1)
+                              inference_bias(conv), stride=2, padding=1)
 
 
 def _transposed_weight(conv: "EqConv2d") -> torch.Tensor:
@@ -159,7 +180,7 @@ def _to_output(conv: EqConv2d, x: torch.Tensor) -> torch.Tensor:
     if torch.is_grad_enabled() or not x.is_contiguous(memory_format=torch.channels_last):
         return torch.tanh(conv(x))
     b, c, h, w = x.shape
-    y = torch.addmm(conv.bias[:, None], conv.scaled_weight()[:, :, 0, 0], x.permute(0, 2, 3, 1).reshape(-1, c).t())
+    y = torch.addmm(inference_bias(conv)[:, None], conv.scaled_weight()[:, :, 0, 0], x.permute(0, 2, 3, 1).reshape(-1, c).t())
     y = y.mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0)
     return y.view(-1, b, h, w).transpose(0, 1)
 

@@ -1,7 +1,7 @@
 """Live I/O benchmark on a real, paced JACK dummy device (48 kHz, 256-frame periods).
 
     python -m benchmarks.live [--model PATH | --config paper] [--seconds 60] [--take-minutes 10]
-                              [--parts latency,xruns,take]
+                              [--parts latency,xruns,take] [--backend auto] [--precision auto]
 
 1. MIDI note-on -> first sample of that note in the recorded output, on a cache hit.
    A JACK MIDI port (rtmidi UNIX_JACK) plays our MidiInput; the audio callback's start
@@ -26,8 +26,8 @@
    back must be bit-identical (sha256 and length) to the samples `process` produced.
 The callback beside threads running Python (GIL contention): `python -m benchmarks.contention`.
 
-Without --model the instrument uses random weights of the `paper` configuration (the full
-GANSynth size; the renders cost what a trained model's do). Prints figures, then one JSON line.
+Without --model: random weights of the `paper` configuration (the full GANSynth size), loaded as
+the window loads (--backend, --precision auto). Prints figures, then one JSON line.
 """
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def build_synth(args):
     from engine.gansynth.synth import load_synth
 
     if args.model:
-        return load_synth(args.model, threads=1), args.model
+        return load_synth(args.model, threads=1, backend=args.backend, precision=args.precision), args.model
     import torch
 
     from engine.gansynth.config import PRESETS, SpectralConfig
@@ -109,7 +109,7 @@ def build_synth(args):
     path = Path(tempfile.mkdtemp(prefix="bench-live-")) / args.config
     save_model_dir(path, Generator(PRESETS[args.config]), SpectralConfig(),
                    provenance={"note": "random weights for benchmarks"})
-    return load_synth(path, threads=1), f"random {args.config}"
+    return load_synth(path, threads=1, backend=args.backend, precision=args.precision), f"random {args.config}"
 
 
 def chord_pitches(synth, n=16):
@@ -451,11 +451,11 @@ def main(argv=None) -> int:
 
     synth, model = build_synth(args)
     tmp = Path(tempfile.mkdtemp(prefix="bench-live-"))
-    print(f"model: {model}; JACK dummy {RATE} Hz, {PERIOD}-frame periods"
+    print(f"model: {model} ({synth.backend}, {synth.precision}); JACK dummy {RATE} Hz, {PERIOD}-frame periods"
           f"{' (realtime: jackd -R)' if args.realtime else ''}; files in {tmp}; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    summary = {"benchmark": "live", "model": model}
-    summary["realtime"] = args.realtime
+    summary = {"benchmark": "live", "model": model, "backend": synth.backend, "precision": synth.precision,
+               "realtime": args.realtime}
     with JackServer(RATE, PERIOD, realtime=args.realtime) as jack:
         if "latency" in parts:
             from engine.devices.jackclient import JACK_CLIENT_DEVICE

@@ -1,7 +1,7 @@
 """Start-up xruns: the instrument opened and started again and again on a paced JACK dummy.
 
     python -m benchmarks.startup [--model PATH | --config paper] [--starts 12] [--open-first]
-                                 [--devices "system,JACK client"] [--hold 0] [--backend auto]
+                                 [--devices "system,JACK client"] [--hold 0] [--backend auto] [--precision auto]
 
 Each start: a fresh Instrument (a chord rendered in this process first, as in benchmarks.live)
 is started (its render process loads the model while the worker waits, then renders the first
@@ -22,7 +22,6 @@ import time
 
 from benchmarks.common import add_model_args, summary
 from benchmarks.live import PERIOD, RATE, TimedProbe, _jack_xrun_lines, chord_pitches
-from engine.gansynth.config import BACKENDS
 
 PHASES = ("opening", "starting", "first_range", "after")
 AFTER_S = 1.0
@@ -93,7 +92,6 @@ def main(argv=None) -> int:
     p.add_argument("--devices", default="system,JACK client", help="outputs, comma-separated")
     p.add_argument("--hold", type=float, default=0.0, help="seconds between the instrument's start and the open")
     p.add_argument("--open-first", action="store_true", help="open the output, then start the instrument")
-    p.add_argument("--backend", default="auto", choices=BACKENDS, help="the render engine (the window's default: auto)")
     args = p.parse_args(argv)
 
     import os
@@ -102,17 +100,13 @@ def main(argv=None) -> int:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from benchmarks.live import build_synth
-    from engine.gansynth.synth import load_synth
     from tests.jack import JackServer
 
-    if args.model:
-        synth, model = load_synth(args.model, threads=1, backend=args.backend), args.model
-    else:
-        synth, model = build_synth(args)
+    synth, model = build_synth(args)
     devices = [d.strip() for d in args.devices.split(",") if d.strip()]
-    figures = {"model": model, "backend": synth.backend, "starts": args.starts, "hold_s": args.hold,
+    figures = {"model": model, "backend": synth.backend, "precision": synth.precision, "starts": args.starts, "hold_s": args.hold,
                "order": "open, start" if args.open_first else "start, open"}
-    print(f"model: {model} ({synth.backend}); JACK dummy {RATE} Hz, {PERIOD}-frame periods; {args.starts} starts "
+    print(f"model: {model} ({synth.backend}, {synth.precision}); JACK dummy {RATE} Hz, {PERIOD}-frame periods; {args.starts} starts "
           f"a device, order {figures['order']}, hold {args.hold} s; load average {os.getloadavg()[0]:.1f} "
           f"on {os.cpu_count()} CPUs")
     with JackServer(RATE, PERIOD) as jack:

@@ -8,8 +8,8 @@
  * nearest-even once. Blocks of 16 lanes hold 16 / c rows (c = 1, 2, 4, 8, 16), summed by a
  * butterfly of lane shuffles, or one row in c / 16 blocks (c a multiple of 16); the caller
  * sends other widths to PyTorch. Compiled for AVX-512, AVX2 and baseline x86-64, chosen at
- * load (target_clones); GCC's vector extensions elsewhere. Holds no Python state: cffi
- * releases the GIL around the call. */
+ * load (target_clones) on x86-64 Linux with GCC; GCC's vector extensions elsewhere (GCC,
+ * clang). Holds no Python state: cffi releases the GIL around the call. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -19,33 +19,43 @@ typedef int32_t v16i __attribute__((vector_size(64)));
 typedef uint32_t v16u __attribute__((vector_size(64)));
 typedef uint16_t v16h __attribute__((vector_size(32)));
 
-#if defined(__x86_64__) && defined(__GNUC__)
+/* ifunc needs ELF and glibc; clang 14 refuses 64-byte vectors across the clones' targets even
+   inlined, so a clang build is baseline x86-64 (the same results, slower) */
+#if defined(__x86_64__) && defined(__linux__) && !defined(__clang__)
 #define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define CLONES
 #endif
 
+/* always inlined: a 64-byte vector passed between functions built for different targets
+   would change the ABI */
+#define INLINE inline __attribute__((always_inline))
+
+/* lane k of the result is lane k ^ step of s (clang and GCC 12+: __builtin_shufflevector) */
+#if defined(__clang__) || __GNUC__ >= 12
+#define SWAP(s, a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p) \
+    __builtin_shufflevector(s, s, a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p)
+#else
+#define SWAP(s, ...) __builtin_shuffle(s, (v16i){__VA_ARGS__})
+#endif
+
 /* every lane ends up holding the sum of its aligned group of `width` lanes (width | 16) */
-static inline v16f group_sum(v16f s, int32_t width) {
-    static const v16i m1 = {1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14};
-    static const v16i m2 = {2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13};
-    static const v16i m4 = {4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11};
-    static const v16i m8 = {8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7};
-    if (width > 1) s += __builtin_shuffle(s, m1);
-    if (width > 2) s += __builtin_shuffle(s, m2);
-    if (width > 4) s += __builtin_shuffle(s, m4);
-    if (width > 8) s += __builtin_shuffle(s, m8);
+static INLINE v16f group_sum(v16f s, int32_t width) {
+    if (width > 1) s += SWAP(s, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+    if (width > 2) s += SWAP(s, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+    if (width > 4) s += SWAP(s, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+    if (width > 8) s += SWAP(s, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
     return s;
 }
 
-static inline v16f inv_sqrt(v16f s) {
+static INLINE v16f inv_sqrt(v16f s) {
     v16f r;
     for (int k = 0; k < 16; k++) r[k] = 1.0f / sqrtf(s[k]);
     return r;
 }
 
 /* leaky ReLU as max(a, slope * a), exact for 0 <= slope < 1 */
-static inline v16f leaky(v16f a, float slope) {
+static INLINE v16f leaky(v16f a, float slope) {
     v16f b = a * slope;
     v16i keep = a > b, ai, bi, ri;
     memcpy(&ai, &a, 64);
@@ -55,10 +65,10 @@ static inline v16f leaky(v16f a, float slope) {
     return a;
 }
 
-static inline v16f load_f32(const float *p) { v16f f; memcpy(&f, p, 64); return f; }
-static inline void store_f32(float *p, v16f f) { memcpy(p, &f, 64); }
+static INLINE v16f load_f32(const float *p) { v16f f; memcpy(&f, p, 64); return f; }
+static INLINE void store_f32(float *p, v16f f) { memcpy(p, &f, 64); }
 
-static inline v16f load_bf16(const uint16_t *p) {
+static INLINE v16f load_bf16(const uint16_t *p) {
     v16h h;
     memcpy(&h, p, 32);
     v16u u = __builtin_convertvector(h, v16u) << 16;
@@ -67,7 +77,7 @@ static inline v16f load_bf16(const uint16_t *p) {
     return f;
 }
 
-static inline void store_bf16(uint16_t *p, v16f f) {  /* round to nearest even (no NaNs here) */
+static INLINE void store_bf16(uint16_t *p, v16f f) {  /* round to nearest even (no NaNs here) */
     v16u u;
     memcpy(&u, &f, 64);
     u += 0x7fffu + ((u >> 16) & 1u);

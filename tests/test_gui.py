@@ -87,7 +87,7 @@ def test_window_opens_with_model(window, model_dir):
     assert "render processes: " in window.status.labels["render"].toolTip()
     # the xruns field tells the instrument's own late blocks from those the audio system flagged
     window.status.update({"xruns": 3, "late_blocks": 1})
-    assert "Of these, 1 were the instrument rendering late" in window.status.labels["xruns"].toolTip()
+    assert "Of these, the instrument rendered 1 late" in window.status.labels["xruns"].toolTip()
     window.status.update({"xruns": 0, "late_blocks": 0})
     assert "Of these" not in window.status.labels["xruns"].toolTip()
 

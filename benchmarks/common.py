@@ -38,10 +38,15 @@ def summary(name: str, figures: dict) -> None:
 def add_model_args(p) -> None:
     """--model PATH, else --config: random weights of that size; --backend and --precision as the
     window loads (auto): benchmarks.live.build_synth."""
-    from engine.gansynth.config import BACKENDS, PRECISIONS
-
     p.add_argument("--model", default=None)
     p.add_argument("--config", default="paper", choices=("paper", "lite", "tiny"))
+    add_engine_args(p)
+
+
+def add_engine_args(p) -> None:
+    """--backend and --precision, defaults as the window loads a model (auto)."""
+    from engine.gansynth.config import BACKENDS, PRECISIONS
+
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="the render engine (the window's: auto)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="the generator's arithmetic (the window's: auto, bf16 where this CPU runs it natively)")

@@ -36,9 +36,8 @@ import time
 import numpy as np
 import torch
 
-from benchmarks.common import summary, time_ms
+from benchmarks.common import add_engine_args, summary, time_ms
 from engine.devices.clock import OfflineClockOutput
-from engine.gansynth.config import BACKENDS, PRECISIONS
 from engine.instrument import events as ev
 from engine.instrument.instrument import Instrument
 
@@ -217,12 +216,7 @@ def main(argv=None) -> int:
     parser.add_argument("--render-processes", default=None,
                         help="render process counts to time in turn, e.g. 1,2 (default: 1, 2 and this machine's "
                              "default, a core each but one, up to 4)")
-    parser.add_argument("--backend", default="auto", choices=BACKENDS,
-                        help="generator backend, as the instrument's (the render processes load the same); "
-                             "other than torch, the torch note is timed beside it as a second baseline")
-    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
-                        help="generator arithmetic, as the instrument's (auto: bf16 where this CPU runs it "
-                             "natively, else fp32); other than fp32, the torch fp32 note is timed beside it")
+    add_engine_args(parser)   # a bare torch fp32 note is timed beside any other engine or precision
     args = parser.parse_args(argv)
     from engine.instrument.renderpool import render_process_count
 

@@ -6,10 +6,11 @@
  * multiply in loops only c long (8 and 16 channels in the narrow models' last blocks: the
  * memory-bound part of a note). Arithmetic is fp32; bf16 rows are widened and rounded back to
  * nearest-even once. Blocks of 16 lanes hold 16 / c rows (c = 1, 2, 4, 8, 16), summed by a
- * butterfly of lane shuffles, or one row in c / 16 blocks (c a multiple of 16); the caller
- * sends other widths to PyTorch. Compiled for AVX-512, AVX2 and baseline x86-64, chosen at
- * load (target_clones) on x86-64 Linux with GCC; GCC's vector extensions elsewhere (GCC,
- * clang). Holds no Python state: cffi releases the GIL around the call. */
+ * butterfly of lane shuffles, or one row in c / 16 blocks (c a multiple of 16); other widths
+ * are refused (-1), untouched, and the caller runs PyTorch's ops. Compiled for AVX-512, AVX2
+ * and baseline x86-64, chosen at load (target_clones) on x86-64 Linux with GCC; GCC's vector
+ * extensions elsewhere (GCC, clang). Holds no Python state: cffi releases the GIL around the
+ * call. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>

@@ -137,9 +137,9 @@ def start_conv(x: torch.Tensor, conv: "EqConv2d") -> torch.Tensor:
     (i, j) reads only kernel tap (sh-1-i, sw-1-j), so it is one matrix product with the flipped
     kernel, [B, C] x [C, sh*sw*out], laid out channels last (0.28 -> 0.02 ms on a Xeon, fp32: the
     padded conv multiplies zeros; the bundled model's 61 pitches 1.39 -> 1.34 s). x [B, C, 1, 1] -> [B, out, sh, sw]; the same sums."""
-    out, _, sh, sw = conv.weight.shape
+    out, c, sh, sw = conv.weight.shape
     dense = inference_weight(conv, "start", lambda: (conv.weight * conv.scale).flip(2, 3)
-                             .permute(1, 2, 3, 0).reshape(conv.weight.shape[1], -1).contiguous())
+                             .permute(1, 2, 3, 0).reshape(c, -1).contiguous())
     bias = inference_weight(conv, "start_bias", lambda: conv.bias.repeat(sh * sw), source=conv.bias)
     return torch.addmm(bias, x.flatten(1), dense).view(-1, sh, sw, out).permute(0, 3, 1, 2)
 

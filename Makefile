@@ -33,10 +33,11 @@ soundfont:
 	@dpkg -s fluid-soundfont-gm >/dev/null 2>&1 || \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fluid-soundfont-gm
 
-# setup.py compiles the audio ring's C callback (engine/devices/aheadring.c) and the generator's
-# kernels (engine/gansynth/kernels.c) in place.
+# setup.py compiles the audio ring's C callback (engine/devices/aheadring.c), the generator's
+# kernels (engine/gansynth/kernels.c) and the mixer's (engine/instrument/mixkernel.c) in place.
 $(STAMP): pyproject.toml setup.py engine/devices/aheadring.c engine/devices/aheadring_build.py \
-		engine/gansynth/kernels.c engine/gansynth/kernels_build.py
+		engine/gansynth/kernels.c engine/gansynth/kernels_build.py \
+		engine/instrument/mixkernel.c engine/instrument/mixkernel_build.py
 	python3 -m venv $(VENV)
 	# The CPU wheel first: a looser spec would pull a multi-GB CUDA build.
 	$(VENV)/bin/pip install -q torch==2.13.0
@@ -46,4 +47,5 @@ $(STAMP): pyproject.toml setup.py engine/devices/aheadring.c engine/devices/ahea
 	touch $(STAMP)
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info engine/devices/_aheadring*.so engine/gansynth/_kernels*.so
+	rm -rf $(VENV) .pytest_cache build *.egg-info engine/devices/_aheadring*.so engine/gansynth/_kernels*.so \
+		engine/instrument/_mixkernel*.so

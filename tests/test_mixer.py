@@ -272,6 +272,43 @@ def test_an_idle_mixer_runs_its_kernel_over_a_silent_row_and_plays_exact_zeros()
     current, peak = traced_allocation(lambda: m.process(2048), 5)   # as test_process_allocates_no_arrays
     assert peak < 8192 and current < 1024
 
+def test_block_kernel_equals_a_direct_sum_of_interpolated_reads():
+    """mixkernel.c against the definition, summed in float64 sample by sample: readers at
+    rate 1 on whole samples, fractional rates and positions, readers crossing loop_end inside
+    the block (read one loop length back from the first sample at or past it), reads clipped
+    at both ends of the pool, weights ramping from w0 to w0 + dw."""
+    from engine.instrument.mixer import mix_kernel
+
+    ffi, lib = mix_kernel()
+    rng = np.random.default_rng(1)
+    flat = rng.standard_normal(5000).astype(np.float32)
+    n, loop_end = 200, 1000.0
+    eff = np.array([1.0, 1.0, 0.75, 1.9, 2.5, 1.0, 0.5, 1.3])
+    pos = np.array([10.0, 950.0, 3.25, 700.4, 560.0, 880.5, 0.0, 820.0])
+    base = np.array([0.0, 1200.0, 2400.0, 0.0, 3600.0, 2000.0, -3.0, 4100.0])   # last two: clipped reads
+    loop = np.array([400.0, 400.0, 300.0, 500.0, 350.0, 400.0, 400.0, 410.0])
+    w0 = rng.uniform(0, 1, 8).astype(np.float32)
+    dw = rng.uniform(-0.5, 0.5, 8).astype(np.float32)
+    want = np.zeros(n)
+    wrapped = 0
+    for i in range(8):
+        for k in range(n):
+            p = pos[i] + eff[i] * k
+            if pos[i] + eff[i] * n >= loop_end and p >= loop_end:
+                p -= loop[i]
+                wrapped += 1
+            x = base[i] + p
+            j = int(np.floor(x))
+            a, b = flat[min(max(j, 0), 4999)], flat[min(max(j + 1, 0), 4999)]
+            want[k] += (w0[i] + dw[i] * k / n) * (a + (b - a) * (x - j))
+    assert wrapped > 0
+    out, acc = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    f, d = ffi.from_buffer, lambda a: ffi.from_buffer("double[]", a)
+    lib.gs_mix_readers(f("float[]", flat), flat.size, d(eff), d(pos), d(base), d(loop), loop_end,
+                       f("float[]", w0), f("float[]", dw), 8, n, f("float[]", out), f("float[]", acc))
+    np.testing.assert_allclose(out, want, rtol=0, atol=1e-5)
+
+
 def test_pitches_outside_the_model_range_resample_the_edge_note_and_follow_morphs():
     for pitch in (96, 12):
         rig = Rig((84, 24))

@@ -3,12 +3,13 @@
 Voices, their readers and stages are `Voices` (engine/instrument/voices.py), the base class;
 this module is the block kernel over their arrays.
 
-All voice state lives in numpy arrays, and a block is a fixed number of vectorised
-operations over the used voice rows: positions = pos + rate * k, wrap into the loop,
-gather two neighbours from the flattened pool with precomputed indices, interpolate,
-then mix by two matrix-vector products (envelope and crossfade weights are linear
-ramps inside a block: w0 @ S + ((w1 - w0) @ S) * k / n). `process` allocates no
-arrays, takes no lock, logs nothing and never calls torch.
+All voice state lives in numpy arrays. A block is a fixed number of vectorised
+operations over the used voice rows (envelopes, weights, positions), and the mix itself is
+one call into a small C kernel (mixkernel.c, built at install): per reader, positions =
+pos + rate * k wrapped into the loop, linear interpolation between two neighbours of the
+flattened pool, weighted by a linear ramp inside the block (envelope and crossfade:
+w0 + (w1 - w0) * k / n) and summed. `process` allocates no arrays, takes no lock, logs
+nothing and never calls torch or BLAS.
 
 Notes loop: every note ends its played part at `loop_end` (shared; before the release
 that NSynth-style notes start at 3 s of 4); the renderer
@@ -31,29 +32,24 @@ from engine.instrument.voices import (ATTACK, DECAY, FADE, RELEASE, SILENCE_LEVE
                                       Voices)
 
 
+def mix_kernel():
+    """(ffi, lib) of the compiled block kernel; ImportError saying how to get it back when it is missing."""
+    try:
+        from engine.instrument._mixkernel import ffi, lib   # built at install (setup.py)
+    except ImportError as e:
+        raise ImportError(f"the compiled mixer kernel is missing ({e}): reinstall (`make setup`, or "
+                          f"`pip install -e .` with a C compiler)") from None
+    return ffi, lib
+
+
 class Mixer(Voices):
     """Voices mixed into one mono block (`process`); takes the arguments of `Voices`."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         R, B = self.rows, self.max_block
-        # scratch, preallocated (flat so that [:h*n] reshapes stay contiguous)
-        self._OFF = np.zeros(R * B, np.float64)
-        self._FL = np.zeros(R * B, np.float64)
-        self._FR64 = np.zeros(R * B, np.float64)
-        self._A = np.zeros((R, 2), np.float64)  # per reader: (rate, absolute start index)
-        self._Bk = np.ones((2, B), np.float64)  # rows: (k, 1)
-        self._Bk[0] = np.arange(B)
-        self._FR = np.zeros(R * B, np.float32)
-        self._IDX = np.zeros(R * B, np.int64)
-        self._X0 = np.zeros(R * B, np.float32)
-        self._X1 = np.zeros(R * B, np.float32)
-        self._M = np.zeros(R * B, bool)
-        self._K = np.arange(B, dtype=np.float64)
+        # scratch, preallocated
         self._K32 = np.arange(B, dtype=np.float32)
-        self._Ki = np.arange(B, dtype=np.int64)
-        self._ipf = np.zeros(R, np.float64)
-        self._mr = np.zeros(R, bool)
         self._tmp = np.zeros(B, np.float32)
         self._ramp = np.zeros(B, np.float32)
         self._acc = np.zeros(B, np.float32)
@@ -71,6 +67,14 @@ class Mixer(Voices):
         for a in vars(self).values():
             if isinstance(a, np.ndarray) and a.base is None and a is not self.pool and not a.any():
                 a.fill(0)
+        # the block kernel (mixkernel.c) and pointers to what it reads and writes, made once
+        ffi, lib = mix_kernel()
+        self._mix = lib.gs_mix_readers
+        ptr = {np.float32: "float[]", np.float64: "double[]"}
+        self._p = {name: ffi.from_buffer(ptr[a.dtype.type], a) for name, a in (
+            ("flat", self.flat), ("eff", self.r_eff), ("pos", self.r_pos), ("base", self.r_base),
+            ("loop", self.r_loop), ("w0", self._w0), ("dw", self._dw), ("acc", self._acc),
+            ("acc2", self._acc2), ("tmp", self._tmp))}
 
     # ------------------------------------------------------------------ audio
     def process(self, frames: int) -> np.ndarray:
@@ -128,9 +132,9 @@ class Mixer(Voices):
         np.multiply(self.r_rate, bend, out=self.r_eff)
         np.minimum(self.r_eff, self.max_rate, out=self.r_eff)
         acc = self._acc[:n]
-        self._mix_readers(0, h, n, acc)
+        self._mix_readers(0, h, n, "acc")
         if self.n_xfading:
-            self._mix_readers(R, h, n, self._acc2[:n])
+            self._mix_readers(R, h, n, "acc2")
             acc += self._acc2[:n]
         # master gain ramp
         ramp = self._ramp[:n]
@@ -140,70 +144,12 @@ class Mixer(Voices):
         self._advance_positions(n)
         self._finish_voices(h)
 
-    def _mix_readers(self, r0: int, h: int, n: int, out: np.ndarray) -> None:
-        """out[n] = sum over readers r0..r0+h of weight-ramped interpolated pool reads.
-
-        Absolute read position of reader r at frame k: base_r + pos_r + eff_r * k, built
-        for all readers at once as one [h, 2] @ [2, n] matrix product (broadcasting ufuncs
-        would allocate iterator buffers), wrapped back by the loop length past loop_end,
-        then split into a gather index and a fractional part for linear interpolation.
-        When every reader runs at rate 1 on whole-sample positions (no bend, exact pitches)
-        it is a single gather.
-        """
-        rows = slice(r0, r0 + h)
-        m = h * n
-        IDX = self._IDX[:m].reshape(h, n)
-        X0 = self._X0[:m].reshape(h, n)
-        OFF = self._OFF[:m].reshape(h, n)
-        eff, pos = self.r_eff[rows], self.r_pos[rows]
-        A, mr = self._A[:h], self._mr[:h]
-        np.copyto(A[:, 0], eff)
-        np.add(pos, self.r_base[rows], out=A[:, 1])
-        np.matmul(A, self._Bk[:, :n], out=OFF)
-        # loop wrap, only for readers crossing loop_end in this block
-        t = self._t64[:h]
-        np.multiply(eff, n, out=t)
-        t += pos
-        np.greater_equal(t, self.loop_end, out=mr)
-        if mr.any():
-            for i in range(h):
-                if mr[i]:
-                    r = r0 + i
-                    k = int(math.ceil((self.loop_end - self.r_pos[r]) / self.r_eff[r])) if self.r_eff[r] > 0 else n
-                    if k < n:
-                        row = OFF[i, max(k, 0):]
-                        np.subtract(row, self.r_loop[r], out=row)
-        np.floor(pos, out=self._ipf[:h])
-        np.equal(eff, 1.0, out=mr)
-        whole = mr.all()
-        if whole:
-            np.equal(self._ipf[:h], pos, out=mr)
-            whole = mr.all()
-        if whole:
-            np.copyto(IDX, OFF, casting="unsafe")
-            self.flat.take(IDX, out=X0, mode="clip")
-        else:
-            FL = self._FL[:m].reshape(h, n)
-            FR64 = self._FR64[:m].reshape(h, n)
-            FR = self._FR[:m].reshape(h, n)
-            X1 = self._X1[:m].reshape(h, n)
-            np.floor(OFF, out=FL)
-            np.subtract(OFF, FL, out=FR64)
-            np.copyto(FR, FR64, casting="same_kind")
-            np.copyto(IDX, FL, casting="unsafe")
-            self.flat.take(IDX, out=X0, mode="clip")
-            IDX += 1  # past loop_end the renderer copied the loop's first frames
-            self.flat.take(IDX, out=X1, mode="clip")
-            X1 -= X0
-            X1 *= FR
-            X0 += X1
-        # envelope/crossfade weights ramp linearly across the block: w0 @ X + (dw @ X) * k / n
-        np.dot(self._w0[rows], X0, out=out)
-        tmp, ramp = self._tmp[:n], self._ramp[:n]
-        np.dot(self._dw[rows], X0, out=tmp)
-        np.multiply(self._K32[:n], 1.0 / n, out=ramp)
-        tmp *= ramp
-        out += tmp
+    def _mix_readers(self, r0: int, h: int, n: int, out: str) -> None:
+        """`out` ("acc" or "acc2")[:n] = the sum over readers r0..r0+h of their weight-ramped,
+        linearly interpolated pool reads (mixkernel.c; one call, no interpreter inside)."""
+        p = self._p
+        self._mix(p["flat"], self.flat.size, p["eff"] + r0, p["pos"] + r0, p["base"] + r0, p["loop"] + r0,
+                  float(self.loop_end), p["w0"] + r0, p["dw"] + r0, h, n, p[out], p["tmp"])
 
     def _advance_positions(self, n: int) -> None:
         pos, m = self.r_pos, self._m2

@@ -9,7 +9,9 @@ other engine or precision, the target's baseline.
 1. `Instrument.process(256)` at 48 kHz with 64 sounding voices, against the 5.33 ms
    block period (target <= 10 %), in three cases: plain (one gather per voice), pitch
    bend (fractional resampling), and all 64 voices crossfading to a new timbre (128
-   readers); the idle block is the baseline measured in the same run.
+   readers); the idle block is the baseline measured in the same run. Then the block that
+   starts a 16-note chord after 2 s of idle blocks called at the device's pace (the live
+   case in which code and memory untouched while idle have gone cold).
 2. After a pad move, with the render worker's processes on one torch thread each (1, 2 and
    this machine's default, a core each but one, up to 4; `--render-processes`) and a paced
    OfflineClockOutput playing a held note beside it (as live): time until the held pitch
@@ -105,7 +107,35 @@ def bench_process(synth) -> dict:
         out[f"{k}_pct"] = pct
         print(f"process(256), 64 voices, {k:5s}: median {out[f'{k}_us']:7.1f} us = {pct:5.2f} % of "
               f"{PERIOD_MS:.2f} ms" + (f" (p99 {out[f'{k}_p99_us']:.1f} us)" if k != "idle" else ""))
+    inst.post(ev.Panic())
+    out["first_chord_us"], out["first_chord_max_us"] = first_chords(inst, lo, hi)
+    print(f"process(256) starting a 16-note chord after 2 s of idle blocks paced at the period: median "
+          f"{out['first_chord_us']:.0f} us, max {out['first_chord_max_us']:.0f} us (of {PERIOD_MS:.2f} ms)")
     return out
+
+
+def first_chords(inst, lo: int, hi: int, rounds: int = 8, idle_s: float = 2.0) -> tuple[float, float]:
+    """(median, max) us of the block that starts a 16-note chord (its note-ons included) after
+    `idle_s` of idle blocks called at the device's pace, as live: what the first chord costs
+    once the idle audio thread's code and memory have gone cold."""
+    times = []
+    for r in range(rounds):
+        t_next = time.perf_counter()
+        end = t_next + idle_s
+        while t_next < end or inst.mixer.active_voices():
+            inst.process(BLOCK)
+            t_next += PERIOD_MS / 1000
+            time.sleep(max(0.0, t_next - time.perf_counter()))
+        for i in range(16):
+            inst.post(ev.NoteOn(lo + (7 * i + r) % (hi - lo + 1), 100))
+        t0 = time.perf_counter()
+        inst.process(BLOCK)
+        times.append((time.perf_counter() - t0) * 1e6)
+        assert inst.mixer.active_voices() == 16
+        for _ in range(20):
+            inst.process(BLOCK)
+        inst.post(ev.Panic())
+    return statistics.median(times), max(times)
 
 
 def bench_pad_moves(synth, moves: int, processes: int, reference=None) -> dict:

@@ -42,7 +42,18 @@ void gs_mix_readers(const float *flat, int64_t flat_len, const double *eff, cons
             }
         }
         const float a = w0[i], b = dw[i];
-        for (int64_t k = 0; k < n; k++) {
+        int64_t k = 0;
+        if (e == 1.0 && p == floor(p)) {   /* rate 1 on whole samples: plain reads up to the wrap */
+            const int64_t j0 = (int64_t)start;
+            if (j0 >= 0 && j0 + wrap < flat_len) {
+                const float *src = flat + j0;
+                for (; k < wrap; k++) {
+                    out[k] += a * src[k];
+                    acc[k] += b * src[k];
+                }
+            }
+        }
+        for (; k < n; k++) {
             double off = e * (double)k + start;
             if (k >= wrap)
                 off -= loop_len[i];

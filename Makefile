@@ -7,7 +7,7 @@ STAMP     := $(VENV)/.installed
 APT_PACKAGES := libportaudio2 libfluidsynth3 jackd2 xvfb sox gcc python3-dev \
 	libgl1 libegl1 libxkbcommon0 libxkbcommon-x11-0 libfontconfig1 libdbus-1-3 libglib2.0-0 \
 	libxcb-icccm4 libxcb-keysyms1 libxcb-cursor0 libxcb-image0 libxcb-randr0 \
-	libxcb-render-util0 libxcb-shape0 libxcb-xkb1
+	libxcb-render-util0 libxcb-shape0 libxcb-xkb1 rt-tests
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: run test setup system-packages soundfont clean

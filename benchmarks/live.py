@@ -20,7 +20,8 @@
    (the machine's floor under that load, without our process's work), and the instrument
    started but idle (after its render process is up; the xruns of that
    start-up are counted apart). Target 0. The take is recorded and compared with the samples the
-   callback produced (bit-identical).
+   callback produced (bit-identical). While it plays, rt-tests' cyclictest (when installed)
+   gives the host's own floor: its realtime threads' wake-ups later than a period.
 3. A 10-minute take (same 16-voice playing with pad moves) produced by the offline clock
    FASTER than real time (stepped in this thread, writer on its own thread): the WAV read
    back must be bit-identical (sha256 and length) to the samples `process` produced.
@@ -44,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from benchmarks.common import add_model_args
+from benchmarks.common import HostLatency, add_model_args
 
 RATE = 48000
 PERIOD = 256
@@ -326,13 +327,13 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "", device: s
     rec.start(tmp / "xruns.wav")
     rng = np.random.default_rng(0)
     b0 = probe.blocks
-    t0 = time.monotonic()
+    t0, host = time.monotonic(), HostLatency(seconds, 1000 * PERIOD / RATE)
     step, renders0 = 0, inst.stats()["renders"]
     while time.monotonic() - t0 < seconds:
         play_pattern(out.post, synth, step, rng)
         step += 1
         time.sleep(max(0.0, t0 + step * 0.25 - time.monotonic()))
-    stats = inst.stats()
+    stats, host = inst.stats(), host.result()
     rec.stop()
     xruns_load, late2 = out.xruns - xruns_idle - xruns_startup, out.late_blocks
     log = jack_log()
@@ -362,7 +363,7 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "", device: s
             "pad_moves": step, "process_ms_p50": float(np.percentile(busy_ms, 50)),
             "process_ms_p99": float(np.percentile(busy_ms, 99)), "process_ms_max": float(busy_ms.max()),
             "block_ms": 1000 * PERIOD / RATE, "cpu_load_last": meters["cpu_load"],
-            "late_callbacks_at_s": late_at_s, "max_callback_gap_ms": float(gaps.max()) if gaps.size else 0.0,
+            "host_latency_playing": host, "late_callbacks_at_s": late_at_s, "max_callback_gap_ms": float(gaps.max()) if gaps.size else 0.0,
             "jackd_xrun_lines_startup": len(jack_start), "jackd_xrun_lines_idle": len(jack_idle),
             "jackd_xrun_lines_playing": len(jack_load), "jackd_xrun_samples_startup": jack_start[:3],
             "jackd_xrun_samples": (jack_idle + jack_load)[:6], "recorded_s": played.shape[0] / RATE,
@@ -474,14 +475,13 @@ def main(argv=None) -> int:
                   f"{', raised to SCHED_FIFO' if xr['callback_raised'] else ''}) vs {xr['xruns_idle']} in {xr['baseline_idle_s']:.0f} s idle "
                   f"and {xr['xruns_bare_stream']} for a bare stream writing zeros, no instrument, "
                   f"{xr['xruns_bare_stream_render_load']} for it beside {xr['render_processes']} processes "
-                  f"rendering non-stop at the render processes' priority (target 0); "
+                  f"rendering non-stop at the render processes' priority (target 0); host while playing: {HostLatency.describe(xr['host_latency_playing'])}; "
                   f"{xr['xruns_startup']} while the worker started ({xr['startup_s']:.1f} s, jackd lines {xr['jackd_xrun_lines_startup']}); "
                   f"process() p50 {xr['process_ms_p50']:.3f} ms, "
                   f"p99 {xr['process_ms_p99']:.3f} ms, max {xr['process_ms_max']:.2f} ms per "
                   f"{xr['block_ms']:.2f} ms block ({xr['blocks_over_budget']} of {xr['blocks']} blocks over it); "
-                  f"the device ran {xr['device_seconds_per_wall_second']:.2f} s per wall second; recording "
-                  f"bit-identical: {xr['recording_bit_identical']} ({xr['recorded_s']:.1f} s, "
-                  f"{xr['recorder_overruns']} overruns); device losses {xr['device_losses']} {xr['last_error']}")
+                  f"the device ran {xr['device_seconds_per_wall_second']:.2f} s per wall second; recording bit-identical: "
+                  f"{xr['recording_bit_identical']} ({xr['recorded_s']:.1f} s, {xr['recorder_overruns']} overruns); device losses {xr['device_losses']} {xr['last_error']}")
     if "take" in parts:
         summary["take"] = take = bench_take(synth, tmp, args.take_minutes)
         print(f"[3] {take['minutes']:.0f}-minute take on the offline clock, {take['speed_x_realtime']:.1f}x real "

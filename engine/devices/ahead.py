@@ -29,6 +29,8 @@ import time
 
 import numpy as np
 
+from engine.util.compiled import compiled_module
+
 CAPACITY = 1 << 16        # samples the ring holds: (periods + 1) * period must fit
 MAX_PERIODS = 4
 WAKE_TIMEOUT_S = 0.1      # the producer also looks without a wake-up (a stream not yet started)
@@ -36,12 +38,8 @@ WAKE_TIMEOUT_S = 0.1      # the producer also looks without a wake-up (a stream 
 
 def ring_library():
     """(ffi, lib) of the compiled ring; ImportError saying how to get it back when it is missing."""
-    try:
-        from engine.devices._aheadring import ffi, lib   # built at install (setup.py)
-    except ImportError as e:
-        raise ImportError(f"the compiled audio ring is missing ({e}): reinstall (`make setup`, or "
-                          f"`pip install -e .` with a C compiler), or render in the callback (ahead 0)") from None
-    return ffi, lib
+    return compiled_module("engine.devices._aheadring", "the compiled audio ring",
+                           ", or render in the callback (ahead 0)")
 
 
 class AheadRing:

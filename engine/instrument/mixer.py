@@ -30,16 +30,12 @@ import numpy as np
 
 from engine.instrument.voices import (ATTACK, DECAY, FADE, RELEASE, SILENCE_LEVEL, SILENT_SLOT, SUSTAIN,
                                       Voices)
+from engine.util.compiled import compiled_module
 
 
 def mix_kernel():
     """(ffi, lib) of the compiled block kernel; ImportError saying how to get it back when it is missing."""
-    try:
-        from engine.instrument._mixkernel import ffi, lib   # built at install (setup.py)
-    except ImportError as e:
-        raise ImportError(f"the compiled mixer kernel is missing ({e}): reinstall (`make setup`, or "
-                          f"`pip install -e .` with a C compiler)") from None
-    return ffi, lib
+    return compiled_module("engine.instrument._mixkernel", "the compiled mixer kernel")
 
 
 class Mixer(Voices):

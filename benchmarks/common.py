@@ -74,18 +74,21 @@ class HostLatency:
     def result(self) -> dict | None:
         if self.proc is None:
             return None
+        import subprocess
+
         try:
             text = self.proc.communicate(timeout=30)[0]
-        except Exception:   # (subprocess.TimeoutExpired) a stuck cyclictest: no figure, not a failed benchmark
+        except subprocess.TimeoutExpired:   # a stuck cyclictest: no figure, not a failed benchmark
             self.proc.kill()
             return None
         counts, over, maxima = 0, 0, []
         for line in text.splitlines():
             if line.startswith("# Max Latencies:"):
                 maxima = [int(v) for v in line.split(":")[1].split()]
-            elif line.startswith("# Histogram Overflows:"):
-                over += sum(int(v) for v in line.split(":")[1].split())
-                counts += sum(int(v) for v in line.split(":")[1].split())
+            elif line.startswith("# Histogram Overflows:"):   # all beyond the histogram: late
+                n = sum(int(v) for v in line.split(":")[1].split())
+                counts += n
+                over += n
             elif line[:1].isdigit():
                 us, *per_cpu = (int(v) for v in line.split())
                 n = sum(per_cpu)

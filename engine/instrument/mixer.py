@@ -63,14 +63,18 @@ class Mixer(Voices):
         for a in vars(self).values():
             if isinstance(a, np.ndarray) and a.base is None and a is not self.pool and not a.any():
                 a.fill(0)
-        # the block kernel (mixkernel.c) and pointers to what it reads and writes, made once
+        # the block kernel (mixkernel.c) and its arguments for each reader set (a: rows from 0,
+        # b: from R), made once: pointers into the arrays it reads and writes
         ffi, lib = mix_kernel()
         self._mix = lib.gs_mix_readers
-        ptr = {np.float32: "float[]", np.float64: "double[]"}
-        self._p = {name: ffi.from_buffer(ptr[a.dtype.type], a) for name, a in (
-            ("flat", self.flat), ("eff", self.r_eff), ("pos", self.r_pos), ("base", self.r_base),
-            ("loop", self.r_loop), ("w0", self._w0), ("dw", self._dw), ("acc", self._acc),
-            ("acc2", self._acc2), ("tmp", self._tmp))}
+        p = {name: ffi.from_buffer({np.float32: "float[]", np.float64: "double[]"}[a.dtype.type], a)
+             for name, a in (("flat", self.flat), ("eff", self.r_eff), ("pos", self.r_pos), ("base", self.r_base),
+                             ("loop", self.r_loop), ("w0", self._w0), ("dw", self._dw), ("acc", self._acc),
+                             ("acc2", self._acc2), ("tmp", self._tmp))}
+        self._mix_args = {r0: (p["flat"], self.flat.size, p["eff"] + r0, p["pos"] + r0, p["base"] + r0,
+                               p["loop"] + r0, float(self.loop_end), p["w0"] + r0, p["dw"] + r0) for r0 in (0, R)}
+        self._mix_out = {"acc": p["acc"], "acc2": p["acc2"]}
+        self._mix_scratch = p["tmp"]
 
     # ------------------------------------------------------------------ audio
     def process(self, frames: int) -> np.ndarray:
@@ -144,9 +148,7 @@ class Mixer(Voices):
     def _mix_readers(self, r0: int, h: int, n: int, out: str) -> None:
         """`out` ("acc" or "acc2")[:n] = the sum over readers r0..r0+h of their weight-ramped,
         linearly interpolated pool reads (mixkernel.c; one call, no interpreter inside)."""
-        p = self._p
-        self._mix(p["flat"], self.flat.size, p["eff"] + r0, p["pos"] + r0, p["base"] + r0, p["loop"] + r0,
-                  float(self.loop_end), p["w0"] + r0, p["dw"] + r0, h, n, p[out], p["tmp"])
+        self._mix(*self._mix_args[r0], h, n, self._mix_out[out], self._mix_scratch)
 
     def _advance_positions(self, n: int) -> None:
         pos, m = self.r_pos, self._m2

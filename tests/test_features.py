@@ -10,6 +10,7 @@ import soundfile as sf
 import torch
 
 from engine.gansynth.config import SpectralConfig
+from engine.gansynth.reconstruction import long_window_spectrum_db
 from engine.gansynth.spectral import SpecgramsHelper
 from engine.training.features import compute_features, load_features, pool_features
 from engine.training.nsynth import DatasetError, filter_notes, load_wave, read_examples, split_by_instrument
@@ -52,6 +53,10 @@ def test_cache_matches_direct_computation(dataset):
         expected = pool_features(direct, 128 // res[0])
         assert torch.allclose(torch.from_numpy(pooled[rows].astype(np.float32)), expected, atol=2e-3)
     assert fs.downsampled((128, 1024)) is fs.specs
+    waves = np.stack([load_wave(notes[i].path, num_samples=CONFIG.num_samples) for i in rows])
+    spectra = long_window_spectrum_db(torch.from_numpy(waves), CONFIG.sample_rate)
+    assert fs.spectra.shape == (14, spectra.shape[1]) and fs.spectra.dtype == np.float16
+    assert torch.allclose(torch.from_numpy(fs.spectra[rows].astype(np.float32)), spectra, atol=0.07, rtol=0)
     with pytest.raises(ValueError, match="available"):
         fs.downsampled((3, 16))
 
@@ -94,7 +99,8 @@ def test_a_different_config_or_selection_gets_its_own_cache(dataset):
     lin = load_features(dataset, SpectralConfig(num_samples=16000, time_steps=128, freq_bins=256, representation="if"),
                         pitch_range=(84, 84), progress=False)
     assert not np.array_equal(lin.specs[0], full.specs[full.note_ids.index(lin.note_ids[0])])
-    names = sorted(p.name for p in (dataset / "cache").glob("*.npy") if "_pool" not in p.name)
+    names = sorted(p.name for p in (dataset / "cache").glob("*.npy")
+                   if "_pool" not in p.name and "_spectra" not in p.name)
     assert names[0].startswith("if_128x256_") and "mel_if_128x256.npy" in names and len(names) == 4
 
 

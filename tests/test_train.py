@@ -13,6 +13,8 @@ import pytest
 import torch
 
 from engine.gansynth.config import PRESETS, SpectralConfig
+from engine.gansynth.reconstruction import long_window_spectrum_db, spectrum_l1
+from engine.gansynth.spectral import SpecgramsHelper
 from engine.training import checkpoint as ckpt
 from engine.training.batches import TrainData
 from engine.training.recipe import (CONFIG_PRESETS, Segment, TrainConfig, config_from_dict, config_to_dict,
@@ -63,7 +65,9 @@ def test_presets_and_config_round_trip():
     assert gpu.model == lite.model and gpu.total_images == 1_302_976 and not gpu.uses_gan
     assert dataclasses.replace(gpu, segments=lite.segments, checkpoint_minutes=lite.checkpoint_minutes,
                                sample_every=lite.sample_every) == lite
-    for cfg in (paper, lite, gpu, TINY):
+    tone = CONFIG_PRESETS["tone"]()  # gpu continued with the long-window spectrum loss (resumes v2's state)
+    assert tone.segments[:-1] == gpu.segments and tone.model == gpu.model and tone.segments[-1].spectrum_weight > 0
+    for cfg in (paper, lite, gpu, tone, TINY):
         assert config_from_dict(json.loads(json.dumps(config_to_dict(cfg)))) == cfg
     with pytest.raises(ValueError, match="unknown field"):
         config_from_dict(dict(config_to_dict(TINY), bogus=1))
@@ -123,6 +127,64 @@ def test_audio_loss_fits_the_resynthesis():
     assert np.mean(errors[-10:]) < 0.8 * np.mean(errors[:10])
     with pytest.raises(ValueError, match="GLO segments only"):
         Segment("gan", 2.0, 2.0, 100, audio_weight=1.0)
+
+
+def test_long_window_spectrum_sees_noise_between_partials_as_energy():
+    """0.3-2.0 s in one Hann window, 4.7 Hz bands to 7.5 kHz: white noise of power p reads
+    p * sum(w^2) in every band; a partial stands far above it; the loss floors bands 80 dB below
+    the real note's loudest and grows with the noise added."""
+    rate = 16000
+    t = torch.arange(4 * rate, dtype=torch.float64) / rate
+    tone = (0.5 * torch.sin(2 * np.pi * 200.0 * t))[None]
+    noise = torch.from_numpy(np.random.default_rng(3).standard_normal((1, len(t))))
+    window = torch.hann_window(int(1.7 * rate), periodic=False, dtype=torch.float64)
+    spectrum = long_window_spectrum_db(1e-2 * noise, rate)
+    assert spectrum.shape == (1, int(7500 * 1.7) // 8) and spectrum.dtype == torch.float32
+    expected = 10 * np.log10(1e-4 * float((window ** 2).sum()))
+    mean_power_db = 10 * np.log10(float((10.0 ** (spectrum.double() / 10)).mean()))
+    assert mean_power_db == pytest.approx(expected, abs=0.2)
+    partial = long_window_spectrum_db(tone, rate)
+    band = int(200.0 * 1.7) // 8                                        # the band holding 200 Hz
+    assert float(partial[0, band]) > float(partial[0, band + 20:].amax()) + 60
+    assert float(spectrum_l1(partial, partial)) == 0.0
+    below = partial < partial.amax() - 80.0
+    assert 0 < int(below.sum()) < below.numel()
+    assert float(spectrum_l1(torch.where(below, partial - 50.0, partial), partial)) == 0.0   # floored
+    assert float(spectrum_l1(partial + 6.0, partial)) == pytest.approx(6.0 / 20.0 * float((~below).float().mean()),
+                                                                        rel=1e-3)
+    losses = [float(spectrum_l1(long_window_spectrum_db(tone + a * noise, rate), partial)) for a in (1e-4, 1e-3, 1e-2)]
+    assert losses == sorted(losses) and losses[0] > 0
+
+
+def _with_spectra(data: TrainData) -> TrainData:
+    """The toy notes' long-window spectra, of their real spectrograms inverted (the toy data has no
+    recordings)."""
+    helper = SpecgramsHelper(data.spectral)
+    audio = helper.specgrams_to_waves(torch.from_numpy(np.asarray(data.specs, np.float32)))
+    spectra = long_window_spectrum_db(audio, data.spectral.sample_rate).numpy().astype(np.float16)
+    return TrainData(data.specs, data.pitches, data.instruments, data.spectral, spectra=spectra)
+
+
+def test_spectrum_loss_fits_the_resynthesis_long_window_spectrum():
+    """A segment's spectrum_weight adds the long-window spectrum L1 of the resynthesis, at full
+    resolution only, and training lowers it; data without spectra is refused by name."""
+    data = _with_spectra(toy_data())
+
+    def trainer(weight, progress=2.0, data=data):
+        return Trainer(config(Segment("glo", progress, progress, 10_000, 8, 3e-3, audio_weight=1.0,
+                                      spectrum_weight=weight)), data, "unused", log=False)
+
+    plain, spectrum = trainer(0.0).train_step(), trainer(2.0).train_step()
+    assert "glo/l1_spectrum" not in plain and spectrum["glo/l1_spectrum"] > 0
+    assert spectrum["glo/l1"] == pytest.approx(plain["glo/l1"] + 2.0 * spectrum["glo/l1_spectrum"], rel=1e-5)
+    assert spectrum["glo/l1_audio"] == pytest.approx(plain["glo/l1_audio"], rel=1e-5)
+    assert "glo/l1_spectrum" not in trainer(2.0, progress=1.0).train_step()   # below full resolution
+    errors = [s["glo/l1_spectrum"] for s in run_steps(trainer(2.0), 60)]
+    assert np.mean(errors[-10:]) < 0.8 * np.mean(errors[:10])
+    with pytest.raises(ValueError, match="long-window spectra"):
+        trainer(2.0, data=toy_data()).train_step()
+    with pytest.raises(ValueError, match="GLO segments only"):
+        Segment("gan", 2.0, 2.0, 100, spectrum_weight=1.0)
 
 
 def test_gan_steps_reduce_discriminator_loss():

@@ -165,10 +165,11 @@ class Objective:
         if fake is None:
             fake = self.generate(z)
         loss = self._spectral(fake)
+        audio = self.helper.specgrams_to_waves(fake) if self.s.audio_weight or self.lsd_weight else None
         if self.s.audio_weight:
-            loss = loss + self.s.audio_weight * resynthesis_l1(fake, self.real, self.helper, self.w_mag)
+            loss = loss + self.s.audio_weight * resynthesis_l1(audio, self.real, self.helper, self.w_mag)
         if self.lsd_weight:
-            loss = loss + self.lsd_weight * self.distance(self.helper.specgrams_to_waves(fake))
+            loss = loss + self.lsd_weight * self.distance(audio)
         return loss
 
     @torch.inference_mode()

@@ -15,12 +15,15 @@ class TrainData:
 
     `specs` float16 [N, 2, T, F] (memmap or array), `pitches` MIDI int [N],
     `instruments` contiguous int ids [N]. Pooled levels are computed once on first use
-    (or taken from `pooled[block]` when the feature cache already holds them).
+    (or taken from `pooled[block]` when the feature cache already holds them). `spectra`,
+    float16 [N, bands] when given: each recording's long-window spectrum in dB, for the
+    spectrum loss (`engine.gansynth.reconstruction.long_window_spectrum_db`).
     """
 
     def __init__(self, specs, pitches, instruments, spectral: SpectralConfig, pooled: dict | None = None,
-                 velocities=None, instrument_names: list[str] | None = None):
+                 velocities=None, instrument_names: list[str] | None = None, spectra=None):
         self.specs = specs
+        self.spectra = None if spectra is None else torch.from_numpy(np.array(spectra, np.float16))  # in memory
         self.pitches = np.asarray(pitches, np.int64)
         self.instruments = np.asarray(instruments, np.int64)
         vel = np.zeros_like(self.instruments) if velocities is None else np.asarray(velocities, np.int64)
@@ -52,6 +55,8 @@ class TrainData:
         for shape in self._given:
             self._level(shape)
         self._levels = {k: v.to(device) for k, v in self._levels.items()}
+        if self.spectra is not None:
+            self.spectra = self.spectra.to(device)
         return self
 
     def __len__(self) -> int:
@@ -87,6 +92,13 @@ class TrainData:
             out[order] = x
             return torch.from_numpy(out)
         return level[torch.from_numpy(idx).to(level.device)].float()
+
+    def spectra_batch(self, idx: np.ndarray) -> torch.Tensor:
+        """float32 [len(idx), bands]: the recordings' long-window spectra in dB."""
+        if self.spectra is None:
+            raise ValueError("the spectrum loss needs the notes' long-window spectra, and this training data "
+                             "has none (the feature cache of `load_train_data` holds them)")
+        return self.spectra[torch.from_numpy(idx).to(self.spectra.device)].float()
 
     def real_batch(self, idx: np.ndarray, shape: tuple[int, int], blend: float) -> torch.Tensor:
         """Real images at `shape`; blend < 1 mixes in the half resolution (nearest-upsampled), as in a fade-in."""
@@ -138,7 +150,7 @@ def load_train_data(data_dirs, spectral: SpectralConfig | None = None) -> TrainD
     if len(sets) == 1:
         fs = sets[0]
         return TrainData(fs.specs, fs.pitches, fs.instruments, fs.spectral_config, fs.pooled, fs.velocities,
-                         _instrument_names(dirs[0], fs.instrument_names))
+                         _instrument_names(dirs[0], fs.instrument_names), fs.spectra)
     offsets = np.cumsum([0] + [fs.num_instruments for fs in sets])
     common = set.intersection(*(set(fs.pooled) for fs in sets))
     pooled = {r: np.concatenate([np.asarray(fs.pooled[r]) for fs in sets]) for r in common}
@@ -146,7 +158,8 @@ def load_train_data(data_dirs, spectral: SpectralConfig | None = None) -> TrainD
                      np.concatenate([fs.pitches for fs in sets]),
                      np.concatenate([fs.instruments + o for fs, o in zip(sets, offsets)]),
                      spectral, pooled, np.concatenate([fs.velocities for fs in sets]),
-                     [n for d, fs in zip(dirs, sets) for n in _instrument_names(d, fs.instrument_names)])
+                     [n for d, fs in zip(dirs, sets) for n in _instrument_names(d, fs.instrument_names)],
+                     np.concatenate([fs.spectra for fs in sets]))
 
 
 def _instrument_names(data_dir, instrument_strs: list[str]) -> list[str]:

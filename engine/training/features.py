@@ -9,6 +9,8 @@ Training epochs then read float16 memory maps and do no STFTs:
     fs.velocities     # int64 [N]
     fs.note_ids       # list[str], note_str of each row
     fs.downsampled((32, 256))   # np.memmap float16 [N, 2, 32, 256]
+    fs.spectra        # np.memmap float16 [N, bands]: each recording's long-window spectrum, dB
+                      # (engine.gansynth.reconstruction.long_window_spectrum_db; the spectrum loss)
 
 Lower resolutions are 2x2^k average pools of the normalized float32 features
 (Magenta's `blend_images` avg-pools real data the same way), precomputed for
@@ -19,6 +21,7 @@ Files, for a selection of notes (`stem` = `<representation>_<T>x<F>`, plus
 `_<hash>` when the selection is not every note of examples.json):
     DIR/cache/<stem>.npy              float16 [N, 2, T, F]
     DIR/cache/<stem>_pool<t>x<f>.npy  float16 [N, 2, t, f] for each pooled resolution
+    DIR/cache/<stem>_spectra.npy      float16 [N, bands], long-window spectra in dB
     DIR/cache/<stem>.json             index: note ids, pitches, instruments, velocities,
                                       spectral config, each WAV's mtime and size
 The cache is rebuilt when the spectral config, the selection or any WAV (mtime or
@@ -38,12 +41,13 @@ import numpy as np
 import torch
 
 from engine.gansynth.config import SpectralConfig, to_dict
+from engine.gansynth.reconstruction import long_window_spectrum_db
 from engine.gansynth.spectral import SpecgramsHelper
 from engine.training.nsynth import (GANSYNTH_PITCHES, DatasetError, Note,
                                     filter_notes, instrument_ids, load_wave, read_examples)
 from engine.util.fileio import atomic_write_text
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2   # 2: the long-window spectra
 POOL_FACTORS = (2, 4, 8, 16, 32, 64)
 
 
@@ -59,6 +63,7 @@ class FeatureSet:
     instrument_names: list[str]  # instrument_str of each id
     spectral_config: SpectralConfig
     pooled: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)
+    spectra: np.ndarray | None = None  # memmap float16 [N, bands], dB
 
     def __len__(self) -> int:
         return len(self.note_ids)
@@ -143,17 +148,26 @@ def _index_matches(index_path: Path, expected: dict) -> bool:
 
 def _open_cached(cache_dir: Path, stem: str, n: int, config: SpectralConfig,
                  resolutions: list[tuple[int, int]]):
-    """(full memmap, {res: memmap}) or None when a file is missing or has the wrong shape."""
+    """(full memmap, {res: memmap}, spectra memmap) or None when a file is missing or has the
+    wrong shape."""
     try:
         full = np.load(cache_dir / f"{stem}.npy", mmap_mode="r")
         pooled = {r: np.load(_pool_path(cache_dir, stem, r), mmap_mode="r") for r in resolutions}
+        spectra = np.load(cache_dir / f"{stem}_spectra.npy", mmap_mode="r")
     except (OSError, ValueError):
         return None
     if full.shape != (n, 2, config.time_steps, config.freq_bins) or full.dtype != np.float16:
         return None
     if any(m.shape != (n, 2, *r) or m.dtype != np.float16 for r, m in pooled.items()):
         return None
-    return full, pooled
+    if spectra.shape != (n, _spectrum_bands(config)) or spectra.dtype != np.float16:
+        return None
+    return full, pooled, spectra
+
+
+def _spectrum_bands(config: SpectralConfig) -> int:
+    probe = torch.zeros(1, config.num_samples)
+    return long_window_spectrum_db(probe, config.sample_rate).shape[-1]
 
 
 def _build(cache_dir: Path, stem: str, notes: list[Note], config: SpectralConfig,
@@ -165,19 +179,23 @@ def _build(cache_dir: Path, stem: str, notes: list[Note], config: SpectralConfig
     batch_size = batch_size * 8 if cuda else batch_size
     n = len(notes)
     tag = f"{os.getpid()}"
-    targets = {None: cache_dir / f"{stem}.npy"}
+    targets = {None: cache_dir / f"{stem}.npy", "spectra": cache_dir / f"{stem}_spectra.npy"}
     targets.update({r: _pool_path(cache_dir, stem, r) for r in resolutions})
     temps = {k: p.with_name(f".{p.name}.{tag}.tmp") for k, p in targets.items()}
-    shapes = {None: (config.time_steps, config.freq_bins), **{r: r for r in resolutions}}
+    shapes = {None: (2, config.time_steps, config.freq_bins), "spectra": (_spectrum_bands(config),),
+              **{r: (2, *r) for r in resolutions}}
     try:
         outs = {k: np.lib.format.open_memmap(temps[k], mode="w+", dtype=np.float16,
-                                             shape=(n, 2, *shapes[k])) for k in targets}
+                                             shape=(n, *shapes[k])) for k in targets}
         bar = tqdm(total=n, unit="note", disable=not progress, desc=f"features {stem}")
         for start in range(0, n, batch_size):
             batch = notes[start:start + batch_size]
             waves = np.stack([load_wave(x.path, config.sample_rate, config.num_samples) for x in batch])
             specs = compute_features(waves, helper)  # [B, 2, T, F] float32
             outs[None][start:start + len(batch)] = specs.numpy().astype(np.float16)
+            with torch.inference_mode():
+                spectra = long_window_spectrum_db(torch.from_numpy(waves), config.sample_rate)
+            outs["spectra"][start:start + len(batch)] = spectra.numpy().astype(np.float16)
             for r in resolutions:
                 factor = config.time_steps // r[0]
                 outs[r][start:start + len(batch)] = pool_features(specs, factor).numpy().astype(np.float16)
@@ -260,7 +278,7 @@ def load_features(data_dir, spectral_config: SpectralConfig | None = None, *,
             atomic_write_text(index_path, json.dumps(index))
             opened = _open_cached(cache_dir, stem, len(notes), config, resolutions)
             assert opened is not None, "feature cache unreadable right after writing it"
-    full, pooled = opened
+    full, pooled, spectra = opened
     return FeatureSet(specs=full, pitches=np.array(index["pitches"], np.int64), instruments=inst_ids,
                       velocities=np.array(index["velocities"], np.int64), note_ids=note_ids,
-                      instrument_names=inst_names, spectral_config=config, pooled=pooled)
+                      instrument_names=inst_names, spectral_config=config, pooled=pooled, spectra=spectra)

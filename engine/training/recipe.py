@@ -14,6 +14,7 @@ Presets:
   low-LR adversarial fine-tune at full resolution).
 - `gpu`:   the same model and losses on a CUDA GPU: larger batches, ~13x the images, in
   about 6 minutes on an H200 (the v2 default model's run, as run).
+- `tone`:  `gpu` continued on a CPU with the long-window spectrum loss (engine.gansynth.reconstruction).
 - `tiny`:  for tests (tiny widths, a few images per stage).
 """
 from __future__ import annotations
@@ -44,14 +45,21 @@ class Segment:
     # and analysed again. The spectrogram losses fit each IF bin alone; this one sees whether the
     # IF bins of a partial agree, i.e. whether the partial survives the inverse.
     audio_weight: float = 0.0
+    # GLO at full resolution only: weight of the long-window spectrum loss, the L1 in dB between the
+    # 0.3-2.0 s power spectra of that resynthesis and of the real recording
+    # (engine.gansynth.reconstruction): it weighs the noise between partials as energy, as the
+    # harmonic-to-noise ratio does, where the frame-wise log terms see it as a log level.
+    spectrum_weight: float = 0.0
 
     def __post_init__(self):
         if self.phase not in PHASES:
             raise ValueError(f"segment phase must be one of {PHASES}, not {self.phase!r}")
-        if self.images < 0 or self.batch_size < 1 or self.lr <= 0 or self.audio_weight < 0:
-            raise ValueError(f"segment needs images >= 0, batch_size >= 1, lr > 0, audio_weight >= 0: {self}")
-        if self.audio_weight and self.phase != "glo":
-            raise ValueError(f"audio_weight applies to GLO segments only: {self}")
+        if (self.images < 0 or self.batch_size < 1 or self.lr <= 0 or self.audio_weight < 0
+                or self.spectrum_weight < 0):
+            raise ValueError(f"segment needs images >= 0, batch_size >= 1, lr > 0, audio_weight >= 0, "
+                             f"spectrum_weight >= 0: {self}")
+        if (self.audio_weight or self.spectrum_weight) and self.phase != "glo":
+            raise ValueError(f"audio_weight and spectrum_weight apply to GLO segments only: {self}")
         if not (0.0 <= self.start_progress <= self.end_progress):
             raise ValueError(f"segment progress must grow: {self}")
 
@@ -205,6 +213,18 @@ def _gpu() -> TrainConfig:
     return dataclasses.replace(_lite(), model=m, segments=segs, checkpoint_minutes=2.0, sample_every=2000)
 
 
+def _tone() -> TrainConfig:
+    """`gpu` continued at full resolution with the long-window spectrum loss (issue 18: v2's tone is
+    compressed, its noisy notes too clean and its clean ones too noisy). Small batches at a low
+    LR: it runs on a CPU, resumed from the v2 model's committed state:
+    `gansynth train --data ... --out RUN --resume --config tone` with RUN holding a copy of
+    resources/models/default/training_state."""
+    segs = _gpu().segments + (
+        Segment("glo", 6.0, 6.0, 60_000, 8, 1e-4, audio_weight=1.0, spectrum_weight=2.0),
+    )
+    return dataclasses.replace(_gpu(), segments=segs, checkpoint_minutes=5.0, sample_every=500)
+
+
 def _tiny() -> TrainConfig:
     m = ModelConfig(latent_size=8, fmap_base=64, fmap_max=8, start_shape=(2, 4), num_resolutions=3)
     segs = progressive_segments("glo", 3, [32, 32, 32, 32, 32], [8] * 5, [1e-3] * 5)
@@ -213,7 +233,7 @@ def _tiny() -> TrainConfig:
                        checkpoint_minutes=1e9, log_every=1, sample_every=4)
 
 
-CONFIG_PRESETS = {"paper": _paper, "lite": _lite, "gpu": _gpu, "tiny": _tiny}
+CONFIG_PRESETS = {"paper": _paper, "lite": _lite, "gpu": _gpu, "tone": _tone, "tiny": _tiny}
 
 
 def config_to_dict(cfg: TrainConfig) -> dict:

@@ -1,6 +1,6 @@
 """`gansynth train`: progressive GANSynth training with an optional GLO warm start.
 
-    gansynth train --data DIR [DIR ...] --out RUN [--config paper|lite|gpu|tiny|FILE.json] [--resume]
+    gansynth train --data DIR [DIR ...] --out RUN [--config paper|lite|gpu|tone|tiny|FILE.json] [--resume]
                    [--max-minutes M] [--precision auto|bf16|fp32]
 
 The training itself is `Trainer` (engine/training/trainer.py). Here: a new or resumed run
@@ -62,8 +62,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True,
                         help="run directory (checkpoint, logs, model/, and model-segmentN/ as each segment ended)")
     parser.add_argument("--config", default=None,
-                        help="paper | lite | gpu | tiny | FILE.json (default lite; with --resume: a new schedule "
-                             "for the same model, continued from the saved segment and step)")
+                        help="paper | lite | gpu | tone | tiny | FILE.json (default lite; with --resume: a new "
+                             "schedule for the same model, continued from the saved segment and step)")
     parser.add_argument("--resume", action="store_true", help="continue the run saved in --out")
     parser.add_argument("--max-minutes", type=float, default=None, help="stop (with a checkpoint) after M minutes")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")

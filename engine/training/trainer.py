@@ -40,7 +40,8 @@ from engine.gansynth.config import to_dict
 from engine.gansynth.latentprior import LatentPrior
 from engine.gansynth.model import Discriminator, Generator, blocks_for_progress, ema_update, make_ema
 from engine.gansynth.modelfile import save_model_dir
-from engine.gansynth.reconstruction import resynthesis_l1, spectral_l1, spectral_weights
+from engine.gansynth.reconstruction import (long_window_spectrum_db, resynthesis_l1, spectral_l1, spectral_weights,
+                                           spectrum_l1)
 from engine.gansynth.spectral import SpecgramsHelper
 from engine.gansynth.synth import native_bf16
 from engine.training import checkpoint as ckpt
@@ -170,10 +171,18 @@ class Trainer:
         err = spectral_l1(fake.float(), real, w_mag, w_if)  # [2]: logmag, IF
         loss = err[0] + cfg.glo_if_weight * err[1]
         stats = {}
-        if seg.audio_weight and tuple(shape) == tuple(m.output_shape):
-            err_audio = resynthesis_l1(fake.float(), real, self._spectral_helper(), w_mag)
-            loss = loss + seg.audio_weight * err_audio
-            stats["glo/l1_audio"] = err_audio.item()
+        if (seg.audio_weight or seg.spectrum_weight) and tuple(shape) == tuple(m.output_shape):
+            helper = self._spectral_helper()
+            audio = helper.specgrams_to_waves(fake.float())
+            if seg.audio_weight:
+                err_audio = resynthesis_l1(audio, real, helper, w_mag)
+                loss = loss + seg.audio_weight * err_audio
+                stats["glo/l1_audio"] = err_audio.item()
+            if seg.spectrum_weight:
+                real_db = self.data.spectra_batch(idx).to(self.device)
+                err_spectrum = spectrum_l1(long_window_spectrum_db(audio, self.spectral.sample_rate), real_db)
+                loss = loss + seg.spectrum_weight * err_spectrum
+                stats["glo/l1_spectrum"] = err_spectrum.item()
         for o in ("g_glo", "latents"):
             self.opts[o].zero_grad(set_to_none=True)
         loss.backward()

@@ -124,6 +124,13 @@ def test_eval_end_to_end(tiny_model_dir, tiny_nsynth_dir, tmp_path, capsys):
     assert 0 < real["spectral_flatness"] < 1 and 0 < gen["spectral_flatness"] < 1
     # FluidSynth's notes are cleaner tones than a random-weight generator's.
     assert real["hnr_median_db"] > gen["hnr_median_db"] and "HNR dB" in table
+    # The same real instruments through the model's mel-IF and back: still in tune, close to the
+    # recordings, but the upper partials' fine structure lost (lower HNR), as a perfect model would play them.
+    rt = report["real_roundtrip"]
+    assert rt["count"] == inst["count"] and rt["pitch_accuracy_48_84"] >= 0.8 and "round trip" in table
+    assert rt["log_spectrum_distance_db"] < gen["log_spectrum_distance_db"]
+    assert rt["hnr_median_db"] < inst["hnr_median_db"] - 1.0
+    assert pooled["real_roundtrip"]["hnr_notes"] == 8 and [d["real_roundtrip"] is not None for d in draws] == [1, 1]
 
 
 def test_eval_scores_the_same_notes_against_held_out_instruments(tiny_model_dir, tiny_nsynth_dir, tmp_path,

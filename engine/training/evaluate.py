@@ -37,6 +37,10 @@ k-means bins:
   that many instruments still lands.
 - `real_heldout`: `--latents` random notes per pitch, from any instrument. Spread over
   every instrument, it is the floor no set of a few instruments can reach.
+- `real_roundtrip`: the `real_instruments` notes through the model's own representation and
+  back (its analysis, then its inverse; no network): what a perfect model of those notes
+  would play. Where it falls short of the recordings, the representation, not the training,
+  sets the limit (mel-IF loses the fine harmonic structure of the upper partials: a lower HNR).
 """
 from __future__ import annotations
 
@@ -270,6 +274,16 @@ def _generate(synth, latents: int, pitches: list[int], seed: int, log) -> tuple[
     return synth.generate(np.repeat(z, len(pitches), 0), gen_pitches), gen_pitches
 
 
+def roundtrip(helper: SpecgramsHelper, waves: np.ndarray, batch: int = 32) -> np.ndarray:
+    """Notes [N, samples] through `helper`'s representation and back: analysis, then the inverse."""
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(waves), batch):
+            x = torch.from_numpy(np.asarray(waves[i:i + batch], np.float32)).to(helper.device)
+            out.append(helper.specgrams_to_waves(helper.waves_to_specgrams(x)).float().cpu().numpy())
+    return np.concatenate(out)
+
+
 def evaluate(synth, notes: list[Note], latents: int = 8, pitches: list[int] | None = None,
              tracker: str = "tiny", seed: int = 0, max_fit: int = 1500, bins: int = NDB_BINS,
              draws: int = 1, log=print, generated_waves: dict | None = None,
@@ -278,7 +292,8 @@ def evaluate(synth, notes: list[Note], latents: int = 8, pitches: list[int] | No
 
     With `draws` > 1, NDB is measured again for seeds seed+1 .. seed+draws-1 (new real split,
     bins and latents each time) for generated and real-instrument sets: with a few timbres it
-    moves a lot from draw to draw. HNR is pooled over all draws' notes of those two sets (`hnr_draws`). `generated_waves` caches the generated notes per seed
+    moves a lot from draw to draw (and for the real instruments' round trip). HNR is pooled over
+    all draws' notes of those sets (`hnr_draws`). `generated_waves` caches the generated notes per seed
     (pass the same dict to score one model against several real sets). `reference_count` (default
     `latents`): instruments in the real-instrument row and notes per pitch in the real-notes row; a
     small held-out set needs fewer, so that notes remain to fit the bins."""
@@ -299,23 +314,30 @@ def evaluate(synth, notes: list[Note], latents: int = 8, pitches: list[int] | No
     log("eval: scoring generated notes")
     generated = score(gen_waves, gen_pitches, pt, measures, fit, centroids, fit_bins)
     rows = {}
-    for key, held in (("real_instruments", inst_notes), ("real_heldout", held_notes)):
-        log(f"eval: scoring held-out real notes ({key})")
-        waves = np.stack([load_wave(n.path) for n in held])
-        rows[key] = score(waves, np.array([n.pitch for n in held]), pt, measures, fit, centroids, fit_bins)
-    rows["real_instruments"]["instruments"] = sorted({n.instrument_str for n in inst_notes})
-    ndb_draws = [{"seed": seed, "generated": generated["ndb"], "real_instruments": rows["real_instruments"]["ndb"]}]
-    rate = measures.helper.config.sample_rate
+    inst_waves = np.stack([load_wave(n.path) for n in inst_notes])
     inst_pitches = np.array([n.pitch for n in inst_notes])
-    pooled = {"generated": [(generated.pop("hnr_values"), gen_pitches)],
-              "real_instruments": [(rows["real_instruments"].pop("hnr_values"), inst_pitches)]}
+    for key, waves, wave_pitches in (
+            ("real_instruments", inst_waves, inst_pitches),
+            ("real_roundtrip", roundtrip(synth.helper, inst_waves), inst_pitches),
+            ("real_heldout", np.stack([load_wave(n.path) for n in held_notes]),
+             np.array([n.pitch for n in held_notes]))):
+        log(f"eval: scoring held-out real notes ({key})")
+        rows[key] = score(waves, wave_pitches, pt, measures, fit, centroids, fit_bins)
+    rows["real_instruments"]["instruments"] = sorted({n.instrument_str for n in inst_notes})
+    ndb_draws = [{"seed": seed, "generated": generated["ndb"], "real_instruments": rows["real_instruments"]["ndb"],
+                  "real_roundtrip": rows["real_roundtrip"]["ndb"]}]
+    rate = measures.helper.config.sample_rate
+    pooled = {"generated": [(generated.pop("hnr_values"), gen_pitches)]}
+    pooled.update({key: [(rows[key].pop("hnr_values"), inst_pitches)]
+                   for key in ("real_instruments", "real_roundtrip")})
     rows["real_heldout"].pop("hnr_values")
     for s in range(seed + 1, seed + draws):
         fit_s, cent_s, bins_s, inst_s, _ = _real_split(notes, pitches, count, max_fit, bins, s, measures, log)
         row = {"seed": s}
-        for key, (waves, wave_pitches) in (("generated", generate(s)),
-                                           ("real_instruments", (np.stack([load_wave(n.path) for n in inst_s]),
-                                                                 np.array([n.pitch for n in inst_s])))):
+        real_s = np.stack([load_wave(n.path) for n in inst_s])
+        pitches_s = np.array([n.pitch for n in inst_s])
+        for key, (waves, wave_pitches) in (("generated", generate(s)), ("real_instruments", (real_s, pitches_s)),
+                                           ("real_roundtrip", (roundtrip(synth.helper, real_s), pitches_s))):
             row[key] = ndb(bins_s, assign_bins(measures.measure(waves)["ndb_features"], cent_s), bins)["ndb"]
             pooled[key].append((hnr_values(waves, wave_pitches, rate), wave_pitches))
         ndb_draws.append(row)
@@ -337,7 +359,7 @@ def format_table(report: dict) -> str:
     lines = [f"{'':<18}" + "".join(f"{c[0]:>12}" for c in cols)]
     n_real = len(report.get("real_instruments", {}).get("instruments", [])) or report["latents"]
     names = (("generated", "generated"), (f"real, {n_real} instr.", "real_instruments"),
-             ("real, any notes", "real_heldout"))
+             ("  round trip", "real_roundtrip"), ("real, any notes", "real_heldout"))
     for name, key in names:
         if key not in report:
             continue
@@ -345,14 +367,20 @@ def format_table(report: dict) -> str:
         cells = [("-" if row[k] is None else fmt.format(row[k])) for _, k, fmt in cols]
         lines.append(f"{name:<18}" + "".join(f"{c:>12}" for c in cells))
     draws = report.get("ndb_draws", [])
+    pooled_rows = (("generated", "generated"), ("real_instruments", f"real, {n_real} instr."),
+                   ("real_roundtrip", f"real, {n_real} instr., round trip"))
     if len(draws) > 1:
-        for key, name in (("generated", "generated"), ("real_instruments", f"real, {n_real} instr.")):
+        for key, name in pooled_rows:
+            if key not in draws[0]:
+                continue
             v = [d[key] for d in draws]
             lines.append(f"NDB over {len(v)} draws, {name}: mean {np.mean(v):.1f} (min {min(v)}, max {max(v)}): "
                          + ", ".join(map(str, v)))
     hnr_draws = report.get("hnr_draws", {})
     if hnr_draws.get("generated", {}).get("draws", 1) > 1:
-        for key, name in (("generated", "generated"), ("real_instruments", f"real, {n_real} instr.")):
+        for key, name in pooled_rows:
+            if key not in hnr_draws:
+                continue
             h = hnr_draws[key]
             cells = ", ".join(f"{label} {'-' if h[k] is None else format(h[k], '.1f')}" for label, k in
                               (("median", "hnr_median_db"), ("q25", "hnr_q25_db"), ("q75", "hnr_q75_db"),

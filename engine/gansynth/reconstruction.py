@@ -71,6 +71,13 @@ def spectrum_window(num_samples: int, sample_rate: int) -> tuple[int, int]:
     return (start, end) if end - start >= 256 else (0, num_samples)
 
 
+def spectrum_bands(num_samples: int, sample_rate: int) -> int:
+    """How many bands `long_window_spectrum_db` gives for notes of `num_samples`: whole bands of
+    SPECTRUM_POOL FFT bins below 7.5 kHz (or Nyquist)."""
+    start, end = spectrum_window(num_samples, sample_rate)
+    return min(int(HNR_TOP_HZ * (end - start) / sample_rate), (end - start) // 2 + 1) // SPECTRUM_POOL
+
+
 def long_window_spectrum_db(audio: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """float32 [B, bands]: dB of the Hann-windowed power over `spectrum_window`, averaged in
     bands of SPECTRUM_POOL bins up to 7.5 kHz (float64 inside: the floor is 80 dB down).
@@ -79,7 +86,7 @@ def long_window_spectrum_db(audio: torch.Tensor, sample_rate: int) -> torch.Tens
     seg = audio[:, start:end].double()
     seg = seg * torch.hann_window(end - start, periodic=False, dtype=torch.float64, device=seg.device)
     power = torch.fft.rfft(seg).abs() ** 2
-    top = min(int(HNR_TOP_HZ * (end - start) / sample_rate), power.shape[-1]) // SPECTRUM_POOL * SPECTRUM_POOL
+    top = spectrum_bands(audio.shape[-1], sample_rate) * SPECTRUM_POOL
     bands = power[:, :top].reshape(len(power), -1, SPECTRUM_POOL).mean(-1)
     return (10.0 * torch.log10(bands + 1e-10)).float()
 

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from engine.gansynth.config import SpectralConfig, to_dict
-from engine.gansynth.reconstruction import long_window_spectrum_db
+from engine.gansynth.reconstruction import long_window_spectrum_db, spectrum_bands
 from engine.gansynth.spectral import SpecgramsHelper
 from engine.training.nsynth import (GANSYNTH_PITCHES, DatasetError, Note,
                                     filter_notes, instrument_ids, load_wave, read_examples)
@@ -160,14 +160,9 @@ def _open_cached(cache_dir: Path, stem: str, n: int, config: SpectralConfig,
         return None
     if any(m.shape != (n, 2, *r) or m.dtype != np.float16 for r, m in pooled.items()):
         return None
-    if spectra.shape != (n, _spectrum_bands(config)) or spectra.dtype != np.float16:
+    if spectra.shape != (n, spectrum_bands(config.num_samples, config.sample_rate)) or spectra.dtype != np.float16:
         return None
     return full, pooled, spectra
-
-
-def _spectrum_bands(config: SpectralConfig) -> int:
-    probe = torch.zeros(1, config.num_samples)
-    return long_window_spectrum_db(probe, config.sample_rate).shape[-1]
 
 
 def _build(cache_dir: Path, stem: str, notes: list[Note], config: SpectralConfig,
@@ -182,7 +177,8 @@ def _build(cache_dir: Path, stem: str, notes: list[Note], config: SpectralConfig
     targets = {None: cache_dir / f"{stem}.npy", "spectra": cache_dir / f"{stem}_spectra.npy"}
     targets.update({r: _pool_path(cache_dir, stem, r) for r in resolutions})
     temps = {k: p.with_name(f".{p.name}.{tag}.tmp") for k, p in targets.items()}
-    shapes = {None: (2, config.time_steps, config.freq_bins), "spectra": (_spectrum_bands(config),),
+    bands = spectrum_bands(config.num_samples, config.sample_rate)
+    shapes = {None: (2, config.time_steps, config.freq_bins), "spectra": (bands,),
               **{r: (2, *r) for r in resolutions}}
     try:
         outs = {k: np.lib.format.open_memmap(temps[k], mode="w+", dtype=np.float16,

@@ -20,8 +20,9 @@
    (the machine's floor under that load, without our process's work), and the instrument
    started but idle (after its render process is up; the xruns of that
    start-up are counted apart). Target 0. The take is recorded and compared with the samples the
-   callback produced (bit-identical). While it plays, rt-tests' cyclictest (when installed)
-   gives the host's own floor: its realtime threads' wake-ups later than a period.
+   callback produced (bit-identical). Beside every one of the four phases, the host's own
+   floor (benchmarks.floor.HostLatency): rt-tests' cyclictest's realtime wake-ups later than
+   a period, and the virtual CPUs' steal time; xruns of a minute the host stalled are its.
 3. A 10-minute take (same 16-voice playing with pad moves) produced by the offline clock
    FASTER than real time (stepped in this thread, writer on its own thread): the WAV read
    back must be bit-identical (sha256 and length) to the samples `process` produced.
@@ -45,10 +46,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from benchmarks.common import HostLatency, add_model_args
-
-RATE = 48000
-PERIOD = 256
+from benchmarks.common import add_model_args
+from benchmarks.floor import PERIOD, RATE, HostLatency, device_floor_xruns
 
 
 class TimedProbe:
@@ -238,74 +237,13 @@ def _jack_xrun_lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if "xrun" in line.lower() or "not finished" in line]
 
 
-def device_floor_xruns(seconds: float, load: tuple[dict, int] | None = None) -> int:
-    """Xruns of a bare sounddevice stream on the same server whose callback only writes zeros: what
-    the device and machine give with no instrument at all (the floor the target of 0 sits on).
-    `load` = (Synth.source, n): meanwhile n processes render notes of that model non-stop at the
-    render processes' priority (nice + SCHED_IDLE) without talking to this one: the machine's
-    floor under the instrument's render load, with none of our process's own work."""
-    import multiprocessing as mp
-
-    import sounddevice as sd
-
-    from engine.devices.listing import find_output_device
-
-    count = np.zeros(1, np.int64)
-
-    def callback(outdata, frames, time_info, status):
-        outdata.fill(0)
-        if status.output_underflow:
-            count[0] += 1
-
-    ctx = mp.get_context("spawn")
-    stop, busy = ctx.Event(), ctx.Barrier((load[1] if load else 0) + 1)
-    workers = [ctx.Process(target=_render_nonstop, args=(load[0], stop, busy), daemon=True)
-               for _ in range(load[1] if load else 0)]
-    for w in workers:
-        w.start()
-    try:
-        busy.wait(120)                      # every worker has its model and rendered a note
-        dev = find_output_device("system")
-        with sd.OutputStream(device=dev.index, samplerate=RATE, blocksize=PERIOD, channels=2, latency="low",
-                             callback=callback):
-            time.sleep(seconds)
-    finally:
-        stop.set()
-        for w in workers:
-            w.join(30)
-    return int(count[0])
-
-
-def _render_nonstop(source: dict, stop, busy) -> None:
-    """A `device_floor_xruns` load process: what a render process does, minus the pipes."""
-    from engine.instrument.synthproc import RENDER_NICENESS
-
-    os.nice(RENDER_NICENESS)
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):   # not Linux, or not permitted: niced only, as a render process
-        pass
-    from engine.gansynth.synth import load_synth
-
-    synth = load_synth(source["path"], device=source["device"], threads=source["threads"],
-                       precision=source["precision"], backend=source["backend"])
-    lo, hi = synth.pitch_range
-    z = synth.random_latents(1, seed=0)
-    pitch = lo
-    synth.generate(z, [pitch])
-    busy.wait()
-    while not stop.is_set():
-        pitch = lo + (pitch - lo + 7) % (hi - lo + 1)
-        synth.generate(z, [pitch])
-
-
 def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "", device: str = "system",
                 processes: int | None = None, ahead: int | None = None) -> dict:
     from engine.devices.audio import AudioOutput
     from engine.devices.recorder import Recorder
     from engine.instrument.instrument import Instrument
 
-    xruns_floor = device_floor_xruns(seconds)
+    xruns_floor, host_floor = device_floor_xruns(seconds)
     inst = Instrument(synth, sample_rate=RATE, cache_mb=256, render_processes=processes)
     inst.renderer.render_now(chord_pitches(synth))
     total_blocks = int((seconds * 2 + 40) * RATE / PERIOD)
@@ -320,8 +258,9 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "", device: s
         time.sleep(0.05)
     inst.renderer.idle.wait(30)           # the first timbre's range is rendered
     startup_s, xruns_startup, log0, late0 = time.monotonic() - t_open, out.xruns, len(jack_log()), out.late_blocks
+    host_idle = HostLatency(seconds, 1000 * PERIOD / RATE)
     time.sleep(seconds)                   # idle instrument, started, nothing to render: baseline
-    xruns_idle, late1 = out.xruns - xruns_startup, out.late_blocks
+    xruns_idle, late1, host_idle = out.xruns - xruns_startup, out.late_blocks, host_idle.result()
     log1 = len(jack_log())
     rec = Recorder(out)
     rec.start(tmp / "xruns.wav")
@@ -342,7 +281,7 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "", device: s
     meters, realtime, raised = out.meters(), out.callback_realtime, out.callback_raised
     out.close()
     inst.stop()
-    xruns_floor_loaded = device_floor_xruns(seconds, (synth.source, stats["render_processes"]))
+    xruns_floor_loaded, host_floor_loaded = device_floor_xruns(seconds, (synth.source, stats["render_processes"]))
     busy_ms = 1000 * probe.busy_s[b0:probe.blocks]
     starts = probe.t_start[b0:probe.blocks]
     gaps = np.diff(starts) * 1000
@@ -363,7 +302,8 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "", device: s
             "pad_moves": step, "process_ms_p50": float(np.percentile(busy_ms, 50)),
             "process_ms_p99": float(np.percentile(busy_ms, 99)), "process_ms_max": float(busy_ms.max()),
             "block_ms": 1000 * PERIOD / RATE, "cpu_load_last": meters["cpu_load"],
-            "host_latency_playing": host, "late_callbacks_at_s": late_at_s, "max_callback_gap_ms": float(gaps.max()) if gaps.size else 0.0,
+            "host_latency_playing": host, "host_latency_idle": host_idle, "host_latency_bare_stream": host_floor,
+            "host_latency_bare_stream_render_load": host_floor_loaded, "late_callbacks_at_s": late_at_s, "max_callback_gap_ms": float(gaps.max()) if gaps.size else 0.0,
             "jackd_xrun_lines_startup": len(jack_start), "jackd_xrun_lines_idle": len(jack_idle),
             "jackd_xrun_lines_playing": len(jack_load), "jackd_xrun_samples_startup": jack_start[:3],
             "jackd_xrun_samples": (jack_idle + jack_load)[:6], "recorded_s": played.shape[0] / RATE,
@@ -424,6 +364,13 @@ def print_latency(lat: dict) -> None:
               f"(device + one {lat['block_ms']:.2f} ms block): {r['within_target']}/{r['trials']} met")
 
 
+def host_phases(xr: dict) -> str:
+    """The host's stalls in each phase of `bench_xruns`, beside its xrun counts."""
+    phases = (("playing", "playing"), ("idle", "idle"), ("bare stream", "bare_stream"),
+              ("bare stream beside the load", "bare_stream_render_load"))
+    return ", ".join(f"{name} {HostLatency.describe(xr['host_latency_' + key])}" for name, key in phases)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_model_args(p)
@@ -475,7 +422,8 @@ def main(argv=None) -> int:
                   f"{', raised to SCHED_FIFO' if xr['callback_raised'] else ''}) vs {xr['xruns_idle']} in {xr['baseline_idle_s']:.0f} s idle "
                   f"and {xr['xruns_bare_stream']} for a bare stream writing zeros, no instrument, "
                   f"{xr['xruns_bare_stream_render_load']} for it beside {xr['render_processes']} processes "
-                  f"rendering non-stop at the render processes' priority (target 0); host while playing: {HostLatency.describe(xr['host_latency_playing'])}; "
+                  f"rendering non-stop at the render processes' priority (target 0); the host meanwhile (wake-ups "
+                  f"of cyclictest's realtime threads later than a period): {host_phases(xr)}; "
                   f"{xr['xruns_startup']} while the worker started ({xr['startup_s']:.1f} s, jackd lines {xr['jackd_xrun_lines_startup']}); "
                   f"process() p50 {xr['process_ms_p50']:.3f} ms, "
                   f"p99 {xr['process_ms_p99']:.3f} ms, max {xr['process_ms_max']:.2f} ms per "

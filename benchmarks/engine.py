@@ -24,7 +24,7 @@ other engine or precision, the target's baseline.
    ratio to it. Measured from an idle worker, mid-range (a second move 100 ms after the
    first, while the worker is busy) and after a sweep (a move every 50 ms for 2 s: the
    render processes drop the notes queued for timbres passed over). Beside them, the share of
-   the CPUs' time the host took meanwhile (steal time, `benchmarks.floor.steal_seconds`).
+   the CPUs' time the host took meanwhile (steal time, `benchmarks.floor.steal_pct`).
 
 Uses resources/models/default if present, else the `lite` config with random weights.
 Prints figures and a final JSON line.
@@ -32,7 +32,6 @@ Prints figures and a final JSON line.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import threading
 import time
@@ -41,7 +40,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import add_engine_args, summary, time_ms
-from benchmarks.floor import steal_seconds
+from benchmarks.floor import steal_mark, steal_pct
 from engine.devices.clock import OfflineClockOutput
 from engine.instrument import events as ev
 from engine.instrument.instrument import Instrument
@@ -165,7 +164,7 @@ def bench_pad_moves(synth, moves: int, processes: int, reference=None) -> dict:
     inst.post(ev.NoteOn(pitch, 100))
     clock.start()
     inst.start()
-    steal0, t_moves = steal_seconds(), time.monotonic()
+    steal = steal_mark()
     try:
         assert inst.renderer.idle.wait(120)
         rng = np.random.default_rng(0)
@@ -201,7 +200,7 @@ def bench_pad_moves(synth, moves: int, processes: int, reference=None) -> dict:
     finally:
         inst.stop()
         clock.stop()
-    steal_pct = 100 * (steal_seconds() - steal0) / ((time.monotonic() - t_moves) * (os.cpu_count() or 1))
+    stolen = steal_pct(steal)
     note_ms = statistics.median(bare + [time_ms(lambda: synth.generate(z, [pitch]), repeat=3, warmup=0)])
     out = {"note_generate_ms": note_ms, "answer_ms_last": inst.renderer.last_answer_ms,
            "approximations": inst.renderer.approximations, "late_blocks": clock.xruns, "clock_blocks": clock.tap.frames // BLOCK,
@@ -210,7 +209,7 @@ def bench_pad_moves(synth, moves: int, processes: int, reference=None) -> dict:
            "held_ms": statistics.median(held["idle"]), "held_busy_ms": statistics.median(held["busy"]),
            "range_s": statistics.median(full["idle"]), "range_busy_s": statistics.median(full["busy"]),
            "held_sweep_ms": statistics.median(held["sweep"]), "range_sweep_s": statistics.median(full["sweep"]),
-           "steal_pct": round(steal_pct, 2)}
+           "steal_pct": round(stolen, 2)}
     n = synth.pitch_range[1] - synth.pitch_range[0] + 1
     # machine-independent: the engine's latency in units of one bare note render
     bare_range_s = n * note_ms / 1000
@@ -241,7 +240,7 @@ def bench_pad_moves(synth, moves: int, processes: int, reference=None) -> dict:
               f"(between {min(bare_torch):.1f} and {max(bare_torch):.1f}); whole range "
               f"{out['range_in_torch_ranges']:.2f}x / {out['range_busy_in_torch_ranges']:.2f}x "
               f"{n} bare torch notes")
-    print(f"paced clock blocks {clock.tap.frames // BLOCK}, late {clock.xruns}; the host took {steal_pct:.1f} % of the "
+    print(f"paced clock blocks {clock.tap.frames // BLOCK}, late {clock.xruns}; the host took {stolen:.1f} % of the "
           "CPUs meanwhile (steal time: a busy host slows the bare notes and the ranges unevenly)")
     return out
 

@@ -13,6 +13,7 @@ import numpy as np
 
 RATE = 48000   # the JACK dummy's rate and period in every live benchmark
 PERIOD = 256
+PERIOD_MS = 1000 * PERIOD / RATE
 
 
 def device_floor_xruns(seconds: float, load: tuple[dict, int] | None = None) -> tuple[int, dict | None]:
@@ -44,7 +45,7 @@ def device_floor_xruns(seconds: float, load: tuple[dict, int] | None = None) -> 
         dev = find_output_device("system")
         with sd.OutputStream(device=dev.index, samplerate=RATE, blocksize=PERIOD, channels=2, latency="low",
                              callback=callback):
-            host = HostLatency(seconds, 1000 * PERIOD / RATE)
+            host = HostLatency(seconds)
             time.sleep(seconds)
     finally:
         stop.set()
@@ -85,12 +86,12 @@ class HostLatency:
     `result()`: None where cyclictest is missing (Debian: `apt install rt-tests`) or failed, else
     {"max_ms", "wakeups", "late_wakeups": those later than `late_ms`, "late_ms", "steal_pct"}."""
 
-    def __init__(self, seconds: float, late_ms: float):
+    def __init__(self, seconds: float, late_ms: float = PERIOD_MS):
         import shutil
         import subprocess
 
         self.late_ms = late_ms
-        self.steal0, self.t0 = steal_seconds(), time.monotonic()
+        self.steal_mark = steal_mark()
         exe = shutil.which("cyclictest")
         self.proc = None if exe is None else subprocess.Popen(
             [exe, "-q", "-m", "--laptop", "-p", "80", "-t", "-i", "1000", "-d", "0", "-D", str(max(1, round(seconds))),
@@ -121,9 +122,8 @@ class HostLatency:
                 over += n if us > self.late_ms * 1000 else 0
         if not maxima or self.proc.returncode:
             return None
-        steal = 100 * (steal_seconds() - self.steal0) / ((time.monotonic() - self.t0) * (os.cpu_count() or 1))
         return {"max_ms": max(maxima) / 1000, "wakeups": counts, "late_wakeups": over, "late_ms": self.late_ms,
-                "steal_pct": round(steal, 2)}
+                "steal_pct": round(steal_pct(self.steal_mark), 2)}
 
     @staticmethod
     def describe(result: dict | None) -> str:
@@ -135,11 +135,19 @@ class HostLatency:
                 f"{result['steal_pct']:.1f} % stolen")
 
 
-def steal_seconds() -> float:
-    """All CPUs' steal time so far (Linux /proc/stat; 0.0 elsewhere)."""
+def steal_mark() -> tuple[float, float]:
+    """(all CPUs' steal time so far in seconds, monotonic now): where `steal_pct` counts from.
+    Steal time is Linux's /proc/stat; elsewhere it reads 0."""
     try:
         with open("/proc/stat") as f:
             fields = f.readline().split()
-        return int(fields[8]) / os.sysconf("SC_CLK_TCK") if fields[0] == "cpu" and len(fields) > 8 else 0.0
+        stolen = int(fields[8]) / os.sysconf("SC_CLK_TCK") if fields[0] == "cpu" and len(fields) > 8 else 0.0
     except (OSError, ValueError):
-        return 0.0
+        stolen = 0.0
+    return stolen, time.monotonic()
+
+
+def steal_pct(mark: tuple[float, float]) -> float:
+    """The share of all CPUs' time the host took since `mark` (`steal_mark`), in %."""
+    (stolen0, t0), (stolen, t) = mark, steal_mark()
+    return 100 * (stolen - stolen0) / (max(t - t0, 1e-9) * (os.cpu_count() or 1))

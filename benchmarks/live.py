@@ -258,7 +258,7 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "", device: s
         time.sleep(0.05)
     inst.renderer.idle.wait(30)           # the first timbre's range is rendered
     startup_s, xruns_startup, log0, late0 = time.monotonic() - t_open, out.xruns, len(jack_log()), out.late_blocks
-    host_idle = HostLatency(seconds, 1000 * PERIOD / RATE)
+    host_idle = HostLatency(seconds)
     time.sleep(seconds)                   # idle instrument, started, nothing to render: baseline
     xruns_idle, late1, host_idle = out.xruns - xruns_startup, out.late_blocks, host_idle.result()
     log1 = len(jack_log())
@@ -266,7 +266,7 @@ def bench_xruns(synth, tmp: Path, seconds: float, jack_log=lambda: "", device: s
     rec.start(tmp / "xruns.wav")
     rng = np.random.default_rng(0)
     b0 = probe.blocks
-    t0, host = time.monotonic(), HostLatency(seconds, 1000 * PERIOD / RATE)
+    t0, host = time.monotonic(), HostLatency(seconds)
     step, renders0 = 0, inst.stats()["renders"]
     while time.monotonic() - t0 < seconds:
         play_pattern(out.post, synth, step, rng)

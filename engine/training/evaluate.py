@@ -267,6 +267,11 @@ def _real_split(notes, pitches, latents, max_fit, bins, seed, measures, log):
     return fit, centroids, assign_bins(fit["ndb_features"], centroids), inst_notes, held_notes
 
 
+def _waves(notes: list[Note]) -> tuple[np.ndarray, np.ndarray]:
+    """(audio [N, samples], MIDI pitches [N]) of these dataset notes."""
+    return np.stack([load_wave(n.path) for n in notes]), np.array([n.pitch for n in notes])
+
+
 def _generate(synth, latents: int, pitches: list[int], seed: int, log) -> tuple[np.ndarray, np.ndarray]:
     z = synth.random_latents(latents, seed=seed)
     gen_pitches = np.repeat(np.array(pitches)[None], latents, 0).reshape(-1)  # latent-major
@@ -314,13 +319,11 @@ def evaluate(synth, notes: list[Note], latents: int = 8, pitches: list[int] | No
     log("eval: scoring generated notes")
     generated = score(gen_waves, gen_pitches, pt, measures, fit, centroids, fit_bins)
     rows = {}
-    inst_waves = np.stack([load_wave(n.path) for n in inst_notes])
-    inst_pitches = np.array([n.pitch for n in inst_notes])
+    inst_waves, inst_pitches = _waves(inst_notes)
     for key, waves, wave_pitches in (
             ("real_instruments", inst_waves, inst_pitches),
             ("real_roundtrip", roundtrip(synth.helper, inst_waves), inst_pitches),
-            ("real_heldout", np.stack([load_wave(n.path) for n in held_notes]),
-             np.array([n.pitch for n in held_notes]))):
+            ("real_heldout", *_waves(held_notes))):
         log(f"eval: scoring held-out real notes ({key})")
         rows[key] = score(waves, wave_pitches, pt, measures, fit, centroids, fit_bins)
     rows["real_instruments"]["instruments"] = sorted({n.instrument_str for n in inst_notes})
@@ -334,8 +337,7 @@ def evaluate(synth, notes: list[Note], latents: int = 8, pitches: list[int] | No
     for s in range(seed + 1, seed + draws):
         fit_s, cent_s, bins_s, inst_s, _ = _real_split(notes, pitches, count, max_fit, bins, s, measures, log)
         row = {"seed": s}
-        real_s = np.stack([load_wave(n.path) for n in inst_s])
-        pitches_s = np.array([n.pitch for n in inst_s])
+        real_s, pitches_s = _waves(inst_s)
         for key, (waves, wave_pitches) in (("generated", generate(s)), ("real_instruments", (real_s, pitches_s)),
                                            ("real_roundtrip", (roundtrip(synth.helper, real_s), pitches_s))):
             row[key] = ndb(bins_s, assign_bins(measures.measure(waves)["ndb_features"], cent_s), bins)["ndb"]
